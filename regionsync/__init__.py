@@ -1,0 +1,1 @@
+"""regionsync: CLI, settings and the embedded stack that ties connectors/, streams/, indexer/ and dialog/ together."""

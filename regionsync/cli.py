@@ -1,0 +1,63 @@
+"""The ``regionsync`` command. Each package adds its own sub-commands through ``register()``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from regionsync.errors import RegionsyncError
+from regionsync.settings import Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regionsync",
+        description="CDC pipeline keeping a RAG assistant's knowledge and dialogs alive across regions. "
+        "Every setting can also come from a REGIONSYNC_* environment variable (see `regionsync settings`).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("settings", help="print the effective settings (secrets masked)")
+    p.set_defaults(func=_cmd_settings)
+
+    from connectors import cli as connectors_cli
+
+    connectors_cli.register(sub)
+    return parser
+
+
+def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
+    import orjson
+
+    sys.stdout.write(orjson.dumps(settings.public_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = Settings()
+        return int(args.func(args, settings) or 0)
+    except RegionsyncError as exc:
+        print(f"regionsync: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # each package's root error prints cleanly too
+        from connectors.errors import ConnectorError
+
+        if isinstance(exc, ConnectorError):
+            print(f"regionsync: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""One settings object for every process of regionsync.
+
+Values come from environment variables prefixed ``REGIONSYNC_`` (so docker-compose or a
+Kubernetes deployment configures the same code) or from keyword arguments (tests). Secrets are
+``SecretStr``: ``repr()``, ``model_dump()`` and :meth:`Settings.public_dict` never show them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+PLACEHOLDER = "__debezium_unavailable_value"
+
+
+def _csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REGIONSYNC_", frozen=True, extra="ignore")
+
+    # --- where the embedded stack keeps its data, logs and pid files
+    state_dir: Path = Path(".regionsync")
+
+    # --- Postgres: the CMS database (captured) and regionsync's own bookkeeping database
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 55432
+    pg_user: str = "regionsync"
+    pg_password: SecretStr = SecretStr("regionsync")
+    pg_database: str = "cms"
+    # Embedding cache and (later) dialog state live here; may be another server in production.
+    pg_state_database: str = "regionsync"
+
+    # --- Kafka-protocol broker and Kafka Connect
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    connect_url: str = "http://127.0.0.1:18083"
+    connector_name: str = "cms-documents"
+    # Debezium's topic.prefix; the change topic is "<prefix>.<schema>.<table>".
+    cdc_topic_prefix: str = "cms"
+    replication_slot: str = "regionsync_cms"
+    publication: str = "regionsync_cms"
+    cms_topic: str = "regionsync.cms.documents"
+    chunks_topic: str = "regionsync.doc-chunks"
+    dlq_topic: str = "regionsync.dlq"
+    topic_partitions: int = 4
+
+    # --- What is captured, and which columns are text vs metadata (configuration, not code)
+    capture_table: str = "public.documents"
+    key_column: str = "id"
+    title_column: str = "title"
+    text_columns: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["body"])
+    metadata_columns: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["tags", "status", "updated_at"]
+    )
+    tags_column: str = "tags"
+    status_column: str = "status"
+    published_values: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["published"])
+    max_document_bytes: int = 1_000_000
+
+    # --- Chunking and embedding
+    chunk_size: int = 800  # characters
+    chunk_overlap: int = 100
+    embed_batch_size: int = 32
+    embed_threads: int = 2
+    embed_model: str = "all-MiniLM-L6-v2"
+    embedding_dim: int = 384
+    # How long the change agent waits to fill a batch before embedding what it has.
+    batch_window_s: float = 0.05
+    batch_max_events: int = 256
+
+    # --- Regions: one Milvus per region
+    regions: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["east", "north"])
+    # "region=uri,region=uri"; when empty the embedded stack's milvus-lite servers are used.
+    milvus_uris: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    milvus_token: SecretStr = SecretStr("")
+    milvus_base_port: int = 19531
+    collection: str = "documents"
+
+    # --- Kafka client tuning (tansu needs short session timeouts, see shared/STACK.md)
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1000
+    fetch_wait_max_ms: int = 20
+
+    # --- Embedded stack ports
+    stack_connect_port: int = 18083
+
+    _validate_csv = field_validator(
+        "text_columns", "metadata_columns", "published_values", "regions", mode="before"
+    )(_csv)
+
+    @field_validator("state_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Child processes run with other working directories: pin the path down once.
+        return value.expanduser().resolve()
+
+    @field_validator("milvus_uris", mode="before")
+    @classmethod
+    def _parse_uris(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            out: dict[str, str] = {}
+            for part in value.split(","):
+                if not part.strip():
+                    continue
+                region, _, uri = part.partition("=")
+                out[region.strip()] = uri.strip()
+            return out
+        return value
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def cdc_topic(self) -> str:
+        return f"{self.cdc_topic_prefix}.{self.capture_table}"
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.rsplit(":", 1)[1])
+
+    def pg_dsn(self, database: str | None = None) -> str:
+        """A libpq URI for psycopg. Contains the password: never log it (use :meth:`pg_dsn_masked`)."""
+        pw = quote(self.pg_password.get_secret_value(), safe="")
+        return f"postgresql://{self.pg_user}:{pw}@{self.pg_host}:{self.pg_port}/{database or self.pg_database}"
+
+    def pg_dsn_masked(self, database: str | None = None) -> str:
+        return f"postgresql://{self.pg_user}:***@{self.pg_host}:{self.pg_port}/{database or self.pg_database}"
+
+    def milvus_uri(self, region: str) -> str:
+        if region in self.milvus_uris:
+            return self.milvus_uris[region]
+        if region not in self.regions:
+            from regionsync.errors import ConfigError
+
+            raise ConfigError(f"unknown region {region!r}; configured regions: {', '.join(self.regions)}")
+        return f"http://127.0.0.1:{self.milvus_base_port + self.regions.index(region)}"
+
+    def region_group(self, region: str) -> str:
+        """Consumer group of a region's indexer: each region keeps its own progress."""
+        return f"regionsync-indexer-{region}"
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings for display: secrets masked."""
+        out = self.model_dump(mode="json")
+        for key, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                out[key] = "***" if value.get_secret_value() else ""
+        return out
+
+    def to_env(self) -> dict[str, str]:
+        """Environment that makes a child process build the same settings."""
+        env: dict[str, str] = {}
+        for key, value in self.model_dump().items():
+            name = f"REGIONSYNC_{key.upper()}"
+            if isinstance(value, SecretStr):
+                env[name] = value.get_secret_value()
+            elif isinstance(value, list):
+                env[name] = ",".join(str(v) for v in value)
+            elif isinstance(value, dict):
+                env[name] = ",".join(f"{k}={v}" for k, v in value.items())
+            else:
+                env[name] = str(value)
+        return env
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.to_env())
+        return env

@@ -1,0 +1,146 @@
+"""A throwaway PostgreSQL server with ``wal_level=logical`` (the CMS database Debezium captures).
+
+The server binaries refuse to run as root, so as root we run them as user ``postgres``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+import psycopg
+
+from regionsync.errors import StackError
+from regionsync.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PG_BIN_CANDIDATES = [Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin"), Path("/usr/lib/postgresql/17/bin")]
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS documents (
+    id          text PRIMARY KEY,
+    title       text NOT NULL,
+    body        text NOT NULL,
+    tags        text[],
+    status      text NOT NULL DEFAULT 'published',
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+-- Debezium needs the full old row: without it an update has before=null, a delete's before
+-- holds only the key, and unchanged TOASTed columns arrive as a placeholder.
+ALTER TABLE documents REPLICA IDENTITY FULL;
+"""
+
+
+def pg_bin(tool: str) -> str:
+    for directory in PG_BIN_CANDIDATES:
+        if (directory / tool).exists():
+            return str(directory / tool)
+    found = shutil.which(tool)
+    if found:
+        return found
+    raise StackError(f"PostgreSQL server tool {tool!r} not found; run scripts/setup.sh (installs postgresql)")
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *argv]
+    return argv
+
+
+def data_dir(settings: Settings) -> Path:
+    return settings.state_dir / "postgres"
+
+
+def _chown_for_postgres(path: Path) -> None:
+    if os.geteuid() != 0:
+        return
+    pw = pwd.getpwnam("postgres")
+    for root, dirs, files in os.walk(path):
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+
+
+def _ensure_traversable(path: Path) -> None:
+    """The postgres user must be able to reach the data dir through every parent directory."""
+    if os.geteuid() != 0:
+        return
+    for parent in [path, *path.parents]:
+        try:
+            mode = parent.stat().st_mode
+        except OSError:
+            continue
+        if not mode & 0o001:
+            os.chmod(parent, mode | 0o001)
+
+
+def is_running(settings: Settings) -> bool:
+    try:
+        with psycopg.connect(settings.pg_dsn("postgres"), connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def start(settings: Settings) -> None:
+    """initdb on first use, start the server, create the role, databases and CMS schema."""
+    ddir = data_dir(settings)
+    ddir.parent.mkdir(parents=True, exist_ok=True)
+    _ensure_traversable(ddir.parent)
+    if not (ddir / "PG_VERSION").exists():
+        ddir.mkdir(parents=True, exist_ok=True)
+        _chown_for_postgres(ddir)
+        pwfile = ddir.parent / ".pgpass-init"
+        pwfile.write_text(settings.pg_password.get_secret_value() + "\n")
+        os.chmod(pwfile, 0o644)
+        try:
+            _run(
+                [
+                    pg_bin("initdb"), "-D", str(ddir), "-U", settings.pg_user, "--pwfile", str(pwfile),
+                    "-A", "scram-sha-256", "-E", "UTF8", "--no-instructions",
+                ],
+                "initdb",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+    if not is_running(settings):
+        opts = (
+            f"-p {settings.pg_port} -c wal_level=logical -c listen_addresses=127.0.0.1 -k {ddir} "
+            "-c max_replication_slots=10 -c max_wal_senders=10 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
+        _run(
+            [pg_bin("pg_ctl"), "-D", str(ddir), "-w", "-t", "60", "-l", str(ddir / "server.log"), "-o", opts, "start"],
+            "pg_ctl start",
+        )
+    ensure_databases(settings)
+
+
+def ensure_databases(settings: Settings) -> None:
+    with psycopg.connect(settings.pg_dsn("postgres"), autocommit=True) as conn:
+        for db in (settings.pg_database, settings.pg_state_database):
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{db}"')
+    with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
+        conn.execute(SCHEMA_SQL)
+
+
+def stop(settings: Settings) -> None:
+    ddir = data_dir(settings)
+    if (ddir / "postmaster.pid").exists():
+        try:
+            _run([pg_bin("pg_ctl"), "-D", str(ddir), "-m", "fast", "-w", "stop"], "pg_ctl stop")
+        except StackError as exc:
+            log.warning("%s", exc)
+
+
+def _run(argv: list[str], what: str) -> None:
+    proc = subprocess.run(_as_postgres(argv), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise StackError(f"{what} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")

@@ -1,0 +1,183 @@
+"""Daemon processes of the embedded stack: start detached, remember by pid file, stop, probe.
+
+Every service of the embedded stack (broker, Connect worker, Milvus per region, stream workers)
+is a child process started with :func:`spawn`. Its pid lives in ``STATE/run/NAME.pid`` and its
+output in ``STATE/logs/NAME.log`` so that ``regionsync stack down`` from another shell can stop
+it, and a test can ``kill -9`` it and start it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from regionsync.errors import StackError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Proc:
+    name: str
+    pid: int
+    log_path: Path
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid)
+
+
+def run_dir(state_dir: Path) -> Path:
+    path = state_dir / "run"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def log_dir(state_dir: Path) -> Path:
+    path = state_dir / "logs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited child not yet reaped) still answers kill(0): look at its state.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def spawn(
+    state_dir: Path,
+    name: str,
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Proc:
+    """Start ``argv`` detached (own session) with output appended to its log file."""
+    existing = read_proc(state_dir, name)
+    if existing and existing.alive():
+        raise StackError(f"{name} is already running (pid {existing.pid})")
+    log_path = log_dir(state_dir) / f"{name}.log"
+    with open(log_path, "ab") as out:
+        child = subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            cwd=str(cwd) if cwd else None,
+            start_new_session=True,
+        )
+    (run_dir(state_dir) / f"{name}.pid").write_text(str(child.pid))
+    log.info("started %s (pid %d)", name, child.pid)
+    return Proc(name, child.pid, log_path)
+
+
+def read_proc(state_dir: Path, name: str) -> Proc | None:
+    pid_file = state_dir / "run" / f"{name}.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return Proc(name, pid, state_dir / "logs" / f"{name}.log")
+
+
+def stop(state_dir: Path, name: str, timeout: float = 15.0, sig: int = signal.SIGTERM) -> bool:
+    """Stop a named process (its whole process group); SIGKILL after ``timeout``. True if it was running."""
+    proc = read_proc(state_dir, name)
+    if proc is None:
+        return False
+    was_running = proc.alive()
+    if was_running:
+        _signal_group(proc.pid, sig)
+        deadline = time.monotonic() + timeout
+        while proc.alive() and time.monotonic() < deadline:
+            _reap(proc.pid)
+            time.sleep(0.05)
+        if proc.alive():
+            log.warning("%s did not stop within %.0fs: killing", name, timeout)
+            _signal_group(proc.pid, signal.SIGKILL)
+            while proc.alive():
+                _reap(proc.pid)
+                time.sleep(0.05)
+    _reap(proc.pid)
+    (state_dir / "run" / f"{name}.pid").unlink(missing_ok=True)
+    return was_running
+
+
+def kill9(state_dir: Path, name: str) -> None:
+    """Crash a process the hard way (tests of crash recovery)."""
+    stop(state_dir, name, timeout=0.0, sig=signal.SIGKILL)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    proc: Proc | None = None,
+    interval: float = 0.1,
+) -> None:
+    """Poll ``check`` until true. Fails fast if ``proc`` died; shows its log tail on failure."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - a probe that raises just means "not yet"
+            pass
+        if proc is not None and not proc.alive():
+            raise StackError(f"{what}: process {proc.name} exited\n{tail(proc.log_path)}")
+        time.sleep(interval)
+    raise StackError(f"{what}: not ready after {timeout:.0f}s\n{tail(proc.log_path) if proc else ''}")
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
