@@ -64,7 +64,9 @@ class Settings(BaseSettings):
     tags_column: str = "tags"
     status_column: str = "status"
     published_values: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["published"])
-    max_document_bytes: int = 1_000_000
+    # A record carries every chunk with its vector (~3 KB per 800-char chunk): 200 KB of text
+    # stays under Kafka's default 1 MB message size.
+    max_document_bytes: int = 200_000
 
     # --- Chunking and embedding
     chunk_size: int = 800  # characters
@@ -92,6 +94,37 @@ class Settings(BaseSettings):
 
     # --- Embedded stack ports
     stack_connect_port: int = 18083
+
+    # --- Dialog: event-sourced sessions (dialog/), their per-region state stores and S3 snapshots
+    # One topic, keyed (so partitioned) by session id; the standby region mirrors it.
+    dialog_topic: str = "regionsync.dialog.events"
+    # Each region's state store is its own database "<prefix><region>" (created on demand).
+    dialog_database_prefix: str = "dialog_"
+    dialog_batch_max_events: int = 2000
+    # A snapshot every N applied events or T seconds (whichever comes first, only if something changed).
+    dialog_snapshot_every_events: int = 20000
+    dialog_snapshot_every_s: float = 60.0
+    dialog_snapshot_retention: int = 3  # newest complete snapshots kept; older ones are pruned
+    dialog_snapshot_prefix: str = "dialog/snapshots"
+    # "Replayed to the end" = at the reported high-water mark AND this many empty polls in a row
+    # (tansu's high-water mark can be lower than the real end; see dialog/worker.py).
+    dialog_idle_polls: int = 5
+    dialog_poll_timeout_s: float = 0.1
+    # Snapshot bucket: any S3-compatible endpoint; empty endpoint = AWS's default for s3_region.
+    s3_endpoint: str = "http://127.0.0.1:19000"
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "regionsync-snapshots"
+    s3_access_key_id: SecretStr = SecretStr("regionsync-local")
+    s3_secret_access_key: SecretStr = SecretStr("regionsync-local-secret")
+
+    def dialog_database(self, region: str) -> str:
+        """Name of a region's dialog state database (one per region; another server in production)."""
+        if region not in self.regions:
+            from regionsync.errors import ConfigError
+
+            raise ConfigError(f"unknown region {region!r}; configured regions: {', '.join(self.regions)}")
+        return f"{self.dialog_database_prefix}{region}"
+    # --- end of Dialog block
 
     _validate_csv = field_validator(
         "text_columns", "metadata_columns", "published_values", "regions", mode="before"

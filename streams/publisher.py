@@ -1,0 +1,56 @@
+"""Producer API for CMS systems: ``CmsPublisher(settings).publish(events)``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from regionsync.settings import Settings
+from streams.capture import CaptureSpec
+from streams.cms import CmsEvent, validate
+from streams.errors import StreamsError
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(StreamsError):
+    """The broker did not acknowledge every event."""
+
+
+class CmsPublisher:
+    """Validates and publishes CMS document events; :meth:`publish` returns once all are acknowledged."""
+
+    def __init__(self, settings: Settings, producer: Producer | None = None) -> None:
+        self.settings = settings
+        self.spec = CaptureSpec.from_settings(settings)
+        self.producer = producer or Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 5,
+            }
+        )
+
+    def publish(self, events: Iterable[CmsEvent | dict[str, Any]], timeout: float = 30.0) -> int:
+        checked = [e if isinstance(e, CmsEvent) else validate(e, self.spec) for e in events]
+        failures: list[str] = []
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                failures.append(f"{msg.key()!r}: {err}")
+
+        for event in checked:
+            self.producer.produce(
+                self.settings.cms_topic, key=event.doc_id.encode("utf-8"), value=event.to_bytes(), on_delivery=on_delivery
+            )
+            self.producer.poll(0)
+        remaining = self.producer.flush(timeout)
+        if remaining or failures:
+            raise PublishError(
+                f"{len(failures) + remaining} of {len(checked)} events not acknowledged: {'; '.join(failures[:5])}"
+            )
+        return len(checked)
