@@ -24,9 +24,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_settings)
 
     from connectors import cli as connectors_cli
+    from regionsync.stack import cli as stack_cli
+    from streams import cli as streams_cli
 
+    stack_cli.register(sub)
     connectors_cli.register(sub)
+    streams_cli.register(sub)
+    _register_optional(sub)
     return parser
+
+
+def _register_optional(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from indexer import cli as indexer_cli
+
+    indexer_cli.register(sub)
+    from regionsync import demo
+
+    demo.register(sub)
 
 
 def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
@@ -51,12 +65,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"regionsync: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # each package's root error prints cleanly too
-        from connectors.errors import ConnectorError
-
-        if isinstance(exc, ConnectorError):
+        if isinstance(exc, _package_errors()):
             print(f"regionsync: error: {exc}", file=sys.stderr)
             return 2
         raise
+
+
+def _package_errors() -> tuple[type[Exception], ...]:
+    from connectors.errors import ConnectorError
+    from indexer.errors import IndexerError
+    from streams.errors import StreamsError
+
+    errors: list[type[Exception]] = [ConnectorError, IndexerError, StreamsError]
+    try:
+        from dialog.errors import DialogError
+
+        errors.append(DialogError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
 
 
 if __name__ == "__main__":  # pragma: no cover

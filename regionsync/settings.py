@@ -92,9 +92,6 @@ class Settings(BaseSettings):
     heartbeat_interval_ms: int = 1000
     fetch_wait_max_ms: int = 20
 
-    # --- Embedded stack ports
-    stack_connect_port: int = 18083
-
     # --- Dialog: event-sourced sessions (dialog/), their per-region state stores and S3 snapshots
     # One topic, keyed (so partitioned) by session id; the standby region mirrors it.
     dialog_topic: str = "regionsync.dialog.events"

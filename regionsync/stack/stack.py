@@ -1,0 +1,149 @@
+"""The embedded default stack: everything regionsync needs, on one machine, without Docker.
+
+``up`` starts (or finds running) Postgres, the tansu broker, the S3-compatible snapshot store,
+one Milvus per region, the Kafka Connect worker with the Debezium connector applied, and the
+stream workers (the change agent and one indexer per region). ``down`` stops them in reverse.
+Production runs the same code against real Kafka, Connect, Milvus and S3: see docker-compose.yml.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from regionsync.settings import Settings
+from regionsync.stack import broker, connect, milvus, postgres, procs, s3, topics
+
+log = logging.getLogger(__name__)
+
+CHANGES = "changes"
+
+
+def indexer_name(region: str) -> str:
+    return f"indexer-{region}"
+
+
+def dialog_name(region: str) -> str:
+    return f"dialog-{region}"
+
+
+def start_infra(settings: Settings) -> None:
+    """Data and messaging services (no workers)."""
+    postgres.start(settings)
+    if not procs.port_open(*_host_port(settings.kafka_bootstrap)):
+        broker.start(settings)
+    topics.ensure_topics(settings)
+    if not s3.is_running(settings):
+        s3.start(settings)
+    for region in settings.regions:
+        if not milvus.is_up(settings, region):
+            milvus.start(settings, region)
+    if not connect.is_up(settings):
+        connect.start(settings)
+
+
+def apply_connector(settings: Settings, timeout: float = 120.0) -> str:
+    from connectors.client import ConnectClient
+    from connectors.config import render_template
+
+    client = ConnectClient(settings.connect_url)
+    config = render_template(settings)
+    outcome = client.apply(settings.connector_name, config)
+    client.wait_running(settings.connector_name, timeout=timeout)
+    return str(outcome)
+
+
+def start_changes_worker(settings: Settings) -> procs.Proc:
+    return procs.spawn(settings.state_dir, CHANGES, [sys.executable, "-m", "streams.app"], env=settings.child_env())
+
+
+def start_indexer(settings: Settings, region: str) -> procs.Proc:
+    return procs.spawn(
+        settings.state_dir,
+        indexer_name(region),
+        [sys.executable, "-m", "indexer.worker", "--region", region],
+        env=settings.child_env(),
+    )
+
+
+def start_workers(settings: Settings) -> None:
+    if not _alive(settings, CHANGES):
+        start_changes_worker(settings)
+    for region in settings.regions:
+        if not _alive(settings, indexer_name(region)):
+            start_indexer(settings, region)
+
+
+def up(settings: Settings, workers: bool = True) -> dict[str, Any]:
+    start_infra(settings)
+    if workers:
+        start_workers(settings)
+    apply_connector(settings)
+    return status(settings)
+
+
+def down(settings: Settings) -> list[str]:
+    stopped: list[str] = []
+    names = [CHANGES, *(indexer_name(r) for r in settings.regions), *(dialog_name(r) for r in settings.regions)]
+    for name in names:
+        if procs.stop(settings.state_dir, name):
+            stopped.append(name)
+    if connect.is_up(settings) or procs.read_proc(settings.state_dir, connect.NAME):
+        connect.stop(settings)
+        stopped.append("connect")
+    for region in settings.regions:
+        milvus.stop(settings, region)
+        stopped.append(f"milvus-{region}")
+    s3.stop(settings)
+    broker.stop(settings)
+    postgres.stop(settings)
+    stopped += ["s3", "broker", "postgres"]
+    return stopped
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    regions: dict[str, Any] = {}
+    for region in settings.regions:
+        info: dict[str, Any] = {
+            "milvus_uri": settings.milvus_uri(region),
+            "milvus_up": milvus.is_up(settings, region),
+            "indexer_running": _alive(settings, indexer_name(region)),
+        }
+        try:
+            from indexer.lag import region_lag
+
+            info["lag"] = region_lag(settings, region)
+        except Exception as exc:  # noqa: BLE001 - status must report, not fail
+            info["lag"] = None
+            info["lag_error"] = str(exc)
+        regions[region] = info
+    return {
+        "state_dir": str(settings.state_dir),
+        "postgres": {"dsn": settings.pg_dsn_masked(), "up": postgres.is_running(settings)},
+        "kafka": {"bootstrap": settings.kafka_bootstrap, "up": procs.port_open(*_host_port(settings.kafka_bootstrap))},
+        "connect": {"url": settings.connect_url, "up": connect.is_up(settings), "connector": _connector_state(settings)},
+        "s3": {"endpoint": settings.s3_endpoint, "up": s3.is_running(settings)},
+        "workers": {CHANGES: _alive(settings, CHANGES)},
+        "regions": regions,
+    }
+
+
+def _connector_state(settings: Settings) -> str | None:
+    try:
+        from connectors.client import ConnectClient
+
+        st = ConnectClient(settings.connect_url, timeout=3).status(settings.connector_name)
+        return str(st.get("connector", {}).get("state"))
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _alive(settings: Settings, name: str) -> bool:
+    proc = procs.read_proc(settings.state_dir, name)
+    return bool(proc and proc.alive())
+
+
+def _host_port(bootstrap: str) -> tuple[str, int]:
+    host, port = bootstrap.rsplit(":", 1)
+    return host, int(port)

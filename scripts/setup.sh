@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install everything regionsync needs on a fresh Debian machine with Python 3.11 (no Docker):
+# system packages (PostgreSQL server, Java 17), a virtualenv with the Python packages, and the
+# Kafka Connect + Debezium jars. Idempotent: a second run only checks.
+#   scripts/setup.sh          runtime (demo, stack, CLI)
+#   scripts/setup.sh --test   runtime + test and lint tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+
+need_apt=()
+command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]} with apt-get"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+pip install --upgrade "pip>=24" 2>&1 | grep -v "^WARNING: Location" || true
+# torch first, pinned: this machine has the CPU build of 2.13.0 locally; an unpinned torch would
+# pull several GB of CUDA packages in as a dependency of sentence-transformers.
+.venv/bin/python -c "import torch" >/dev/null 2>&1 || pip install "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+pip install -e ".${extras}" 2>&1 | grep -vE "^WARNING: Location|BuildBackendWarning|^\s*$" || true
+.venv/bin/python -c "import regionsync, torch, pymilvus, faust, confluent_kafka" \
+  || { echo "setup: the Python environment is incomplete" >&2; exit 1; }
+.venv/bin/python scripts/fetch_connect_jars.py
+echo "setup: ok (.venv ready; Connect jars in vendor/connect-libs)"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install everything (scripts/setup.sh --test), lint and type-check, then run the whole test suite:
+# unit tests and integration tests against real services the harness starts itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --test
+.venv/bin/ruff check regionsync connectors streams indexer dialog tests
+.venv/bin/mypy
+exec .venv/bin/pytest "$@"
