@@ -79,7 +79,15 @@ def rest_host_port(settings: Settings) -> tuple[str, int]:
 
 def worker_properties(settings: Settings) -> str:
     host, port = rest_host_port(settings)
-    timeouts = [f"session.timeout.ms={settings.session_timeout_ms}", f"heartbeat.interval.ms={settings.heartbeat_interval_ms}"]
+    # The worker group's own timeouts are shorter than settings.session_timeout_ms: tansu holds
+    # every join for session timeout / 2 and a connector apply costs two or three rebalances, so
+    # 3 s cuts a fresh connector's time to RUNNING by about 5 s. Heartbeats run on their own
+    # thread, so a busy JVM still keeps its membership.
+    worker_timeouts = ["session.timeout.ms=3000", "heartbeat.interval.ms=750"]
+    consumer_timeouts = [
+        f"consumer.session.timeout.ms={settings.session_timeout_ms}",
+        f"consumer.heartbeat.interval.ms={settings.heartbeat_interval_ms}",
+    ]
     lines = [
         f"bootstrap.servers={settings.kafka_bootstrap}",
         f"group.id={GROUP_ID}",
@@ -106,9 +114,9 @@ def worker_properties(settings: Settings) -> str:
         # tansu: a group join waits session timeout / 2 and a parked fetch is not woken by new
         # data, so short session timeouts and short fetch waits (worker group, internal topic
         # readers, and the consumers of sink tasks alike).
-        *timeouts,
+        *worker_timeouts,
         "fetch.max.wait.ms=50",
-        *(f"consumer.{t}" for t in timeouts),
+        *consumer_timeouts,
         "consumer.fetch.max.wait.ms=50",
         # Source tasks (Debezium) may override producer settings per connector.
         "connector.client.config.override.policy=All",
