@@ -45,10 +45,10 @@ def start_infra(settings: Settings) -> None:
 
 def apply_connector(settings: Settings, timeout: float = 120.0) -> str:
     from connectors.client import ConnectClient
-    from connectors.config import render_template
+    from connectors.config import load, secret_values
 
-    client = ConnectClient(settings.connect_url)
-    config = render_template(settings)
+    config = load(settings)
+    client = ConnectClient(settings.connect_url, secrets=secret_values(settings, config))
     outcome = client.apply(settings.connector_name, config)
     client.wait_running(settings.connector_name, timeout=timeout)
     return str(outcome)

@@ -1,0 +1,244 @@
+"""Does every region hold what the source says? Report every difference, not just the first.
+
+The source of truth is the CMS table in Postgres (published rows) plus the newest event per
+document on the CMS producers' topic, for documents that do not live in the table. What a region
+must hold for each such document: its content hash, its chunk texts (the same chunker), title and
+tags; optionally the exact version (WAL position / CMS version, folded from the topics) and the
+exact vectors (the model's embedding of each chunk text). Used by the tests, the demo and drills.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+from confluent_kafka import Consumer, TopicPartition
+
+from regionsync.settings import Settings
+from streams import cms, debezium
+from streams.capture import CaptureSpec
+from streams.chunking import chunk_text
+from streams.errors import PoisonEvent
+from streams.events import ChangeKind, DocumentChange, content_hash
+
+
+@dataclass(frozen=True)
+class ExpectedDoc:
+    doc_id: str
+    content_hash: str
+    chunks: tuple[str, ...]
+    title: str
+    tags: tuple[str, ...]
+    version: int | None = None  # known when folded from a topic
+
+
+@dataclass
+class RegionReport:
+    region: str
+    documents: int = 0
+    chunks: int = 0
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def matches(self) -> bool:
+        return not self.differences
+
+
+def expected_from_change(change: DocumentChange, settings: Settings) -> ExpectedDoc | None:
+    if change.kind is not ChangeKind.UPSERT or change.text is None:
+        return None
+    return ExpectedDoc(
+        change.doc_id,
+        content_hash(change.text),
+        tuple(chunk_text(change.text, settings.chunk_size, settings.chunk_overlap)),
+        change.title,
+        change.tags,
+        change.version,
+    )
+
+
+def expected_from_postgres(settings: Settings) -> dict[str, ExpectedDoc]:
+    """Published rows of the captured table, as a region must hold them (versions unknown here)."""
+    spec = CaptureSpec.from_settings(settings)
+    from streams.events import SourceRef
+
+    ref = SourceRef("postgres", settings.capture_table, 0, 0)
+    out: dict[str, ExpectedDoc] = {}
+    with psycopg.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT * FROM {settings.capture_table}")  # noqa: S608 - table name is configuration
+        names = [d.name for d in cur.description or []]
+        for values in cur:
+            row = dict(zip(names, values, strict=True))
+            change = spec.change_from_row(str(row[spec.key_column]), 0, row, ref)
+            exp = expected_from_change(change, settings)
+            if exp is not None:
+                out[exp.doc_id] = dataclasses.replace(exp, version=None)  # the table has no version
+    return out
+
+
+def read_topic(settings: Settings, topic: str, idle_polls: int = 5, timeout: float = 60.0) -> Iterator[Any]:
+    """Every record of ``topic`` from the beginning, without joining a group.
+
+    "The end" is the reported high-water mark AND ``idle_polls`` empty polls in a row: tansu's
+    high-water mark can be lower than the real end (shared/STACK.md), so it is not trusted alone.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"regionsync-verify-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": settings.fetch_wait_max_ms,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return
+        parts = sorted(meta.partitions)
+        highs = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        positions = dict.fromkeys(parts, 0)
+        empty = 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = consumer.consume(1000, 0.2)
+            if not batch:
+                empty += 1
+                if empty >= idle_polls and all(positions[p] >= highs[p] for p in parts):
+                    return
+                continue
+            empty = 0
+            for msg in batch:
+                if msg.error() is not None:
+                    continue
+                positions[msg.partition()] = msg.offset() + 1
+                yield msg
+    finally:
+        consumer.close()
+
+
+def fold_topic_versions(settings: Settings, topic: str, parse: Callable[..., DocumentChange]) -> dict[str, DocumentChange]:
+    """Newest change per document on a source topic (poison skipped: it is in the dead-letter topic)."""
+    spec = CaptureSpec.from_settings(settings)
+    newest: dict[str, DocumentChange] = {}
+    for msg in read_topic(settings, topic):
+        try:
+            change = parse(msg.key(), msg.value(), spec, msg.topic(), msg.partition(), msg.offset())
+        except PoisonEvent:
+            continue
+        if change.version is None:
+            continue
+        current = newest.get(change.doc_id)
+        if current is None or current.version is None or change.version >= current.version:
+            newest[change.doc_id] = change
+    return newest
+
+
+def expected_state(settings: Settings, with_versions: bool = False) -> dict[str, ExpectedDoc]:
+    """What every region must hold: the table's published rows, plus CMS-published documents."""
+    expected = expected_from_postgres(settings)
+    if with_versions:
+        lsn = fold_topic_versions(settings, settings.cdc_topic, debezium.parse)
+        expected = {
+            k: ExpectedDoc(v.doc_id, v.content_hash, v.chunks, v.title, v.tags, lsn[k].version if k in lsn else None)
+            for k, v in expected.items()
+        }
+    for doc_id, change in fold_topic_versions(settings, settings.cms_topic, cms.parse).items():
+        if doc_id in expected:
+            continue
+        exp = expected_from_change(change, settings)
+        if exp is not None:
+            expected[doc_id] = exp
+    return expected
+
+
+def compare_region(
+    region: str,
+    expected: dict[str, ExpectedDoc],
+    chunk_rows: Sequence[dict[str, Any]],
+    embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+) -> RegionReport:
+    report = RegionReport(region, chunks=len(chunk_rows))
+    by_doc: dict[str, list[dict[str, Any]]] = {}
+    for row in chunk_rows:
+        by_doc.setdefault(str(row["doc_id"]), []).append(row)
+    report.documents = len(by_doc)
+    diffs = report.differences
+    for doc_id in sorted(set(expected) - set(by_doc)):
+        diffs.append(f"{region}: missing document {doc_id}")
+    for doc_id in sorted(set(by_doc) - set(expected)):
+        diffs.append(f"{region}: document {doc_id} should not be there (deleted or unpublished)")
+    for doc_id in sorted(set(expected) & set(by_doc)):
+        exp = expected[doc_id]
+        rows = sorted(by_doc[doc_id], key=lambda r: int(r["chunk_index"]))
+        texts = tuple(str(r["text"]) for r in rows)
+        hashes = {r["content_hash"] for r in rows}
+        versions = {int(r["version"]) for r in rows}
+        if [int(r["chunk_index"]) for r in rows] != list(range(len(rows))):
+            diffs.append(f"{region}: {doc_id} chunk indexes {[r['chunk_index'] for r in rows]} are not 0..n-1")
+        if hashes != {exp.content_hash}:
+            diffs.append(f"{region}: {doc_id} content hash {sorted(hashes)} != {exp.content_hash}")
+        if texts != exp.chunks:
+            diffs.append(f"{region}: {doc_id} has {len(texts)} chunks that differ from the source's {len(exp.chunks)}")
+        if len(versions) != 1:
+            diffs.append(f"{region}: {doc_id} chunks carry several versions {sorted(versions)}")
+        elif exp.version is not None and versions != {exp.version}:
+            diffs.append(f"{region}: {doc_id} version {versions.pop()} != source version {exp.version}")
+        titles = {r["title"] for r in rows}
+        if titles != {exp.title}:
+            diffs.append(f"{region}: {doc_id} title {sorted(titles)} != {exp.title!r}")
+        tags = {tuple(r.get("tags") or ()) for r in rows}
+        if tags != {exp.tags}:
+            diffs.append(f"{region}: {doc_id} tags {sorted(tags)} != {list(exp.tags)}")
+    if embed is not None and chunk_rows:
+        texts = [str(r["text"]) for r in chunk_rows]
+        want = embed(texts)
+        for row, vec in zip(chunk_rows, want, strict=True):
+            if not np.array_equal(np.asarray(row["embedding"], dtype=np.float32), vec.astype(np.float32)):
+                diffs.append(f"{region}: {row['doc_id']}#{row['chunk_index']} vector differs from the model's embedding")
+    return report
+
+
+def region_report(
+    settings: Settings,
+    region: str,
+    expected: dict[str, ExpectedDoc],
+    embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+) -> RegionReport:
+    from indexer.sink import RegionSink
+
+    sink = RegionSink.for_region(settings, region)
+    try:
+        return compare_region(region, expected, sink.dump_chunks(), embed)
+    finally:
+        sink.close()
+
+
+def wait_converged(
+    settings: Settings,
+    regions: Sequence[str] | None = None,
+    timeout: float = 120.0,
+    with_versions: bool = False,
+    interval: float = 0.5,
+) -> dict[str, RegionReport]:
+    """Poll until every region matches the source; return the last reports (check ``.matches``)."""
+    regions = list(regions or settings.regions)
+    deadline = time.monotonic() + timeout
+    expected = expected_state(settings, with_versions)
+    reports: dict[str, RegionReport] = {}
+    while True:
+        # Every region is checked each round: the source may have moved since it last matched.
+        for region in regions:
+            try:
+                reports[region] = region_report(settings, region, expected)
+            except Exception as exc:  # noqa: BLE001 - a region that does not answer simply does not match yet
+                reports[region] = RegionReport(region, differences=[f"{region}: unreachable: {exc}"])
+        if all(reports[r].matches for r in regions) or time.monotonic() > deadline:
+            return reports
+        time.sleep(interval)
+        expected = expected_state(settings, with_versions)

@@ -1,0 +1,66 @@
+"""The whole embedded stack, real parts only, started once for the e2e session on free ports."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from regionsync.settings import Settings
+from regionsync.stack import procs, stack
+
+
+def e2e_settings(base: Path) -> Settings:
+    east, north = procs.free_port(), procs.free_port()
+    return Settings(
+        state_dir=base / "state",
+        pg_port=procs.free_port(),
+        kafka_bootstrap=f"127.0.0.1:{procs.free_port()}",
+        connect_url=f"http://127.0.0.1:{procs.free_port()}",
+        s3_endpoint=f"http://127.0.0.1:{procs.free_port()}",
+        milvus_uris={"east": f"http://127.0.0.1:{east}", "north": f"http://127.0.0.1:{north}"},
+        # Small chunks: documents of a few paragraphs span several chunks, as in production.
+        chunk_size=400,
+        chunk_overlap=50,
+    )
+
+
+SEED = [
+    ("seed-1", "Seeded before capture", "This row existed before the connector was applied. " * 3, ["seed"]),
+    ("seed-2", "Another seeded row", "Snapshots read pre-existing rows with op r. " * 3, ["seed"]),
+    ("seed-3", "Third seeded row", "A third row, present before Debezium started. " * 3, []),
+]
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    s = e2e_settings(tmp_path_factory.mktemp("e2e"))
+    try:
+        stack.start_infra(s)
+        with psycopg.connect(s.pg_dsn(), autocommit=True) as conn:
+            for doc_id, title, body, tags in SEED:
+                conn.execute("INSERT INTO documents (id, title, body, tags) VALUES (%s, %s, %s, %s)",
+                             (doc_id, title, body, tags))
+        stack.start_workers(s)
+        stack.apply_connector(s)
+        yield s
+    finally:
+        stack.down(s)
+
+
+@pytest.fixture()
+def db(settings: Settings) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
+        yield conn
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

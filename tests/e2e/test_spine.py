@@ -1,0 +1,275 @@
+"""Issue 2's acceptance on the real stack: Postgres -> Debezium/Connect -> tansu -> Faust change
+agent (real model) -> chunks topic -> one indexer per region -> each region's Milvus."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import orjson
+import psycopg
+import pytest
+from confluent_kafka import Producer
+
+from indexer.embedder import SentenceTransformerEmbedder
+from indexer.sink import RegionSink
+from regionsync import verify
+from regionsync.corpus import stdlib_documents
+from regionsync.settings import PLACEHOLDER, Settings
+from regionsync.stack import milvus, procs, stack
+from streams.deadletter import DeadLetter
+from streams.events import DocRecord
+from streams.publisher import CmsPublisher
+
+from .conftest import SEED, wait_for
+
+pytestmark = pytest.mark.integration
+
+CORPUS = stdlib_documents(limit=400)
+
+
+def converged(settings: Settings, timeout: float = 90.0, with_versions: bool = False) -> dict[str, verify.RegionReport]:
+    reports = verify.wait_converged(settings, timeout=timeout, with_versions=with_versions)
+    problems = [d for r in reports.values() for d in r.differences]
+    assert not problems, "\n".join(problems[:30])
+    return reports
+
+
+def sink(settings: Settings, region: str) -> RegionSink:
+    return RegionSink.for_region(settings, region)
+
+
+def doc_rows(settings: Settings, region: str, doc_id: str) -> list[dict]:
+    s = sink(settings, region)
+    try:
+        return [r for r in s.dump_chunks() if r["doc_id"] == doc_id]
+    finally:
+        s.close()
+
+
+def records_for(settings: Settings, doc_id: str) -> list[DocRecord]:
+    out = []
+    for msg in verify.read_topic(settings, settings.chunks_topic):
+        if msg.key() == doc_id.encode():
+            out.append(DocRecord.from_bytes(msg.value()))
+    return out
+
+
+def test_snapshot_of_preexisting_rows_reaches_both_regions(settings: Settings) -> None:
+    converged(settings)
+    for region in settings.regions:
+        for doc_id, title, _body, _tags in SEED:
+            rows = doc_rows(settings, region, doc_id)
+            assert rows and rows[0]["title"] == title
+            assert rows[0]["source"]["op"] == "r"  # read by the initial snapshot
+
+
+def test_document_lifecycle(settings: Settings, db: psycopg.Connection) -> None:
+    body = CORPUS[0].body + "\n\n" + CORPUS[1].body
+    db.execute("INSERT INTO documents (id, title, body, tags) VALUES ('life', 'Life', %s, %s)", (body, ["a"]))
+    converged(settings)
+    v1 = {r: doc_rows(settings, r, "life")[0]["version"] for r in settings.regions}
+
+    # Body update: re-embedded.
+    db.execute("UPDATE documents SET body = %s WHERE id = 'life'", (CORPUS[2].body,))
+    converged(settings)
+    rows = doc_rows(settings, "east", "life")
+    assert rows[0]["version"] > v1["east"]
+    assert [r["text"] for r in rows][0].startswith(CORPUS[2].body[:50])
+    upsert = [r for r in records_for(settings, "life") if r.version == rows[0]["version"]][0]
+    assert upsert.embedded > 0
+
+    # Title/tags-only update: new metadata, same vectors, nothing embedded (counted on the record).
+    before = {r["chunk_index"]: r["embedding"] for r in rows}
+    db.execute("UPDATE documents SET title = 'Life, renamed', tags = %s WHERE id = 'life'", (["a", "b"],))
+    converged(settings)
+    for region in settings.regions:
+        after = doc_rows(settings, region, "life")
+        assert {r["title"] for r in after} == {"Life, renamed"}
+        assert all((r["embedding"] == before[r["chunk_index"]]).all() for r in after)
+    meta_version = doc_rows(settings, "east", "life")[0]["version"]
+    meta_rec = [r for r in records_for(settings, "life") if r.version == meta_version][0]
+    assert meta_rec.embedded == 0
+
+    # Unpublish: gone from every region; republish: back.
+    db.execute("UPDATE documents SET status = 'draft' WHERE id = 'life'")
+    converged(settings)
+    assert all(not doc_rows(settings, r, "life") for r in settings.regions)
+    db.execute("UPDATE documents SET status = 'published' WHERE id = 'life'")
+    converged(settings)
+    assert all(doc_rows(settings, r, "life") for r in settings.regions)
+
+    # Delete (+ Debezium's tombstone).
+    db.execute("DELETE FROM documents WHERE id = 'life'")
+    converged(settings)
+    assert all(not doc_rows(settings, r, "life") for r in settings.regions)
+    cdc = [m for m in verify.read_topic(settings, settings.cdc_topic) if m.key() and b'"life"' in m.key()]
+    assert cdc[-1].value() is None, "Debezium's tombstone follows the delete"
+    for region in settings.regions:
+        s = sink(settings, region)
+        try:
+            state = s.doc_state("life")
+        finally:
+            s.close()
+        assert state is not None and state.deleted
+
+
+def test_document_that_shrinks_loses_stale_chunks(settings: Settings, db: psycopg.Connection) -> None:
+    paragraphs = "\n\n".join(doc.body[:380] for doc in CORPUS[10:15])
+    db.execute("INSERT INTO documents (id, title, body) VALUES ('shrink', 'Shrinks', %s)", (paragraphs,))
+    converged(settings)
+    assert len(doc_rows(settings, "east", "shrink")) == 5
+    db.execute("UPDATE documents SET body = 'Now a single short paragraph.' WHERE id = 'shrink'")
+    converged(settings)
+    for region in settings.regions:
+        rows = doc_rows(settings, region, "shrink")
+        assert [r["chunk_index"] for r in rows] == [0]
+        assert rows[0]["text"] == "Now a single short paragraph."
+
+
+def test_duplicates_and_out_of_order_events_leave_the_newest(settings: Settings, db: psycopg.Connection) -> None:
+    db.execute("INSERT INTO documents (id, title, body) VALUES ('dup', 'Dup', 'first version of the text')")
+    db.execute("UPDATE documents SET body = 'second version of the text' WHERE id = 'dup'")
+    converged(settings)
+    # Re-deliver the old Debezium events (insert, then update) after the newer ones, like a
+    # connector restart or a consumer rebalance would.
+    old = [m for m in verify.read_topic(settings, settings.cdc_topic) if m.key() and b'"dup"' in m.key()]
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    for msg in reversed(old):
+        producer.produce(settings.cdc_topic, key=msg.key(), value=msg.value(), partition=msg.partition())
+    producer.flush(10)
+    # CMS producer: v5, then an older v3, then v5 again.
+    pub = CmsPublisher(settings)
+    doc = {"title": "CMS", "body": "cms version five", "tags": []}
+    pub.publish([{"doc_id": "cms-ooo", "version": 5, "op": "upsert", "document": doc}])
+    pub.publish([{"doc_id": "cms-ooo", "version": 3, "op": "upsert", "document": {**doc, "body": "cms version three"}}])
+    pub.publish([{"doc_id": "cms-ooo", "version": 5, "op": "upsert", "document": doc}])
+    # A later marker change: once it is indexed, everything before it on its partition was too.
+    db.execute("INSERT INTO documents (id, title, body) VALUES ('dup-marker', 'M', 'marker')")
+    wait_for(lambda: all(doc_rows(settings, r, "dup-marker") for r in settings.regions), 60, "marker")
+    wait_for(lambda: all(doc_rows(settings, r, "cms-ooo") for r in settings.regions), 60, "cms doc")
+    converged(settings, with_versions=True)
+    for region in settings.regions:
+        assert doc_rows(settings, region, "dup")[0]["text"] == "second version of the text"
+        cms_rows = doc_rows(settings, region, "cms-ooo")
+        assert cms_rows[0]["text"] == "cms version five" and cms_rows[0]["version"] == 5
+
+
+def test_toast_placeholder_is_never_embedded(settings: Settings, db: psycopg.Connection) -> None:
+    rng = random.Random(7)
+    words = [doc.body.split()[0] for doc in CORPUS[:200] if doc.body.split()]
+    # Incompressible enough to be TOASTed out of line (> 2 kB after compression).
+    big = " ".join(rng.choice(words) + str(rng.randrange(10**6)) for _ in range(3000))
+    db.execute("INSERT INTO documents (id, title, body) VALUES ('toast', 'Toast', %s)", (big,))
+    converged(settings)
+    before = doc_rows(settings, "east", "toast")
+    # Without REPLICA IDENTITY FULL, Postgres does not send the unchanged TOASTed body.
+    db.execute("ALTER TABLE documents REPLICA IDENTITY DEFAULT")
+    try:
+        db.execute("UPDATE documents SET title = 'Toast, renamed' WHERE id = 'toast'")
+    finally:
+        db.execute("ALTER TABLE documents REPLICA IDENTITY FULL")
+    wait_for(lambda: all({r["title"] for r in doc_rows(settings, g, "toast")} == {"Toast, renamed"}
+                         for g in settings.regions), 60, "title update")
+    events = [orjson.loads(m.value()) for m in verify.read_topic(settings, settings.cdc_topic)
+              if m.key() and b'"toast"' in m.key() and m.value() is not None]
+    assert events[-1]["after"]["body"] == PLACEHOLDER, "the update really carried the placeholder"
+    for region in settings.regions:
+        rows = doc_rows(settings, region, "toast")
+        assert [r["text"] for r in rows] == [r["text"] for r in before]
+        assert all(PLACEHOLDER not in r["text"] for r in rows)
+    converged(settings)
+
+
+def test_poison_goes_to_the_dead_letter_topic_and_the_stream_goes_on(settings: Settings) -> None:
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    too_big = {"doc_id": "big", "version": 1, "op": "upsert",
+               "document": {"title": "big", "body": "x " * (settings.max_document_bytes // 2 + 10)}}
+    poison = [
+        (settings.cms_topic, b"p1", b"{not json", "unparseable_json"),
+        (settings.cms_topic, b"p2", b"\xff\xfe\xfa", "invalid_utf8"),
+        (settings.cms_topic, b"p3", orjson.dumps({"hello": "world"}), "wrong_envelope"),
+        (settings.cdc_topic, None, orjson.dumps({"before": None, "after": {"title": "t", "body": "b"}, "op": "c",
+                                                "source": {"lsn": 1}}), "missing_key"),
+        (settings.cms_topic, b"big", orjson.dumps(too_big), "document_too_large"),
+    ]
+    for topic, key, value, _reason in poison:
+        producer.produce(topic, key=key, value=value)
+    producer.flush(10)
+    CmsPublisher(settings).publish([{"doc_id": "after-poison", "version": 1, "op": "upsert",
+                                     "document": {"title": "ok", "body": "valid event after the poison"}}])
+    wait_for(lambda: all(doc_rows(settings, r, "after-poison") for r in settings.regions), 60, "valid event")
+    letters = [DeadLetter.from_bytes(m.value()) for m in verify.read_topic(settings, settings.dlq_topic)]
+    for topic, key, value, reason in poison:
+        match = [d for d in letters if d.reason == reason and d.value == value and d.topic == topic]
+        assert match, f"no dead letter for {reason}"
+        assert match[0].key == key and match[0].offset >= 0 and match[0].detail
+
+
+def _mixed_changes(settings: Settings, n: int, seed: int, progress: threading.Event | None = None) -> None:
+    rng = random.Random(seed)
+    ids = [f"mix-{i}" for i in range(150)]
+    live: set[str] = set()
+    with psycopg.connect(settings.pg_dsn()) as conn:
+        for i in range(n):
+            doc_id = rng.choice(ids)
+            text = rng.choice(CORPUS).body
+            if doc_id not in live:
+                conn.execute("INSERT INTO documents (id, title, body, tags) VALUES (%s, %s, %s, %s) "
+                             "ON CONFLICT (id) DO UPDATE SET body = excluded.body, status = 'published'",
+                             (doc_id, f"Mixed {doc_id}", text, [f"t{i % 3}"]))
+                live.add(doc_id)
+            else:
+                op = rng.random()
+                if op < 0.45:
+                    conn.execute("UPDATE documents SET body = %s WHERE id = %s", (text, doc_id))
+                elif op < 0.65:
+                    conn.execute("UPDATE documents SET title = %s, tags = %s WHERE id = %s",
+                                 (f"Title {i}", [f"t{i % 5}"], doc_id))
+                elif op < 0.8:
+                    conn.execute("UPDATE documents SET status = %s WHERE id = %s",
+                                 (rng.choice(["draft", "published"]), doc_id))
+                else:
+                    conn.execute("DELETE FROM documents WHERE id = %s", (doc_id,))
+                    live.discard(doc_id)
+            if i % 25 == 0:
+                conn.commit()
+                if progress is not None and i >= 100:
+                    progress.set()
+        conn.commit()
+
+
+def test_1000_mixed_changes_end_with_every_region_equal_to_postgres(settings: Settings) -> None:
+    _mixed_changes(settings, 1000, seed=1)
+    reports = converged(settings, timeout=240, with_versions=True)
+    assert all(r.documents > 50 for r in reports.values())
+    model = SentenceTransformerEmbedder.from_settings(settings)
+    expected = verify.expected_state(settings, with_versions=True)
+    for region in settings.regions:
+        report = verify.region_report(settings, region, expected, embed=model.embed)
+        assert report.matches, "\n".join(report.differences[:20])
+
+
+def test_a_stopped_region_does_not_hold_back_the_other_and_catches_up(settings: Settings, db: psycopg.Connection) -> None:
+    milvus.stop(settings, "north")
+    try:
+        for i in range(20):
+            db.execute("INSERT INTO documents (id, title, body) VALUES (%s, %s, %s)",
+                       (f"outage-{i}", f"Outage {i}", CORPUS[50 + i].body))
+        reports = verify.wait_converged(settings, regions=["east"], timeout=90)
+        assert reports["east"].matches, reports["east"].differences[:10]
+        assert procs.read_proc(settings.state_dir, stack.indexer_name("north")).alive()  # type: ignore[union-attr]
+    finally:
+        milvus.start(settings, "north")
+    converged(settings, timeout=120, with_versions=True)
+
+
+def test_kill_9_of_the_change_agent_mid_stream_loses_nothing(settings: Settings) -> None:
+    progress = threading.Event()
+    writer = threading.Thread(target=_mixed_changes, args=(settings, 400, 2, progress))
+    writer.start()
+    assert progress.wait(60), "the writer made no progress"
+    procs.kill9(settings.state_dir, stack.CHANGES)
+    writer.join()
+    stack.start_changes_worker(settings)
+    converged(settings, timeout=240, with_versions=True)
