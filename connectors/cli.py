@@ -13,7 +13,7 @@ from typing import Any
 
 from connectors import slots
 from connectors.client import ConnectClient, check_failed, summary
-from connectors.config import load, masked, secret_values
+from connectors.config import load, masked, scrub, secret_values
 from connectors.errors import ConnectorFailed, ConnectorNotFound
 from regionsync.settings import Settings
 
@@ -92,7 +92,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{name}: not found", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(status, indent=2))
+        # Task traces are Connect's free text: scrub them like every other message.
+        print(scrub(json.dumps(status, indent=2), secret_values(settings)))
     else:
         print(f"{name}: {summary(status)}")
     try:

@@ -141,6 +141,10 @@ def start(settings: Settings, timeout: float = START_TIMEOUT_S) -> procs.Proc:
     """Start the worker and wait until its REST API answers; kill it if it does not within ``timeout``."""
     libs = libs_dir()
     java = java_binary()
+    host, port = rest_host_port(settings)
+    if procs.port_open(host, port):
+        # Jetty would fail to bind while the JVM stays up: say so now instead of after the timeout.
+        raise StackError(f"cannot start Kafka Connect: {host}:{port} is already in use (is a worker running?)")
     wdir = work_dir(settings)
     props = wdir / "worker.properties"
     props.write_text(worker_properties(settings))

@@ -28,7 +28,7 @@ import pytest
 
 from connectors.client import ConnectClient
 from connectors.config import load
-from connectors.errors import ConfigInvalid
+from connectors.errors import ConfigInvalid, ConnectorFailed
 from regionsync.stack import connect
 
 from .conftest import PG_PASSWORD, Change, ReadChanges, Stack
@@ -95,6 +95,28 @@ def test_invalid_config_is_rejected_without_leaking_the_password(
         client.apply("invalid", bad)
     assert wrong not in str(info.value)
     assert "invalid" not in client.list()
+
+
+def test_wait_running_fails_fast_with_the_trace(client: ConnectClient, applied: dict[str, str]) -> None:
+    # Passes Connect's validation, fails when the task starts: a filtered publication needs a table.
+    broken = {
+        **applied, "table.include.list": "public.no_such_table", "topic.prefix": "broken",
+        "slot.name": "broken_slot", "publication.name": "broken_pub",
+    }
+    assert client.apply("broken", broken) == "created"
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConnectorFailed) as info:
+            client.wait_running("broken", timeout=60)
+        assert time.monotonic() - started < 30
+        assert info.value.trace.strip() and PG_PASSWORD not in str(info.value)
+        print(f"\nFAILED trace head: {info.value.trace.splitlines()[:2]}")
+        client.restart("broken", failed_only=True)
+        with pytest.raises(ConnectorFailed):
+            client.wait_running("broken", timeout=60)
+    finally:
+        assert client.delete("broken")
+    assert client.delete("broken") is False
 
 
 def test_snapshot_insert_update_delete_and_tombstone(
