@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from connectors import slots
 from connectors.client import ConnectClient
 from connectors.config import load
 from connectors.errors import ConfigInvalid, ConnectorFailed
@@ -97,7 +98,9 @@ def test_invalid_config_is_rejected_without_leaking_the_password(
     assert "invalid" not in client.list()
 
 
-def test_wait_running_fails_fast_with_the_trace(client: ConnectClient, applied: dict[str, str]) -> None:
+def test_wait_running_fails_fast_with_the_trace(
+    connect_stack: Stack, client: ConnectClient, applied: dict[str, str]
+) -> None:
     # Passes Connect's validation, fails when the task starts: a filtered publication needs a table.
     broken = {
         **applied, "table.include.list": "public.no_such_table", "topic.prefix": "broken",
@@ -117,6 +120,8 @@ def test_wait_running_fails_fast_with_the_trace(client: ConnectClient, applied: 
     finally:
         assert client.delete("broken")
     assert client.delete("broken") is False
+    slots.drop(connect_stack.settings, slot="broken_slot", publication="broken_pub")
+    assert not connect_stack.sql("SELECT 1 FROM pg_replication_slots WHERE slot_name = 'broken_slot'")
 
 
 def test_snapshot_insert_update_delete_and_tombstone(
