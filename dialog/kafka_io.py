@@ -1,0 +1,207 @@
+"""All of dialog/'s Kafka I/O: client configs, the topic, the event publisher, the dead letters.
+
+The publisher is what makes "the customer was told" durable: :meth:`KafkaPublisher.publish`
+returns only when the broker acknowledged every event with ``acks=all`` (idempotent producer,
+so a retried send is not duplicated), and raises :class:`DeliveryError` otherwise. A reply whose
+events did not all get acknowledged must not be shown to the customer.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from dialog.errors import DeliveryError, DialogError
+from dialog.events import DialogEvent, encode, key_of
+from regionsync.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        # Same partition for a key as Kafka's Java clients (librdkafka's default hashes with CRC32).
+        "partitioner": "murmur2_random",
+        "linger.ms": 0,
+        "message.timeout.ms": 30000,
+    }
+    config.update(overrides)
+    return config
+
+
+def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
+    # Partitions are assigned by hand and positions live in the state store, so the group id is
+    # only a label: nothing is ever committed to the broker.
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": settings.fetch_wait_max_ms,
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+        "enable.partition.eof": False,
+    }
+
+
+def ensure_topic(settings: Settings, topic: str, partitions: int | None = None) -> None:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    existing = admin.list_topics(timeout=10).topics
+    if topic in existing:
+        return
+    futures = admin.create_topics([NewTopic(topic, partitions or settings.topic_partitions, 1)])
+    for name, future in futures.items():
+        try:
+            future.result(15)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise DialogError(f"cannot create topic {name}: {exc}") from exc
+
+
+def partitions_of(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if meta is not None and meta.error is None and meta.partitions:
+            return sorted(meta.partitions)
+        if time.monotonic() > deadline:
+            raise DialogError(f"topic {topic} has no partitions (does it exist?)")
+        time.sleep(0.1)
+
+
+def where(msg: Message) -> tuple[int, int]:
+    """(partition, offset) of a consumed or delivered record (never None for those)."""
+    partition, offset = msg.partition(), msg.offset()
+    assert partition is not None and offset is not None
+    return partition, offset
+
+
+@dataclass(frozen=True)
+class Ack:
+    event_id: str
+    session_id: str
+    seq: int
+    partition: int
+    offset: int
+
+
+class KafkaPublisher:
+    """Publishes session events to the topic, keyed by session id."""
+
+    def __init__(self, settings: Settings, topic: str | None = None, config: dict[str, Any] | None = None) -> None:
+        """``config`` overrides producer settings (e.g. ``linger.ms`` for bulk loads)."""
+        self.topic = topic or settings.dialog_topic
+        self._producer = Producer(producer_config(settings, **(config or {})))
+
+    def publish(self, events: Sequence[DialogEvent], timeout: float = 30.0) -> list[Ack]:
+        """Send and wait for every acknowledgement; raise :class:`DeliveryError` if any failed."""
+        acks: list[Ack] = []
+        errors: list[str] = []
+
+        def on_delivery(event: DialogEvent) -> Callable[[KafkaError | None, Message], None]:
+            def delivered(err: KafkaError | None, msg: Message) -> None:
+                if err is not None:
+                    errors.append(f"{event.session_id}#{event.seq}: {err}")
+                else:
+                    acks.append(Ack(event.event_id, event.session_id, event.seq, *where(msg)))
+
+            return delivered
+
+        for event in events:
+            while True:
+                try:
+                    self._producer.produce(
+                        self.topic, value=encode(event), key=key_of(event), on_delivery=on_delivery(event)
+                    )
+                    break
+                except BufferError:  # local queue full: let deliveries drain it
+                    self._producer.poll(0.05)
+        remaining = self._producer.flush(timeout)
+        if errors or remaining or len(acks) != len(events):
+            raise DeliveryError(
+                f"{len(events) - len(acks)} of {len(events)} events not acknowledged"
+                + (f": {errors[0]}" if errors else f" within {timeout:.0f}s")
+            )
+        return acks
+
+    def close(self) -> None:
+        self._producer.flush(10)
+
+
+def dead_letter(reason: str, detail: str, msg: Message, stage: str = "dialog") -> bytes:
+    """The project-wide dead-letter record (JSON; the original bytes base64 so nothing is lost)."""
+    key, value = msg.key(), msg.value()
+    return orjson.dumps(
+        {
+            "reason": reason,
+            "detail": detail,
+            "topic": msg.topic(),
+            "partition": msg.partition(),
+            "offset": msg.offset(),
+            "key_b64": None if key is None else base64.b64encode(key).decode("ascii"),
+            "value_b64": None if value is None else base64.b64encode(value).decode("ascii"),
+            "stage": stage,
+        }
+    )
+
+
+class DeadLetters:
+    """Producer of the dead-letter topic. :meth:`send` returns once the broker has the records:
+    the worker calls it before committing the batch's offsets, so a dead letter is never lost
+    (it may be written twice if the worker dies between the two)."""
+
+    def __init__(self, settings: Settings, topic: str | None = None) -> None:
+        self.topic = topic or settings.dlq_topic
+        self._producer = Producer(producer_config(settings, **{"linger.ms": 5}))
+
+    def send(self, records: Sequence[tuple[bytes | None, bytes]], timeout: float = 30.0) -> None:
+        errors: list[str] = []
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        for key, value in records:
+            self._producer.produce(self.topic, value=value, key=key, on_delivery=delivered)
+        if self._producer.flush(timeout) or errors:
+            raise DeliveryError(f"dead letters not acknowledged: {errors[:1] or 'timeout'}")
+
+
+def read_topic(
+    settings: Settings, topic: str, end_offsets: dict[int, int], timeout: float = 60.0
+) -> list[Message]:
+    """Every record of ``topic`` below ``end_offsets`` (exact ends, e.g. from producer acks: the
+    broker's high-water mark is not trusted, see dialog/worker.py), in partition order."""
+    consumer = Consumer(consumer_config(settings, "regionsync-dialog-reader"))
+    try:
+        wanted = {p: end for p, end in end_offsets.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, 0) for p in wanted])
+        out: dict[int, list[Message]] = {p: [] for p in wanted}
+        done = {p for p, end in wanted.items() if end <= 0}
+        deadline = time.monotonic() + timeout
+        while len(done) < len(wanted):
+            if time.monotonic() > deadline:
+                raise DialogError(f"reading {topic}: only {sum(map(len, out.values()))} records before timeout")
+            for msg in consumer.consume(1000, 0.2):
+                if msg.error():
+                    continue
+                p, offset = where(msg)
+                if offset < wanted[p]:
+                    out[p].append(msg)
+                if offset >= wanted[p] - 1:
+                    done.add(p)
+        return [m for p in sorted(out) for m in out[p]]
+    finally:
+        consumer.close()
