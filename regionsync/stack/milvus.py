@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from regionsync.errors import ConfigError
+from regionsync.errors import ConfigError, StackError
 from regionsync.settings import Settings
 from regionsync.stack import procs
 
@@ -78,6 +78,8 @@ def is_up(settings: Settings, region: str) -> bool:
 def start(settings: Settings, region: str, timeout: float = 60.0) -> procs.Proc:
     """Start the region's milvus-lite server and wait until a client can list collections."""
     host, port = address(settings, region)
+    if procs.port_open(host, port):
+        raise StackError(f"cannot start milvus-lite for region {region}: {host}:{port} is already in use")
     ddir = data_dir(settings, region)
     ddir.parent.mkdir(parents=True, exist_ok=True)
     argv = [
