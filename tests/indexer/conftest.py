@@ -1,0 +1,142 @@
+"""Fixtures of the indexer tests: real Postgres, real tansu, real milvus-lite servers, real model.
+
+Every service gets a free port and a directory under pytest's tmp dir, so parallel test sessions
+on one machine never meet. Services are started once per session where tests can share them;
+tests that stop a service (outage drills) get their own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.embedder import Embedder, HashEmbedder, SentenceTransformerEmbedder
+from regionsync.settings import Settings
+from regionsync.stack import broker, milvus, postgres, procs
+from streams.events import Chunk, DocRecord, RecordOp, SourceRef, content_hash
+
+REGION = "east"
+
+
+def make_settings(state_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = dict(
+        state_dir=state_dir,
+        regions=[REGION],
+        milvus_uris={},
+        milvus_base_port=procs.free_port(),
+        pg_port=procs.free_port(),
+        kafka_bootstrap=f"127.0.0.1:{procs.free_port()}",
+        chunks_topic=f"chunks-{uuid.uuid4().hex[:8]}",
+        dlq_topic=f"dlq-{uuid.uuid4().hex[:8]}",
+        topic_partitions=2,
+    )
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture(scope="session")
+def hash_embedder() -> HashEmbedder:
+    return HashEmbedder(384)
+
+
+@pytest.fixture(scope="session")
+def pg_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    settings = make_settings(tmp_path_factory.mktemp("pg"))
+    postgres.start(settings)
+    try:
+        yield settings
+    finally:
+        postgres.stop(settings)
+
+
+@pytest.fixture(scope="session")
+def shared_milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """One milvus-lite server for tests that do not stop it; each test uses its own collection."""
+    settings = make_settings(tmp_path_factory.mktemp("milvus"))
+    milvus.start(settings, REGION)
+    try:
+        yield settings
+    finally:
+        milvus.stop(settings, REGION)
+
+
+@pytest.fixture
+def own_milvus(tmp_path: Path) -> Iterator[Settings]:
+    """A milvus-lite server this test may stop and start (``milvus.stop/start(settings, REGION)``)."""
+    settings = make_settings(tmp_path)
+    milvus.start(settings, REGION)
+    try:
+        yield settings
+    finally:
+        milvus.stop(settings, REGION)
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    settings = make_settings(tmp_path_factory.mktemp("broker"))
+    broker.start(settings)
+    try:
+        yield settings
+    finally:
+        broker.stop(settings)
+
+
+@pytest.fixture
+def collection_name() -> str:
+    return f"docs_{uuid.uuid4().hex[:10]}"
+
+
+_offsets = itertools.count()
+
+
+def source(lsn: int | None = None) -> SourceRef:
+    return SourceRef(kind="debezium", topic="cms.public.documents", partition=0, offset=next(_offsets), lsn=lsn, op="u")
+
+
+RecordFactory = Callable[..., DocRecord]
+
+
+def record_factory(embed: Embedder) -> RecordFactory:
+    """Build DocRecords whose chunk vectors are ``embed``'s vectors of the chunk texts."""
+
+    def make(
+        doc_id: str,
+        version: int | None,
+        texts: Sequence[str] = (),
+        op: RecordOp = RecordOp.UPSERT,
+        title: str = "",
+        tags: Sequence[str] = (),
+        status: str = "published",
+    ) -> DocRecord:
+        chunks: tuple[Chunk, ...] = ()
+        if op is RecordOp.UPSERT and texts:
+            vectors = embed.embed(list(texts))
+            chunks = tuple(Chunk(i, t, np.asarray(v, dtype=np.float32)) for i, (t, v) in enumerate(zip(texts, vectors, strict=True)))
+        return DocRecord(
+            doc_id=doc_id,
+            version=version,
+            op=op,
+            source=source(lsn=version),
+            content_hash=content_hash("\n".join(texts)) if op is RecordOp.UPSERT else None,
+            title=title or f"Title of {doc_id}",
+            tags=tuple(tags),
+            status=status,
+            chunks=chunks,
+        )
+
+    return make
+
+
+@pytest.fixture
+def hash_record(hash_embedder: HashEmbedder) -> RecordFactory:
+    return record_factory(hash_embedder)

@@ -1,0 +1,62 @@
+"""The real model (offline) and the fake."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from indexer.embedder import Embedder, HashEmbedder, SentenceTransformerEmbedder
+
+TEXTS = [
+    "Regional indexers keep every Milvus in step with the CMS.",
+    "short",
+    "A much longer passage about change data capture, Debezium envelopes, TOAST placeholders and "
+    "why every sink must be idempotent because delivery is at least once.",
+    "Ünïcödé and emoji 🚀 survive tokenisation.",
+    "",
+]
+
+
+def test_real_model_loads_offline_and_embeds(embedder: SentenceTransformerEmbedder) -> None:
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    assert isinstance(embedder, Embedder)
+    assert embedder.dim == 384 and embedder.name == "all-MiniLM-L6-v2"
+    out = embedder.embed(TEXTS)
+    assert out.shape == (len(TEXTS), 384) and out.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert embedder.embed([]).shape == (0, 384)
+    # Semantics, roughly: related sentences are closer than unrelated ones.
+    a, b, c = embedder.embed(["The cat sat on the mat.", "A kitten rests on a rug.", "Quarterly tax filing deadlines."])
+    assert float(a @ b) > float(a @ c) + 0.2
+
+
+def test_vectors_are_bitwise_identical_across_batch_sizes(embedder: SentenceTransformerEmbedder) -> None:
+    # Texts of every padded length (1 to 300+ tokens), each embedded alone as the reference.
+    rng = np.random.default_rng(7)
+    words = " ".join(TEXTS).split()
+    texts = TEXTS + [" ".join(rng.choice(words, int(n))) for n in rng.integers(1, 260, 30)]
+    alone = np.stack([embedder.embed([t])[0] for t in texts])
+    original = embedder.batch_size
+    try:
+        for batch_size in (2, 7, 32):
+            embedder.batch_size = batch_size
+            order = rng.permutation(len(texts))
+            shuffled = embedder.embed([texts[i] for i in order])
+            back = np.empty_like(shuffled)
+            back[order] = shuffled
+            assert back.tobytes() == alone.tobytes(), f"batch size {batch_size}"
+    finally:
+        embedder.batch_size = original
+    # Same vectors as sentence-transformers' own encode, up to float rounding.
+    reference = embedder._model.encode(texts, convert_to_numpy=True)
+    assert np.abs(reference - alone).max() < 1e-6
+
+
+def test_hash_embedder_is_deterministic_and_normalised() -> None:
+    e1, e2 = HashEmbedder(16), HashEmbedder(16)
+    a = e1.embed(["x", "y", "x"])
+    assert a.tobytes() == e2.embed(["x", "y", "x"]).tobytes()
+    assert a[0].tobytes() == a[2].tobytes() and a[0].tobytes() != a[1].tobytes()
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-6)
+    assert isinstance(e1, Embedder) and e1.dim == 16 and e1.embed([]).shape == (0, 16)
