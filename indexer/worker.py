@@ -1,0 +1,345 @@
+"""A region's indexer: chunks topic -> that region's Milvus, at least once, never skipping.
+
+One process per region, each with its own consumer group (``Settings.region_group``), so a dead
+or slow region blocks no other and catches up from its own committed offsets after a restart.
+
+The loop: consume a batch; decode and check every record (poison -> dead-letter topic with the
+reason and the original bytes, then carry on); ``sink.apply`` the rest; commit the batch's
+offsets synchronously, and only after the apply returned. If the region's Milvus is down the
+same batch is retried with backoff (logged once per outage): nothing is committed, skipped or
+dropped meanwhile. A crash anywhere means redelivery from the last commit, which the sink's
+version guard makes harmless.
+
+Run: ``python -m indexer.worker --region east`` (settings from ``REGIONSYNC_*`` variables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from indexer.errors import IndexerError, RegionUnavailable
+from indexer.schema import record_problem
+from indexer.sink import RegionSink
+from regionsync.settings import Settings
+from streams.deadletter import DeadLetter
+from streams.events import DocRecord, RecordOp, SourceRef
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetterError(IndexerError):
+    """The broker did not acknowledge every dead letter; the batch is retried, not committed."""
+
+
+def make_consumer(settings: Settings, region: str) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.region_group(region),
+            "client.id": f"regionsync-indexer-{region}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": settings.session_timeout_ms,
+            "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+            "fetch.wait.max.ms": settings.fetch_wait_max_ms,
+            # Pick up a chunks topic created after we subscribed within seconds, not 5 minutes.
+            "topic.metadata.refresh.interval.ms": 5000,
+            # Records carry whole documents with their vectors: allow big ones.
+            "fetch.message.max.bytes": 16 * 1024 * 1024,
+        }
+    )
+
+
+def make_dlq_producer(settings: Settings) -> Producer:
+    return Producer(
+        {"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
+    )
+
+
+@dataclass
+class WorkerStats:
+    batches: int = 0
+    records: int = 0  # records handed to the sink
+    dead_letters: int = 0
+    stale: int = 0
+    meta_missing: int = 0
+    apply_retries: int = 0
+    outages: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+
+
+class RegionIndexer:
+    """Consumes the chunks topic into one region's :class:`RegionSink`.
+
+    ``run()`` blocks until :meth:`stop` (SIGTERM in the entry point) or, for tests and drills,
+    until nothing arrived for ``max_idle_s`` seconds after partitions were assigned. A stop while
+    a batch waits for Milvus returns without committing it: the next run gets it again.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        region: str,
+        sink: RegionSink | None = None,
+        consumer: Consumer | None = None,
+        producer: Producer | None = None,
+        *,
+        batch_size: int | None = None,
+        poll_timeout_s: float = 0.5,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.region = region
+        self.stage = f"indexer:{region}"
+        self.sink = sink or RegionSink.for_region(settings, region)
+        self.consumer = consumer or make_consumer(settings, region)
+        self.producer = producer or make_dlq_producer(settings)
+        self.batch_size = batch_size or settings.batch_max_events
+        self.poll_timeout_s = poll_timeout_s
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.clock = clock
+        self.stats = WorkerStats()
+        self._stop = threading.Event()
+        self._assigned_at: float | None = None
+        self._subscribed = False
+        self._warned: set[str] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        """Leave the group (offsets are already committed) and release clients."""
+        try:
+            self.consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.debug("closing consumer: %s", exc)
+        self.producer.flush(10)
+        self.sink.close()
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned_at = self.clock()
+        log.info("%s: assigned %s", self.stage, [p.partition for p in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Every batch is committed before the next poll, so a revoke never loses work.
+        log.info("%s: revoked %s", self.stage, [p.partition for p in partitions])
+
+    def run(self, max_idle_s: float | None = None, join_timeout_s: float = 60.0) -> WorkerStats:
+        if not self._subscribed:
+            self.consumer.subscribe([self.settings.chunks_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+            self._subscribed = True
+        started = last_activity = self.clock()
+        while not self._stop.is_set():
+            messages = self._poll()
+            now = self.clock()
+            if messages:
+                self._process(messages)
+                last_activity = self.clock()
+                continue
+            if max_idle_s is None:
+                continue
+            if self._assigned_at is not None:
+                if now - max(last_activity, self._assigned_at) >= max_idle_s:
+                    break
+            elif now - started >= join_timeout_s:
+                log.warning("%s: no partitions assigned after %.0fs; giving up", self.stage, join_timeout_s)
+                break
+        return self.stats
+
+    # ------------------------------------------------------------------ one batch
+
+    def _poll(self) -> list[Message]:
+        # Block for the first message (returns as soon as one arrives), then take what else is
+        # already there, up to the batch size.
+        first = self.consumer.poll(self.poll_timeout_s)
+        if first is None:
+            return []
+        batch = [first]
+        if self.batch_size > 1:
+            batch += self.consumer.consume(self.batch_size - 1, timeout=self.settings.batch_window_s)
+        good = []
+        for msg in batch:
+            err = msg.error()
+            if err is None:
+                good.append(msg)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                self._warn_once(f"consume:{err.code()}", "%s: consumer error: %s", self.stage, err)
+        return good
+
+    def _process(self, messages: Sequence[Message]) -> bool:
+        """Apply one batch and commit it. False if stopped before the batch could be applied."""
+        records: list[DocRecord] = []
+        letters: list[DeadLetter] = []
+        positions: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            topic, partition, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
+            positions[(topic, partition)] = max(positions.get((topic, partition), -1), offset + 1)
+            record, letter = self._decode(msg)
+            if letter is not None:
+                letters.append(letter)
+            elif record is not None:
+                records.append(record)
+
+        if letters and not self._retry(lambda: self._send_dead_letters(letters), f"dead-lettering {len(letters)}"):
+            return False
+        if records:
+            applied = self._retry(lambda: self.sink.apply(records), f"applying {len(records)} records")
+            if applied is None:
+                return False
+            self.stats.stale += applied.stale
+            self.stats.meta_missing += len(applied.meta_missing)
+            if applied.meta_missing:
+                log.warning("%s: meta records for documents this region lacks: %s", self.stage, applied.meta_missing[:10])
+        self._commit(positions)
+        self.stats.batches += 1
+        self.stats.records += len(records)
+        self.stats.dead_letters += len(letters)
+        return True
+
+    def _decode(self, msg: Message) -> tuple[DocRecord | None, DeadLetter | None]:
+        key, value = msg.key(), msg.value()
+        topic, partition, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
+
+        def poison(reason: str, detail: str) -> tuple[None, DeadLetter]:
+            log.warning("%s: dead-lettering %s[%d]@%d: %s: %s", self.stage, topic, partition, offset, reason, detail)
+            return None, DeadLetter(self.stage, reason, detail, topic, partition, offset, key, value)
+
+        try:
+            doc_key = None if key is None else key.decode("utf-8")
+        except UnicodeDecodeError:
+            return poison("invalid_key", "message key is not UTF-8")
+        if value is None:
+            # A Kafka tombstone on the (compactable) chunks topic: the document is gone.
+            if not doc_key:
+                return poison("missing_key", "tombstone without a key")
+            src = SourceRef(kind="kafka", topic=topic, partition=partition, offset=offset)
+            return DocRecord(doc_key, None, RecordOp.DELETE, src), None
+        try:
+            record = DocRecord.from_bytes(value)
+        except orjson.JSONDecodeError as exc:
+            return poison("unparseable_json", str(exc))
+        except (ValueError, KeyError, TypeError) as exc:
+            reason = "wrong_schema" if "not a regionsync doc record" in str(exc) else "malformed_record"
+            return poison(reason, f"{type(exc).__name__}: {exc}")
+        if doc_key is not None and doc_key != record.doc_id:
+            return poison("key_mismatch", f"key {doc_key!r} but doc_id {record.doc_id!r}")
+        problem = record_problem(record, self.sink.dim)
+        if problem is not None:
+            return poison(*problem)
+        return record, None
+
+    def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        errors: list[str] = []
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        for letter in letters:
+            headers: list[tuple[str, str | bytes | None]] = list(letter.headers())
+            self.producer.produce(
+                self.settings.dlq_topic, key=letter.key, value=letter.to_bytes(), headers=headers,
+                on_delivery=on_delivery,
+            )
+        remaining = self.producer.flush(30)
+        if remaining or errors:
+            raise DeadLetterError(f"{remaining} unacknowledged, errors: {errors[:3]}")
+
+    def _retry(self, action: Callable[[], Any], what: str) -> Any:
+        """Run ``action`` until it succeeds; None if stopped first. Outages are logged once."""
+        delay = self.retry_initial_s
+        outage_started: float | None = None
+        attempts = 0
+        while True:
+            try:
+                result = action()
+            except RegionUnavailable as exc:
+                if outage_started is None:
+                    outage_started = self.clock()
+                    self.stats.outages += 1
+                    log.warning(
+                        "%s: region Milvus unavailable (%s); holding the batch (%s), offsets not committed, "
+                        "retrying until it answers", self.stage, exc.detail, what,
+                    )
+            except (IndexerError, KafkaException) as exc:
+                # Not an outage we recognise (Milvus rejected a call, the broker refused the DLQ
+                # write...): still never skip the batch; log every attempt, at a slowing pace.
+                log.error("%s: %s failed (attempt %d): %s", self.stage, what, attempts + 1, exc)
+            else:
+                if outage_started is not None:
+                    log.info(
+                        "%s: region Milvus back after %.1fs and %d retries; %s done",
+                        self.stage, self.clock() - outage_started, attempts, what,
+                    )
+                return result if result is not None else True
+            attempts += 1
+            self.stats.apply_retries += 1
+            if self._stop.wait(delay):
+                log.info("%s: stopping with an unapplied batch; it will be redelivered", self.stage)
+                return None
+            delay = min(delay * 2, self.retry_max_s)
+
+    def _commit(self, positions: dict[tuple[str, int], int]) -> None:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(positions.items())]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.stats.commits += 1
+        except KafkaException as exc:
+            # E.g. the group rebalanced while Milvus was down (max.poll.interval.ms passed): the
+            # new owner starts from the last commit, and re-applying is idempotent.
+            self.stats.commit_failures += 1
+            log.warning("%s: commit of %s failed (%s); the batch will be redelivered", self.stage, offsets, exc)
+
+    def _warn_once(self, key: str, fmt: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(fmt, *args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m indexer.worker",
+        description="Apply the chunks topic to one region's Milvus. Settings come from REGIONSYNC_* variables.",
+    )
+    parser.add_argument("--region", required=True, help="region to index (one of REGIONSYNC_REGIONS)")
+    parser.add_argument("--max-idle", type=float, default=None, help="exit after this many idle seconds")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    settings = Settings()
+    settings.milvus_uri(args.region)  # unknown region: fail now, with the configured ones listed
+    indexer = RegionIndexer(settings, args.region)
+    signal.signal(signal.SIGTERM, lambda *_: indexer.stop())
+    signal.signal(signal.SIGINT, lambda *_: indexer.stop())
+    log.info("indexer for region %s: %s -> %s", args.region, settings.chunks_topic, settings.milvus_uri(args.region))
+    try:
+        stats = indexer.run(max_idle_s=args.max_idle)
+    finally:
+        indexer.close()
+    log.info("indexer for region %s stopped: %s", args.region, stats)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
