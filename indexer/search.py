@@ -1,0 +1,45 @@
+"""Search one region: embed the query with the real model, ask that region's Milvus."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from indexer.embedder import Embedder, SentenceTransformerEmbedder
+from indexer.sink import Hit, RegionSink
+from regionsync.settings import Settings
+
+
+def search_region(
+    settings: Settings, region: str, text: str, k: int = 5, embedder: Embedder | None = None
+) -> list[Hit]:
+    """Top-``k`` chunks of ``region`` for ``text``. Raises RegionUnavailable if its Milvus is down."""
+    model = embedder or SentenceTransformerEmbedder.from_settings(settings)
+    vector = model.embed([text])[0]
+    sink = RegionSink.for_region(settings, region)
+    try:
+        return sink.search(vector, k)
+    finally:
+        sink.close()
+
+
+def hit_to_json(hit: Hit) -> dict[str, Any]:
+    out = asdict(hit)
+    out["tags"] = list(hit.tags)
+    return out
+
+
+def format_hit(rank: int, hit: Hit, width: int = 160) -> str:
+    src = hit.source
+    where = f"{src.get('topic')}[{src.get('partition')}]@{src.get('offset')}"
+    if src.get("lsn") is not None:
+        where += f" lsn={src.get('lsn')}"
+    snippet = " ".join(hit.text.split())
+    if len(snippet) > width:
+        snippet = snippet[: width - 3] + "..."
+    return (
+        f"{rank}. {hit.title or '(untitled)'}  [doc {hit.doc_id} chunk {hit.chunk_index}]  "
+        f"score={hit.score:.4f} version={hit.version}\n"
+        f"   source: {where} ({src.get('kind')}, op={src.get('op')})\n"
+        f"   {snippet}"
+    )
