@@ -1,0 +1,181 @@
+"""Rebuild benchmark (not a test): how fast a region gets its dialog state back.
+
+    python -m dialog.bench --embedded            # starts its own Postgres, tansu and S3 server
+    python -m dialog.bench --sessions 10000      # against the configured (running) stack
+
+Steps, on a topic, databases and snapshot prefix of its own (removed afterwards):
+1. publish ``sessions`` synthetic conversations (about 10 events each), interleaved;
+2. the primary region replays the whole log into an empty store (no snapshot): full replay;
+3. it writes one snapshot of every session;
+4. a tail of new events is published (``tail_fraction`` more sessions);
+5. the standby region, empty, restores from the snapshot and replays the tail: time to restore.
+
+Rebuild times include the end-of-log detection (``dialog_idle_polls`` x ``dialog_poll_timeout_s``,
+0.5 s by default; see dialog/worker.py for why it is needed on tansu).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+from confluent_kafka.admin import AdminClient
+
+from dialog.kafka_io import KafkaPublisher, ensure_topic
+from dialog.loadgen import conversation, interleave
+from dialog.rebuild import rebuild
+from dialog.snapshots import s3_client
+from dialog.worker import DialogWorker
+from regionsync.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run(settings: Settings, sessions: int = 10_000, tail_fraction: float = 0.1, seed: int = 1) -> dict[str, Any]:
+    """Run the benchmark against a running stack; returns the figures (see the module docstring)."""
+    tag = uuid.uuid4().hex[:8]
+    primary_region, standby_region = settings.regions[0], settings.regions[1]
+    s = settings.model_copy(
+        update={
+            "dialog_topic": f"regionsync.dialog.bench-{tag}",
+            "dialog_database_prefix": f"dialog_bench_{tag}_",
+            "dialog_snapshot_prefix": f"bench-{tag}",
+            "dialog_snapshot_every_events": 10**12,  # only the explicit snapshot of step 3
+            "dialog_snapshot_every_s": 10.0**9,
+        }
+    )
+    rng = random.Random(seed)
+    events = interleave([conversation(f"bench-{i:06d}", rng) for i in range(sessions)], rng)
+    n_tail = max(1, int(sessions * tail_fraction))
+    tail = interleave([conversation(f"bench-tail-{i:06d}", rng) for i in range(n_tail)], rng)
+
+    ensure_topic(s, s.dialog_topic)
+    publisher = KafkaPublisher(s, config={"linger.ms": 5, "batch.num.messages": 10000})
+    try:
+        t0 = time.monotonic()
+        publisher.publish(events, timeout=300)
+        publish_s = time.monotonic() - t0
+
+        primary = DialogWorker.create(s, primary_region)
+        try:
+            full = rebuild_without_snapshot(primary)
+            t0 = time.monotonic()
+            manifest = primary.snapshot_now()
+            snapshot_s = time.monotonic() - t0
+        finally:
+            primary.close()
+
+        publisher.publish(tail, timeout=300)
+        standby = DialogWorker.create(s, standby_region)
+        try:
+            restore = rebuild(standby)
+            restored = standby.store.count()
+        finally:
+            standby.close()
+    finally:
+        publisher.close()
+        _cleanup(s, [primary_region, standby_region])
+
+    if restored != sessions + n_tail:
+        raise AssertionError(f"standby restored {restored} sessions, expected {sessions + n_tail}")
+    return {
+        "sessions": sessions,
+        "events": len(events),
+        "publish_events_per_s": round(len(events) / publish_s),
+        "full_replay_s": full["seconds"],
+        "full_replay_events_per_s": round(len(events) / full["seconds"]),
+        "snapshot_write_s": round(snapshot_s, 3),
+        "snapshot_bytes": manifest.size,
+        "restore_sessions": restored,
+        "restore_tail_events": restore.events_replayed,
+        "restore_snapshot_load_s": restore.restore_seconds,
+        "restore_total_s": restore.seconds,
+        "end_detection_s": round(s.dialog_idle_polls * s.dialog_poll_timeout_s, 3),
+    }
+
+
+def rebuild_without_snapshot(worker: DialogWorker) -> dict[str, float]:
+    # The primary's store is empty and the bench prefix holds no snapshot yet: a full replay.
+    report = rebuild(worker)
+    assert report.source == "full replay", report.source
+    return {"seconds": report.seconds}
+
+
+def _cleanup(settings: Settings, regions: list[str]) -> None:
+    try:
+        with psycopg.connect(settings.pg_dsn("postgres"), autocommit=True) as conn:
+            for region in regions:
+                conn.execute(f'DROP DATABASE IF EXISTS "{settings.dialog_database(region)}" WITH (FORCE)')
+        s3 = s3_client(settings)
+        listed = s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=f"{settings.dialog_snapshot_prefix}/")
+        for obj in listed.get("Contents", ()):
+            s3.delete_object(Bucket=settings.s3_bucket, Key=obj["Key"])
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        for future in admin.delete_topics([settings.dialog_topic]).values():
+            future.result(15)
+    except Exception as exc:  # noqa: BLE001 - leftovers of a benchmark are not worth failing it
+        log.warning("bench cleanup incomplete: %s", exc)
+
+
+def _embedded_stack(state_dir: Path) -> tuple[Settings, Any]:
+    from regionsync.stack import broker, postgres, procs, s3
+
+    settings = Settings(
+        state_dir=state_dir,
+        pg_port=procs.free_port(),
+        kafka_bootstrap=f"127.0.0.1:{procs.free_port()}",
+        s3_endpoint=f"http://127.0.0.1:{procs.free_port()}",
+    )
+    postgres.start(settings)
+    broker.start(settings)
+    s3.start(settings)
+
+    def stop() -> None:
+        s3.stop(settings)
+        broker.stop(settings)
+        postgres.stop(settings)
+
+    return settings, stop
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dialog.bench", description="dialog rebuild benchmark")
+    parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument("--embedded", action="store_true", help="start a private Postgres, tansu and S3 server")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = None
+    tmp = None
+    if args.embedded:
+        tmp = tempfile.TemporaryDirectory(prefix="dialog-bench-")
+        settings, stop = _embedded_stack(Path(tmp.name))
+    else:
+        settings = Settings()
+    try:
+        figures = run(settings, sessions=args.sessions)
+    finally:
+        if stop:
+            stop()
+        if tmp:
+            tmp.cleanup()
+    if args.json:
+        sys.stdout.write(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        width = max(map(len, figures))
+        for key, value in figures.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""The dialog worker: folds the session-event topic into a region's state store.
+
+    python -m dialog.worker --region north
+
+Why a plain confluent-kafka consumer and not a Faust agent: the positions must live in the
+state store's transaction (Faust commits them to the broker), Faust's exactly-once mode fails on
+tansu, and a Faust agent does about 4k events/s on one core where this loop folds tens of
+thousands (``python -m dialog.bench`` prints the figure; shared/STACK.md has Faust's).
+
+Loop: consume a batch -> decode (malformed records -> dead-letter topic, acknowledged before
+the commit) -> fold each event into its session's state with the pure reducer -> one store
+transaction with the changed states, the new positions and the counters. Partitions are
+assigned by hand (one worker per region; the store's compare-and-set on positions stops a
+second one) and start at the stored positions, so a crash at any point loses nothing and
+applies nothing twice. Every N events or T seconds the worker writes a snapshot to S3.
+
+"The end of the log" (:meth:`DialogWorker.catch_up`): tansu reports a high-water mark that can
+be lower than the real end (the base offset of the last batch + 1), so reaching it does not mean
+the partition is drained. The worker counts as caught up only when every partition is at or past
+the reported end AND ``dialog_idle_polls`` polls in a row returned nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from dialog import reducer
+from dialog.errors import DialogError, MalformedEvent, SnapshotError
+from dialog.events import decode
+from dialog.kafka_io import DeadLetters, consumer_config, dead_letter, ensure_topic, partitions_of, where
+from dialog.reducer import Outcome
+from dialog.snapshots import Manifest, SnapshotStore
+from dialog.state import SessionState
+from dialog.store import PostgresStore, StateStore, Stats
+from regionsync.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+
+class DeadLetterSink(Protocol):
+    def send(self, records: Sequence[tuple[bytes | None, bytes]]) -> None: ...
+
+
+class DialogWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        region: str,
+        store: StateStore,
+        consumer: Consumer,
+        dead_letters: DeadLetterSink,
+        snapshots: SnapshotStore | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.region = region
+        self.store = store
+        self.snapshots = snapshots
+        self.topic = store.topic
+        self._consumer = consumer
+        self._dead = dead_letters
+        self._clock = clock
+        self._positions: dict[int, int] = {}
+        self._partitions: list[int] = []
+        self._states: dict[str, SessionState] = {}
+        self._stats = Stats()  # totals as stored (they travel with snapshots)
+        self._since_snapshot = 0
+        self._last_snapshot = clock()
+        self.stopping = threading.Event()  # set (e.g. by a signal handler) to stop after the current batch
+
+    @classmethod
+    def create(cls, settings: Settings, region: str, *, snapshots: bool = True) -> DialogWorker:
+        ensure_topic(settings, settings.dialog_topic)
+        store = PostgresStore.for_region(settings, region)
+        consumer = Consumer(consumer_config(settings, f"regionsync-dialog-{region}"))
+        snap = SnapshotStore.from_settings(settings) if snapshots else None
+        return cls(settings, region, store, consumer, DeadLetters(settings), snap)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Load the stored states and positions and assign every partition at its position.
+        Call after the store holds what it should (see :func:`dialog.rebuild.rebuild`)."""
+        self._partitions = partitions_of(self._consumer, self.topic)
+        self._positions = self.store.offsets()
+        self._states = {s.session_id: s for s in self.store.all_states()}
+        self._stats = self.store.stats()
+        self._consumer.assign(
+            [TopicPartition(self.topic, p, self._positions.get(p, OFFSET_BEGINNING)) for p in self._partitions]
+        )
+        log.info(
+            "dialog worker %s: %d sessions, positions %s", self.region, len(self._states), self._positions or "start"
+        )
+
+    def close(self) -> None:
+        self._consumer.close()
+        self.store.close()
+
+    @property
+    def positions(self) -> dict[int, int]:
+        return dict(self._positions)
+
+    # ------------------------------------------------------------------ consuming
+    def poll_once(self) -> int:
+        """Consume and commit one batch; returns how many records it held (0: nothing came)."""
+        msgs = self._consumer.consume(self.settings.dialog_batch_max_events, self.settings.dialog_poll_timeout_s)
+        if msgs:
+            self._process(msgs)
+        self._maybe_snapshot()
+        return len(msgs)
+
+    def catch_up(self) -> int:
+        """Consume to the end of the log (see the module docstring); returns records consumed."""
+        consumed = idle = 0
+        while idle < self.settings.dialog_idle_polls and not self.stopping.is_set():
+            got = self.poll_once()
+            if got:
+                consumed += got
+                idle = 0
+            elif self._at_reported_end():
+                idle += 1
+            else:
+                idle = 0
+        return consumed
+
+    def run(self) -> None:
+        """Follow the log until :attr:`stopping` is set."""
+        while not self.stopping.is_set():
+            self.poll_once()
+
+    def _at_reported_end(self) -> bool:
+        for p in self._partitions:
+            low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=5, cached=False)
+            if self._positions.get(p, low) < high:
+                return False
+        return True
+
+    def _process(self, msgs: list[Message]) -> None:
+        positions = dict(self._positions)
+        touched: dict[str, SessionState] = {}
+        dead: list[tuple[bytes | None, bytes]] = []
+        outcomes: Counter[Outcome] = Counter()
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise DialogError(f"consumer failed: {err}")
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error (retrying): %s", err)
+                continue
+            p, offset = where(msg)
+            if offset < positions.get(p, 0):
+                continue  # already in the store (re-fetched after a seek)
+            positions[p] = offset + 1
+            try:
+                event = decode(msg.key(), msg.value())
+            except MalformedEvent as exc:
+                log.warning("dead letter %s[%d]@%d: %s", msg.topic(), p, offset, exc)
+                dead.append((msg.key(), dead_letter(exc.reason, exc.detail, msg)))
+                continue
+            sid = event.session_id
+            before = touched.get(sid) or self._states.get(sid)
+            result = reducer.step(before, event)
+            outcomes[result.outcome] += 1
+            if result.outcome is Outcome.GAP:
+                log.warning("session %s: events %d..%d missing before seq %d", sid, *result.missing or (0, 0), event.seq)
+            elif result.outcome is Outcome.CONFLICT:
+                log.error("session %s: seq %d written twice with different events (two writers?)", sid, event.seq)
+            if result.state is not before:
+                touched[sid] = result.state
+        batch = Stats(
+            applied=outcomes[Outcome.APPLIED] + outcomes[Outcome.GAP],
+            duplicates=outcomes[Outcome.DUPLICATE],
+            conflicts=outcomes[Outcome.CONFLICT],
+            late=outcomes[Outcome.LATE],
+            gaps=outcomes[Outcome.GAP],
+            dead_letters=len(dead),
+        )
+        if dead:
+            self._dead.send(dead)  # before the commit: a dead letter is never lost
+        moved = {p: o for p, o in positions.items() if o != self._positions.get(p)}
+        expected = {p: self._positions[p] for p in moved if p in self._positions}
+        self.store.commit(touched.values(), moved, expected, batch)
+        self._positions = positions
+        self._states.update(touched)
+        self._stats = self._stats + batch
+        self._since_snapshot += len(msgs)
+
+    # ------------------------------------------------------------------ snapshots
+    def _maybe_snapshot(self) -> None:
+        if self.snapshots is None or self._since_snapshot == 0:
+            return
+        due_by_count = self._since_snapshot >= self.settings.dialog_snapshot_every_events
+        due_by_time = self._clock() - self._last_snapshot >= self.settings.dialog_snapshot_every_s
+        if due_by_count or due_by_time:
+            try:
+                self.snapshot_now()
+            except SnapshotError as exc:  # the store is the truth; a snapshot is an optimisation
+                log.error("%s; will retry at the next trigger", exc)
+                self._since_snapshot, self._last_snapshot = 0, self._clock()
+
+    def snapshot_now(self) -> Manifest:
+        """Write a snapshot of the committed states and positions, then prune old ones."""
+        if self.snapshots is None:
+            raise SnapshotError("this worker has no snapshot store")
+        manifest = self.snapshots.write(self._states.values(), self._positions, self._stats, self.region)
+        self._since_snapshot, self._last_snapshot = 0, self._clock()
+        try:
+            self.snapshots.prune(self.settings.dialog_snapshot_retention)
+        except Exception as exc:  # noqa: BLE001 - pruning is housekeeping: never stop the worker for it
+            log.warning("snapshot pruning failed: %s", exc)
+        return manifest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dialog.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("--region", required=True, help="region whose state store this worker fills")
+    parser.add_argument("--no-snapshots", action="store_true", help="do not read or write S3 snapshots")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return serve(Settings(), args.region, snapshots=not args.no_snapshots)
+
+
+def serve(settings: Settings, region: str, *, snapshots: bool = True) -> int:
+    """Rebuild if the store is empty, catch up, then consume until SIGTERM/SIGINT."""
+    from dialog.rebuild import rebuild
+
+    worker = DialogWorker.create(settings, region, snapshots=snapshots)
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping after this batch", signum)
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        report = rebuild(worker)
+        log.info("ready: %s", orjson.dumps(report.to_dict()).decode())
+        worker.run()
+    finally:
+        worker.close()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
