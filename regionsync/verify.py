@@ -209,14 +209,29 @@ def region_report(
     region: str,
     expected: dict[str, ExpectedDoc],
     embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+    sink: Any = None,
+    attempts: int = 3,
 ) -> RegionReport:
+    """Compare one region with ``expected``. A region that does not answer is retried a few times
+    (a busy milvus-lite server can refuse a connection under load) before the error propagates."""
+    from indexer.errors import RegionUnavailable
     from indexer.sink import RegionSink
 
-    sink = RegionSink.for_region(settings, region)
+    own = sink is None
+    sink = sink or RegionSink.for_region(settings, region)
     try:
-        return compare_region(region, expected, sink.dump_chunks(), embed)
+        for attempt in range(attempts):
+            try:
+                rows = sink.dump_chunks()
+                break
+            except RegionUnavailable:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(1.0)
+        return compare_region(region, expected, rows, embed)
     finally:
-        sink.close()
+        if own:
+            sink.close()
 
 
 def wait_converged(
@@ -227,18 +242,24 @@ def wait_converged(
     interval: float = 0.5,
 ) -> dict[str, RegionReport]:
     """Poll until every region matches the source; return the last reports (check ``.matches``)."""
+    from indexer.sink import RegionSink
+
     regions = list(regions or settings.regions)
     deadline = time.monotonic() + timeout
-    expected = expected_state(settings, with_versions)
+    sinks = {region: RegionSink.for_region(settings, region) for region in regions}
     reports: dict[str, RegionReport] = {}
-    while True:
-        # Every region is checked each round: the source may have moved since it last matched.
-        for region in regions:
-            try:
-                reports[region] = region_report(settings, region, expected)
-            except Exception as exc:  # noqa: BLE001 - a region that does not answer simply does not match yet
-                reports[region] = RegionReport(region, differences=[f"{region}: unreachable: {exc}"])
-        if all(reports[r].matches for r in regions) or time.monotonic() > deadline:
-            return reports
-        time.sleep(interval)
-        expected = expected_state(settings, with_versions)
+    try:
+        while True:
+            expected = expected_state(settings, with_versions)
+            # Every region is checked each round: the source may have moved since it last matched.
+            for region in regions:
+                try:
+                    reports[region] = region_report(settings, region, expected, sink=sinks[region], attempts=1)
+                except Exception as exc:  # noqa: BLE001 - a region that does not answer does not match yet
+                    reports[region] = RegionReport(region, differences=[f"{region}: unreachable: {exc}"])
+            if all(reports[r].matches for r in regions) or time.monotonic() > deadline:
+                return reports
+            time.sleep(interval)
+    finally:
+        for sink in sinks.values():
+            sink.close()

@@ -244,6 +244,7 @@ def test_1000_mixed_changes_end_with_every_region_equal_to_postgres(settings: Se
     reports = converged(settings, timeout=240, with_versions=True)
     assert all(r.documents > 50 for r in reports.values())
     model = SentenceTransformerEmbedder.from_settings(settings)
+    model.embed(["warm up"])
     expected = verify.expected_state(settings, with_versions=True)
     for region in settings.regions:
         report = verify.region_report(settings, region, expected, embed=model.embed)
