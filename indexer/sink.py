@@ -221,6 +221,12 @@ class RegionSink:
     def close(self) -> None:
         self._drop_client()
 
+    def flush(self) -> None:
+        """Seal what was written into segments. milvus-lite 3 searches unsealed rows by brute
+        force in Python: at 10k rows a top-5 search took ~490 ms before a flush, ~45 ms after.
+        A real Milvus seals by itself and rate-limits flush: call this rarely (when idle)."""
+        self._call(lambda mc: mc.flush(self.collection, timeout=self.load_timeout_s))
+
     def ping(self) -> None:
         """Raise RegionUnavailable unless Milvus answers (and the collections are ready)."""
         self._call(lambda mc: mc.list_collections(timeout=self.timeout_s))

@@ -7,6 +7,7 @@ tests that stop a service (outage drills) get their own.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -88,6 +89,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     try:
         yield settings
     finally:
+        gc.collect()  # destroy leftover Kafka clients first, or librdkafka logs reconnect errors
         broker.stop(settings)
 
 

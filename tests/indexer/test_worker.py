@@ -162,6 +162,7 @@ def test_applies_records_dead_letters_poison_and_commits(
         indexer.close()
 
     assert stats.dead_letters == 2 and stats.records == 7
+    assert stats.flushes >= 1  # went idle after writing: rows sealed for fast search
     sink = RegionSink.for_region(settings, REGION)
     rows = sink.dump_chunks()
     assert [(r["doc_id"], r["chunk_index"], r["title"], r["version"]) for r in rows] == [
