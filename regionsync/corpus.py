@@ -103,3 +103,17 @@ def _collect(docs: list[CorpusDoc], module: str, path: Path, min_chars: int, lim
         if limit is not None and len(docs) >= limit:
             return True
     return False
+
+
+FEATURED = ("json", "csv", "sqlite3", "pathlib", "datetime", "logging", "re", "argparse", "subprocess", "zipfile")
+
+
+def demo_documents(n: int) -> list[CorpusDoc]:
+    """``n`` documents spread over the whole standard library (a stride sample, deterministic),
+    always including the module documentation of a few well-known modules."""
+    docs = stdlib_documents()
+    featured = [d for d in docs if d.id in {f"py:{m}" for m in FEATURED}]
+    rest = [d for d in docs if d not in featured]
+    stride = max(1, len(rest) // max(1, n - len(featured)))
+    picked = featured + rest[::stride]
+    return picked[:n]
