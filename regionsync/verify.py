@@ -116,7 +116,7 @@ def read_topic(settings: Settings, topic: str, idle_polls: int = 5, timeout: flo
             for msg in batch:
                 if msg.error() is not None:
                     continue
-                positions[msg.partition()] = msg.offset() + 1
+                positions[msg.partition()] = (msg.offset() or 0) + 1
                 yield msg
     finally:
         consumer.close()
@@ -196,8 +196,7 @@ def compare_region(
         if tags != {exp.tags}:
             diffs.append(f"{region}: {doc_id} tags {sorted(tags)} != {list(exp.tags)}")
     if embed is not None and chunk_rows:
-        texts = [str(r["text"]) for r in chunk_rows]
-        want = embed(texts)
+        want = embed([str(r["text"]) for r in chunk_rows])
         for row, vec in zip(chunk_rows, want, strict=True):
             if not np.array_equal(np.asarray(row["embedding"], dtype=np.float32), vec.astype(np.float32)):
                 diffs.append(f"{region}: {row['doc_id']}#{row['chunk_index']} vector differs from the model's embedding")

@@ -84,7 +84,10 @@ def create_app(settings: Settings, processor: ChangeProcessor | None = None) -> 
     async def changes(stream: faust.StreamT) -> None:
         loop = asyncio.get_running_loop()
         proc = await loop.run_in_executor(executor, get_processor)
-        async for events in stream.take_events(settings.batch_max_events, within=settings.batch_window_s):
+        # take_events (faust-streaming >= 0.11) is missing from StreamT's type stub.
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+            settings.batch_max_events, within=settings.batch_window_s
+        ):
             batch = [
                 RawMessage(
                     topic=e.message.topic,

@@ -42,7 +42,7 @@ class DeadLetter:
             }
         )
 
-    def headers(self) -> list[tuple[str, bytes]]:
+    def headers(self) -> list[tuple[str, str | bytes | None]]:
         return [("regionsync.reason", self.reason.encode()), ("regionsync.stage", self.stage.encode())]
 
     @classmethod

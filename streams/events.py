@@ -18,7 +18,7 @@ import base64
 import hashlib
 import uuid
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ import orjson
 RECORD_SCHEMA = 1
 
 
-class ChangeKind(str, Enum):
+class ChangeKind(StrEnum):
     UPSERT = "upsert"  # the document exists and is published: index this content
     DELETE = "delete"  # deleted, unpublished, or tombstoned: remove every chunk
 
@@ -100,7 +100,7 @@ class Chunk:
         return text_hash(self.text)
 
 
-class RecordOp(str, Enum):
+class RecordOp(StrEnum):
     UPSERT = "upsert"  # replace the document's chunks with ``chunks``
     DELETE = "delete"  # remove every chunk of the document
     META = "meta"  # text unknown (TOAST placeholder): keep chunks, update title/tags/version

@@ -47,7 +47,11 @@ class KafkaRecordOutput:
 
     def send_dead_letter(self, letter: DeadLetter) -> None:
         self.producer.produce(
-            self.dlq_topic, key=letter.key, value=letter.to_bytes(), headers=letter.headers(), on_delivery=self._on_delivery
+            self.dlq_topic,
+            key=letter.key,
+            value=letter.to_bytes(),
+            headers=list(letter.headers()),
+            on_delivery=self._on_delivery,
         )
         self.producer.poll(0)
 
