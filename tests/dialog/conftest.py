@@ -4,8 +4,11 @@ fresh topic / databases / snapshot prefix per test."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,9 +17,13 @@ from regionsync.stack import broker, postgres, procs, s3
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def stack() -> Iterator[Settings]:
+    # Not under pytest's tmp_path: every new pytest session on the machine chmods
+    # /tmp/pytest-of-USER to 0700, after which the postgres user can no longer reach its data dir
+    # and `pg_ctl stop` fails, leaving the server running.
+    state_dir = Path(tempfile.mkdtemp(prefix="regionsync-dialog-tests-"))
     settings = Settings(
-        state_dir=tmp_path_factory.mktemp("dialog-stack"),
+        state_dir=state_dir,
         pg_port=procs.free_port(),
         kafka_bootstrap=f"127.0.0.1:{procs.free_port()}",
         s3_endpoint=f"http://127.0.0.1:{procs.free_port()}",
@@ -30,6 +37,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         s3.stop(settings)
         broker.stop(settings)
         postgres.stop(settings)
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import argparse
 import random
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -74,13 +74,24 @@ def script(i: int) -> list[dict[str, Any]]:
     return [{**t, "session_id": sid} for t in turns]
 
 
-def spawn_worker(settings: Settings, region: str, tag: str) -> procs.Proc:
-    return procs.spawn(
+@pytest.fixture
+def spawned(settings: Settings) -> Iterator[list[str]]:
+    """Names of the worker processes a test started: stopped even if the test fails."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        procs.stop(settings.state_dir, name, timeout=10)
+
+
+def spawn_worker(settings: Settings, region: str, tag: str, spawned: list[str]) -> procs.Proc:
+    proc = procs.spawn(
         settings.state_dir,
         f"dialog-worker-{region}-{tag}",
         [sys.executable, "-m", "dialog.worker", "--region", region],
         env=settings.child_env(),
     )
+    spawned.append(proc.name)
+    return proc
 
 
 def wait_caught_up(store: PostgresStore, ends: dict[int, int], proc: procs.Proc, timeout: float = 60) -> None:
@@ -94,7 +105,7 @@ def assert_equal_to_the_log(stored: dict[str, SessionState], expected: dict[str,
 
 
 def test_failover_rebuilds_every_session_and_conversations_continue(
-    settings: Settings, capsys: pytest.CaptureFixture[str]
+    settings: Settings, capsys: pytest.CaptureFixture[str], spawned: list[str]
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     settings = settings.model_copy(
@@ -107,7 +118,7 @@ def test_failover_rebuilds_every_session_and_conversations_continue(
 
     # ---- the primary region: manager in this process, worker in its own
     east_store = PostgresStore.for_region(settings, "east")
-    east_proc = spawn_worker(settings, "east", tag)
+    east_proc = spawn_worker(settings, "east", tag, spawned)
     east_pub = RecordingPublisher(KafkaPublisher(settings))
     east = dialog_manager(east_pub, east_store, tools, "east")
     snapshots = SnapshotStore.from_settings(settings)
@@ -155,7 +166,7 @@ def test_failover_rebuilds_every_session_and_conversations_continue(
         assert state is not None and ack.seq <= state.last_seq and not state.gaps
 
     # ---- north serves: the next message of every customer continues the same conversation
-    north_proc = spawn_worker(settings, "north", tag)
+    north_proc = spawn_worker(settings, "north", tag, spawned)
     north_pub = RecordingPublisher(KafkaPublisher(settings))
     north = dialog_manager(north_pub, north_store, tools, "north")
     for i in rng.sample(range(SESSIONS), SESSIONS):
@@ -180,7 +191,7 @@ def test_failover_rebuilds_every_session_and_conversations_continue(
     assert all(s.origin == "north" and len(s.turns) == 6 for s in expected.values())
 
     # ---- the primary comes back on its existing store: resumes, applies nothing twice
-    east_proc = spawn_worker(settings, "east", tag)
+    east_proc = spawn_worker(settings, "east", tag, spawned)
     wait_caught_up(east_store, all_ends, east_proc)
     assert_equal_to_the_log({s.session_id: s for s in east_store.all_states()}, expected)
     assert east_store.stats() == Stats(applied=total)  # no duplicates: counted once each
