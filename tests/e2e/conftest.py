@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ def e2e_settings(base: Path) -> Settings:
     return Settings(
         state_dir=base / "state",
         pg_port=procs.free_port(),
+        # A password that cannot appear by accident, so tests can prove no log line or output holds it.
+        pg_password=f"pw-{secrets.token_hex(8)}",
         kafka_bootstrap=f"127.0.0.1:{procs.free_port()}",
         connect_url=f"http://127.0.0.1:{procs.free_port()}",
         s3_endpoint=f"http://127.0.0.1:{procs.free_port()}",

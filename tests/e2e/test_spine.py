@@ -274,3 +274,12 @@ def test_kill_9_of_the_change_agent_mid_stream_loses_nothing(settings: Settings)
     writer.join()
     stack.start_changes_worker(settings)
     converged(settings, timeout=240, with_versions=True)
+
+
+def test_no_secret_in_any_log_line(settings: Settings) -> None:
+    """Runs last in this module: every process of the stack has logged by now."""
+    secret = settings.pg_password.get_secret_value()
+    logs = list((settings.state_dir / "logs").glob("*.log"))
+    assert len(logs) >= 5
+    for path in logs:
+        assert secret not in path.read_text(errors="replace"), f"the Postgres password appears in {path.name}"

@@ -1,0 +1,81 @@
+"""The CLI against the running stack: a user's view (subprocesses, settings from the environment)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from regionsync.settings import Settings
+
+from .conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def cli(settings: Settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "regionsync.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=settings.child_env(),
+        timeout=120,
+    )
+
+
+def test_stack_status_json_lists_every_endpoint_and_lag_without_secrets(settings: Settings) -> None:
+    out = cli(settings, "stack", "status", "--json")
+    assert out.returncode == 0, out.stderr
+    info = orjson.loads(out.stdout)
+    assert info["postgres"]["up"] and info["kafka"]["up"] and info["connect"]["up"]
+    assert info["kafka"]["bootstrap"] == settings.kafka_bootstrap
+    assert info["connect"]["url"] == settings.connect_url
+    assert info["connect"]["connector"] == "RUNNING"
+    for region in settings.regions:
+        assert info["regions"][region]["milvus_uri"] == settings.milvus_uri(region)
+        assert isinstance(info["regions"][region]["lag"], int)
+    secret = settings.pg_password.get_secret_value()
+    assert secret not in out.stdout + out.stderr
+    assert "***" in info["postgres"]["dsn"]
+
+
+def test_publish_then_search_in_both_regions_with_sources(settings: Settings, tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        orjson.dumps({"doc_id": "cli-doc", "version": 1, "op": "upsert",
+                      "document": {"title": "Lighthouse keeping", "body": "The lighthouse keeper trims the wick "
+                                   "of the lamp every evening before the fog rolls in.", "tags": ["sea"]}}).decode()
+        + "\n"
+    )
+    out = cli(settings, "publish", str(events))
+    assert out.returncode == 0, out.stderr
+    for region in settings.regions:
+        def found(region: str = region) -> bool:
+            res = cli(settings, "search", "who trims the lamp wick in the lighthouse", "--region", region, "--json")
+            return res.returncode == 0 and any(h["doc_id"] == "cli-doc" for h in orjson.loads(res.stdout))
+
+        wait_for(found, 60, f"cli-doc searchable in {region}")
+        hits = orjson.loads(cli(settings, "search", "lighthouse lamp wick", "--region", region, "--json").stdout)
+        top = hits[0]
+        assert top["doc_id"] == "cli-doc" and top["title"] == "Lighthouse keeping" and top["version"] == 1
+        assert top["source"]["topic"] == settings.cms_topic and top["source"]["offset"] >= 0
+
+
+def test_publish_refuses_a_file_with_a_bad_line_and_sends_nothing(settings: Settings) -> None:
+    good = orjson.dumps({"doc_id": "never-sent", "version": 1, "op": "delete"}).decode()
+    out = cli(settings, "publish", "-", stdin=good + "\n{\"doc_id\": 3}\n")
+    assert out.returncode == 2
+    assert "line 2" in out.stderr and "doc_id" in out.stderr
+
+
+def test_connectors_status_and_idempotent_apply(settings: Settings) -> None:
+    out = cli(settings, "connectors", "apply")
+    assert out.returncode == 0, out.stderr
+    assert "unchanged" in out.stdout + out.stderr
+    status = cli(settings, "connectors", "status", "--json")
+    assert status.returncode == 0 and "RUNNING" in status.stdout
+    assert settings.pg_password.get_secret_value() not in out.stdout + out.stderr + status.stdout
