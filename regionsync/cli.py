@@ -38,6 +38,9 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:  # type: ignore
     from indexer import cli as indexer_cli
 
     indexer_cli.register(sub)
+    from dialog import cli as dialog_cli
+
+    dialog_cli.register(sub)
     from regionsync import demo
 
     demo.register(sub)

@@ -16,6 +16,7 @@ import psycopg
 from regionsync.settings import Settings
 
 QUERY = "parse a JSON document into Python objects"
+_EMBEDDER: Any = None  # loaded once for the demo's searches (the model takes seconds to load)
 
 
 def register(sub: Any) -> None:
@@ -91,11 +92,15 @@ def _converge(settings: Settings, verify: Any, started: float, timeout: float) -
 
 
 def _search_all(settings: Settings, query: str) -> None:
+    from indexer.embedder import SentenceTransformerEmbedder
     from indexer.search import search_region
 
+    global _EMBEDDER
+    if _EMBEDDER is None:
+        _EMBEDDER = SentenceTransformerEmbedder.from_settings(settings)
     print(f"   search {query!r}:")
     for region in settings.regions:
-        hits = search_region(settings, region, query, 3)
+        hits = search_region(settings, region, query, 3, embedder=_EMBEDDER)
         print(f"   [{region}]")
         for rank, hit in enumerate(hits, 1):
             src = hit.source or {}

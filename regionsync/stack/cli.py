@@ -58,6 +58,7 @@ def _print(info: dict[str, Any], as_json: bool) -> None:
     print(f"kafka         {info['kafka']['bootstrap']}  up={info['kafka']['up']}")
     print(f"connect       {info['connect']['url']}  up={info['connect']['up']}  connector={info['connect']['connector']}")
     print(f"s3            {info['s3']['endpoint']}  up={info['s3']['up']}")
-    print(f"change agent  running={info['workers']['changes']}")
+    for name, running in info["workers"].items():
+        print(f"{name:<13} running={running}")
     for region, r in info["regions"].items():
         print(f"region {region:<7} milvus={r['milvus_uri']} up={r['milvus_up']} indexer={r['indexer_running']} lag={r['lag']}")

@@ -9,7 +9,9 @@ import logging
 import os
 import pwd
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import psycopg
@@ -131,13 +133,32 @@ def ensure_databases(settings: Settings) -> None:
         conn.execute(SCHEMA_SQL)
 
 
-def stop(settings: Settings) -> None:
+def stop(settings: Settings, timeout: float = 30.0) -> None:
     ddir = data_dir(settings)
-    if (ddir / "postmaster.pid").exists():
+    pid_file = ddir / "postmaster.pid"
+    if not pid_file.exists():
+        return
+    _ensure_traversable(ddir)
+    try:
+        _run([pg_bin("pg_ctl"), "-D", str(ddir), "-m", "fast", "-w", "stop"], "pg_ctl stop")
+        return
+    except StackError as exc:
+        log.warning("%s; signalling the postmaster directly", exc)
+    # pg_ctl runs as the postgres user and fails if it cannot reach the data dir (e.g. another
+    # pytest session made /tmp/pytest-of-root private again): SIGINT is Postgres' "fast" shutdown.
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, signal.SIGINT)
+    except (OSError, ValueError, IndexError):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
-            _run([pg_bin("pg_ctl"), "-D", str(ddir), "-m", "fast", "-w", "stop"], "pg_ctl stop")
-        except StackError as exc:
-            log.warning("%s", exc)
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
 
 
 def _run(argv: list[str], what: str) -> None:

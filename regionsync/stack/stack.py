@@ -67,12 +67,26 @@ def start_indexer(settings: Settings, region: str) -> procs.Proc:
     )
 
 
+def start_dialog_worker(settings: Settings, region: str) -> procs.Proc:
+    return procs.spawn(
+        settings.state_dir,
+        dialog_name(region),
+        [sys.executable, "-m", "dialog.worker", "--region", region],
+        env=settings.child_env(),
+    )
+
+
 def start_workers(settings: Settings) -> None:
+    """The change agent, one indexer per region, and the primary region's dialog worker (the
+    standby's dialog worker is started at failover: `regionsync dialog rebuild` / `worker`)."""
     if not _alive(settings, CHANGES):
         start_changes_worker(settings)
     for region in settings.regions:
         if not _alive(settings, indexer_name(region)):
             start_indexer(settings, region)
+    primary = settings.regions[0]
+    if not _alive(settings, dialog_name(primary)):
+        start_dialog_worker(settings, primary)
 
 
 def up(settings: Settings, workers: bool = True) -> dict[str, Any]:
@@ -124,7 +138,10 @@ def status(settings: Settings) -> dict[str, Any]:
         "kafka": {"bootstrap": settings.kafka_bootstrap, "up": procs.port_open(*_host_port(settings.kafka_bootstrap))},
         "connect": {"url": settings.connect_url, "up": connect.is_up(settings), "connector": _connector_state(settings)},
         "s3": {"endpoint": settings.s3_endpoint, "up": s3.is_running(settings)},
-        "workers": {CHANGES: _alive(settings, CHANGES)},
+        "workers": {
+            CHANGES: _alive(settings, CHANGES),
+            **{dialog_name(r): _alive(settings, dialog_name(r)) for r in settings.regions},
+        },
         "regions": regions,
     }
 

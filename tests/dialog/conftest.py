@@ -16,7 +16,7 @@ from regionsync.settings import Settings
 from regionsync.stack import broker, postgres, procs, s3
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack() -> Iterator[Settings]:
     # Not under pytest's tmp_path: every new pytest session on the machine chmods
     # /tmp/pytest-of-USER to 0700, after which the postgres user can no longer reach its data dir

@@ -38,7 +38,7 @@ SEED = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     s = e2e_settings(tmp_path_factory.mktemp("e2e"))
     try:

@@ -50,7 +50,7 @@ def hash_embedder() -> HashEmbedder:
     return HashEmbedder(384)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pg_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings = make_settings(tmp_path_factory.mktemp("pg"))
     postgres.start(settings)
@@ -60,7 +60,7 @@ def pg_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         postgres.stop(settings)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def shared_milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """One milvus-lite server for tests that do not stop it; each test uses its own collection."""
     settings = make_settings(tmp_path_factory.mktemp("milvus"))
@@ -82,7 +82,7 @@ def own_milvus(tmp_path: Path) -> Iterator[Settings]:
         milvus.stop(settings, REGION)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings = make_settings(tmp_path_factory.mktemp("broker"))
     broker.start(settings)
