@@ -34,7 +34,7 @@ class Stack:
             return cur.fetchall() if cur.description else []
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def connect_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = Settings(
         state_dir=tmp_path_factory.mktemp("connect-stack"),
