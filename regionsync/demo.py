@@ -53,6 +53,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     [(d.id, d.title, d.body, list(d.tags)) for d in docs],
                 )
         print(f"   committed in {time.monotonic() - t:.1f}s")
+        _cms_seed(settings)
 
         t = _step("3. Debezium snapshot -> change agent (chunk + embed once) -> an indexer per region")
         stack.start_workers(settings)
@@ -111,9 +112,30 @@ def _search_all(settings: Settings, query: str) -> None:
                   f"v={hit.version} <- {where}")
 
 
-def _live_edits(settings: Settings, docs: list[Any]) -> None:
-    from streams.publisher import CmsPublisher
+def _cms_seed(settings: Settings) -> None:
+    version = int(time.time() * 1_000_000)
+    _publish_jsonl(settings, [
+        {"doc_id": "cms:json-faq", "version": version, "op": "upsert",
+         "document": {"title": "FAQ: JSON", "tags": ["faq"], "body": "Python reads JSON with the json module."}},
+        {"doc_id": "cms:holiday-hours", "version": version, "op": "upsert",
+         "document": {"title": "Holiday opening hours", "tags": ["notice"],
+                      "body": "Over the holidays the help desk answers from 10:00 to 14:00."}},
+    ])
+    print("   CMS publish (JSON Lines): cms:json-faq, cms:holiday-hours (documents with no database row)")
 
+
+def _publish_jsonl(settings: Settings, events: list[dict[str, Any]]) -> None:
+    import orjson
+
+    from streams.publisher import publish_jsonl
+
+    path = settings.state_dir / "demo-events.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    with open(path, encoding="utf-8") as fh:
+        publish_jsonl(settings, fh)
+
+
+def _live_edits(settings: Settings, docs: list[Any]) -> None:
     json_doc = next((d for d in docs if d.id == "py:json"), docs[0])
     others = [d for d in docs if d.id != json_doc.id]
     with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
@@ -130,13 +152,14 @@ def _live_edits(settings: Settings, docs: list[Any]) -> None:
         print(f"   unpublish {others[1].id} (status 'archived': removed from every region)")
         conn.execute("DELETE FROM documents WHERE id = %s", (others[2].id,))
         print(f"   DELETE {others[2].id} (delete + tombstone)")
-    version = int(time.time() * 1_000_000)
-    CmsPublisher(settings).publish(
-        [
-            {"doc_id": "cms:json-faq", "version": version, "op": "upsert",
-             "document": {"title": "FAQ: reading JSON files", "tags": ["faq"],
-                          "body": "To read a JSON file, open it and call json.load(fp); json.loads(s) parses a "
-                                  "string. Both return plain Python objects."}},
-        ]
-    )
-    print("   CMS publish: cms:json-faq (a document with no database row)")
+    # CMS events go through the same path as `regionsync publish FILE`: a JSON Lines file,
+    # validated line by line, then published with acks=all.
+    version = int(time.time() * 1_000_000)  # microseconds: strictly increasing per document
+    _publish_jsonl(settings, [
+        {"doc_id": "cms:json-faq", "version": version, "op": "upsert",
+         "document": {"title": "FAQ: reading JSON files", "tags": ["faq"],
+                      "body": "To read a JSON file, open it and call json.load(fp); json.loads(s) parses a string. "
+                              "Both return plain Python objects: dict, list, str, int, float, bool and None."}},
+        {"doc_id": "cms:holiday-hours", "version": version + 1, "op": "delete"},
+    ])
+    print("   CMS publish (JSON Lines): update cms:json-faq (re-embedded), delete cms:holiday-hours")

@@ -21,20 +21,17 @@ def register(sub: Any) -> None:
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.capture import CaptureSpec
-    from streams.cms import CmsEventError, read_jsonl
-    from streams.publisher import CmsPublisher
+    from streams.cms import CmsEventError
+    from streams.publisher import publish_jsonl
 
     stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
     try:
-        try:
-            events = list(read_jsonl(stream, CaptureSpec.from_settings(settings)))
-        except CmsEventError as exc:
-            print(f"regionsync publish: {exc}", file=sys.stderr)
-            return 2
+        sent = publish_jsonl(settings, stream)
+    except CmsEventError as exc:
+        print(f"regionsync publish: {exc}", file=sys.stderr)
+        return 2
     finally:
         if stream is not sys.stdin:
             stream.close()
-    sent = CmsPublisher(settings).publish(events)
     print(f"published {sent} events to {settings.cms_topic}")
     return 0

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import IO, Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from regionsync.settings import Settings
 from streams.capture import CaptureSpec
-from streams.cms import CmsEvent, validate
+from streams.cms import CmsEvent, read_jsonl, validate
 from streams.errors import StreamsError
 
 log = logging.getLogger(__name__)
@@ -54,3 +54,10 @@ class CmsPublisher:
                 f"{len(failures) + remaining} of {len(checked)} events not acknowledged: {'; '.join(failures[:5])}"
             )
         return len(checked)
+
+
+def publish_jsonl(settings: Settings, stream: IO[str]) -> int:
+    """What ``regionsync publish`` does: validate every line (raising :class:`CmsEventError`
+    listing each bad one, before anything is sent), then publish all and wait for the acks."""
+    events = list(read_jsonl(stream, CaptureSpec.from_settings(settings)))
+    return CmsPublisher(settings).publish(events)
