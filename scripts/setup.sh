@@ -26,12 +26,18 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
-pip install --upgrade "pip>=24" 2>&1 | grep -v "^WARNING: Location" || true
+log=.venv/setup-pip.log
+: > "$log"
+# pip's output goes to a log, shown only when a step fails.
+pip() {
+  .venv/bin/python -m pip --disable-pip-version-check -q "$@" >>"$log" 2>&1 \
+    || { echo "setup: pip $* failed; last lines of $log:" >&2; tail -40 "$log" >&2; exit 1; }
+}
+pip install --upgrade "pip>=24"
 # torch first, pinned: this machine has the CPU build of 2.13.0 locally; an unpinned torch would
 # pull several GB of CUDA packages in as a dependency of sentence-transformers.
-.venv/bin/python -c "import torch" >/dev/null 2>&1 || pip install "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
-pip install -e ".${extras}" 2>&1 | grep -vE "^WARNING: Location|BuildBackendWarning|^\s*$" || true
+.venv/bin/python -c "import torch" >/dev/null 2>&1 || pip install "torch==2.13.0"
+pip install -e ".${extras}"
 .venv/bin/python -c "import regionsync, torch, pymilvus, faust, confluent_kafka" \
   || { echo "setup: the Python environment is incomplete" >&2; exit 1; }
 .venv/bin/python scripts/fetch_connect_jars.py
