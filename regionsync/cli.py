@@ -44,6 +44,9 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:  # type: ignore
     from regionsync import demo
 
     demo.register(sub)
+    from regionsync.bench import cli as bench_cli
+
+    bench_cli.register(sub)
 
 
 def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,0 +1,179 @@
+"""Row 4: freshness, i.e. Postgres commit -> searchable in every region, under a steady load.
+
+A writer changes one document per commit at a fixed rate (a fraction of the capacity the
+changed-documents row measured), open loop: the schedule does not wait for earlier changes. Each
+change gives the document new text that starts with a unique marker paragraph, so the document's
+first chunk (deterministic id ``chunk_id(doc, 0)``) starts with the marker once, and only once,
+that region serves the new version. One prober thread per region, with its own Milvus client,
+fetches those chunk rows by id (the same read a search's result goes through) and notes when
+the marker appears. A document's latency is its last region's time minus the wall time taken just
+before ``COMMIT``.
+
+To keep the probes from loading the servers they measure, a document is probed only once the
+bench's tail of the chunks topic has seen its record (it cannot be in any region before), then
+every ``probe_interval_s``: a reported latency is late by at most that interval plus one ``get``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+from pymilvus import MilvusClient
+
+from regionsync.bench.tracker import Tracker
+from regionsync.settings import Settings
+from regionsync.stack.milvus import quiet_pymilvus
+from streams.events import chunk_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Probe:
+    doc_id: str
+    marker: str
+    commit_s: float
+    found: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FreshnessResult:
+    rate_per_s: float
+    seconds: float
+    changes: int
+    latencies_ms: list[float]
+    not_seen: int  # changes not searchable in every region within the timeout
+    to_topic_ms: list[float]  # commit -> record produced by the change agent
+
+    def _pct(self, values: Sequence[float], q: float) -> float:
+        return float(np.percentile(values, q)) if values else float("nan")
+
+    @property
+    def p50_ms(self) -> float:
+        return self._pct(self.latencies_ms, 50)
+
+    @property
+    def p99_ms(self) -> float:
+        return self._pct(self.latencies_ms, 99)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rate_per_s": round(self.rate_per_s, 2),
+            "seconds": round(self.seconds, 1),
+            "changes": self.changes,
+            "not_seen": self.not_seen,
+            "p50_ms": round(self.p50_ms, 1),
+            "p90_ms": round(self._pct(self.latencies_ms, 90), 1),
+            "p99_ms": round(self.p99_ms, 1),
+            "max_ms": round(max(self.latencies_ms), 1) if self.latencies_ms else None,
+            "commit_to_topic_p50_ms": round(self._pct(self.to_topic_ms, 50), 1),
+            "commit_to_topic_p99_ms": round(self._pct(self.to_topic_ms, 99), 1),
+        }
+
+
+class _Prober(threading.Thread):
+    def __init__(self, settings: Settings, region: str, probes: dict[str, _Probe], tracker: Tracker,
+                 lock: threading.Lock, interval_s: float) -> None:
+        super().__init__(name=f"bench-probe-{region}", daemon=True)
+        quiet_pymilvus()
+        self.region = region
+        self.collection = settings.collection
+        self.client = MilvusClient(uri=settings.milvus_uri(region), token=settings.milvus_token.get_secret_value())
+        self.probes = probes
+        self.tracker = tracker
+        self.lock = lock
+        self.interval_s = interval_s
+        self.stop = threading.Event()
+        self.errors = 0
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                with self.lock:
+                    waiting = [(cid, p) for cid, p in self.probes.items() if self.region not in p.found]
+                ready = [(cid, p) for cid, p in waiting
+                         if self.tracker.newest_since([p.doc_id], int(p.commit_s * 1000))]
+                if ready:
+                    try:
+                        rows = self.client.get(self.collection, ids=[cid for cid, _ in ready], output_fields=["text"])
+                    except Exception:  # noqa: BLE001 - a busy server: try again next round
+                        self.errors += 1
+                        rows = []
+                    now = time.time()
+                    by_id = {str(r["id"]): str(r.get("text") or "") for r in rows}
+                    with self.lock:
+                        for cid, probe in ready:
+                            if by_id.get(cid, "").startswith(probe.marker):
+                                probe.found[self.region] = now
+                self.stop.wait(self.interval_s)
+        finally:
+            self.client.close()
+
+
+def run(
+    settings: Settings,
+    tracker: Tracker,
+    doc_ids: Sequence[str],
+    bodies: Iterator[str],
+    rate_per_s: float,
+    duration_s: float,
+    timeout_s: float = 60.0,
+    probe_interval_s: float = 0.01,
+) -> FreshnessResult:
+    n = max(1, int(rate_per_s * duration_s))
+    if n > len(doc_ids):
+        n = len(doc_ids)
+    probes: dict[str, _Probe] = {}
+    lock = threading.Lock()
+    probers = [_Prober(settings, r, probes, tracker, lock, probe_interval_s) for r in settings.regions]
+    for p in probers:
+        p.start()
+    tag = uuid.uuid4().hex[:8]
+    started = time.monotonic()
+    try:
+        with psycopg.connect(settings.pg_dsn()) as conn:
+            for i in range(n):
+                due = started + i / rate_per_s
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                doc_id = doc_ids[i]
+                marker = f"Freshness probe {tag}-{i}."
+                conn.execute("UPDATE documents SET body = %s, updated_at = now() WHERE id = %s",
+                             (f"{marker}\n\n{next(bodies)}", doc_id))
+                commit_s = time.time()
+                with lock:
+                    probes[chunk_id(doc_id, 0)] = _Probe(doc_id, marker, commit_s)
+                conn.commit()
+        writing_s = time.monotonic() - started
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with lock:
+                if all(len(p.found) == len(probers) for p in probes.values()):
+                    break
+            time.sleep(0.05)
+    finally:
+        for p in probers:
+            p.stop.set()
+        for p in probers:
+            p.join(10)
+    latencies, to_topic, not_seen = [], [], 0
+    for probe in probes.values():
+        if len(probe.found) < len(probers):
+            not_seen += 1
+            continue
+        latencies.append((max(probe.found.values()) - probe.commit_s) * 1000)
+        rec = tracker.newest_since([probe.doc_id], int(probe.commit_s * 1000)).get(probe.doc_id)
+        if rec is not None and rec.produced_ms:
+            to_topic.append(rec.produced_ms - probe.commit_s * 1000)
+    if sum(p.errors for p in probers):
+        log.warning("freshness probes: %d failed get calls (retried)", sum(p.errors for p in probers))
+    return FreshnessResult(rate_per_s, writing_s, n, latencies, not_seen, to_topic)

@@ -1,0 +1,140 @@
+"""The bench's table, rendered from the results dict (the same dict ``--json`` writes, so a table
+can be rebuilt from any saved run: ``regionsync bench --show FILE``)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+# Targets of the issue: goals to measure against, not assertions.
+TARGET_RATIO = 0.9
+TARGET_NOCHANGE_DOCS_PER_S = 2000.0
+TARGET_P50_MS = 300.0
+TARGET_P99_MS = 1000.0
+TARGET_PEER_SPEEDUP = 10.0
+TARGET_RSS_BYTES = 3 * 1024**3
+
+ROWS = ("1", "2", "3a", "3b", "4", "5", "6", "7")
+
+
+def _n(value: float, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("met" if ok else "MISSED")
+
+
+def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(row, measurement, result, target, verdict) for each row of the issue."""
+    out: list[tuple[str, str, str, str, str]] = []
+    s = r["settings"]
+    lim = r["embed_limit"]
+    out.append((
+        "1", f"embedding limit: model alone, batch {s['embed_batch_size']}, {s['embed_threads']} threads",
+        f"{_n(lim['passages_per_s'], 1)} passages/s (before {_n(lim['before']['passages_per_s'], 1)}, "
+        f"after {_n(lim['after']['passages_per_s'], 1)}; {lim['before']['passages']} passages each)",
+        "-", "-",
+    ))
+    ch = r["changed"]
+    out.append((
+        "2", f"changed docs (new text), commit -> upserted in every region ({_n(ch['docs'])} docs)",
+        f"{_n(ch['docs_per_s'], 1)} docs/s = {_n(ch['passages_per_s'], 1)} passages/s; {ch['ratio_to_limit']:.2f} x row 1",
+        f">= {TARGET_RATIO} x row 1", _verdict(ch["ratio_to_limit"] >= TARGET_RATIO),
+    ))
+    for key, label in (("3a", "unchanged"), ("3b", "deletes")):
+        ph = r[label]
+        title = "updates, embedded text unchanged" if label == "unchanged" else "deletes"
+        ok = ph["docs_per_s"] >= TARGET_NOCHANGE_DOCS_PER_S and ph["embedded"] == 0 and ph["cache_rows_added"] == 0
+        out.append((
+            key, f"{title}, commit -> every region ({_n(ph['docs'])} docs)",
+            f"{_n(ph['docs_per_s'])} docs/s; {ph['embedded']} embeddings computed "
+            f"(cache +{ph['cache_rows_added']})",
+            f">= {_n(TARGET_NOCHANGE_DOCS_PER_S)} docs/s, 0 embeddings", _verdict(ok),
+        ))
+    fr = r["freshness"]
+    ok = fr["p50_ms"] < TARGET_P50_MS and fr["p99_ms"] < TARGET_P99_MS and fr["not_seen"] == 0
+    out.append((
+        "4", f"freshness, commit -> searchable in every region, at {_n(fr['rate_per_s'], 1)} docs/s "
+             f"({fr['load_fraction']:.0%} of row 2)",
+        f"p50 {_n(fr['p50_ms'])} ms, p99 {_n(fr['p99_ms'])} ms ({fr['changes']} changes"
+        + (f", {fr['not_seen']} never seen" if fr["not_seen"] else "") + ")",
+        f"p50 < {_n(TARGET_P50_MS)} ms, p99 < {_n(TARGET_P99_MS)} ms", _verdict(ok),
+    ))
+    peer = r["peer"]
+    if peer.get("available"):
+        out.append((
+            "5", f"{peer['changed_docs']} of {_n(peer['corpus_docs'])} docs changed (1%): "
+                 "seconds until the index reflects it",
+            f"ours {peer['ours_s']:.2f} s (every region), LangChain index() {peer['theirs_s']:.2f} s: "
+            f"{peer['speedup']:.1f}x",
+            f">= {TARGET_PEER_SPEEDUP:.0f}x", _verdict(peer["speedup"] >= TARGET_PEER_SPEEDUP),
+        ))
+    else:
+        out.append(("5", "peer: LangChain indexing API", f"not available ({peer.get('reason')})", "-", "-"))
+    dia = r.get("dialog")
+    if dia:
+        out.append((
+            "6", "dialog rebuild",
+            f"full replay {_n(dia['full_replay_events_per_s'])} events/s; restore {_n(dia['restore_sessions'])} "
+            f"sessions (snapshot + {dia['restore_tail_events']} tail events) in {dia['restore_total_s']:.2f} s",
+            "-", "-",
+        ))
+    else:
+        out.append(("6", "dialog rebuild", "not available", "-", "-"))
+    rss = r["rss"]
+    out.append((
+        "7", "peak RSS, whole stack (sum of per-process peaks)",
+        f"{rss['stack_total_bytes'] / 1024**3:.2f} GB over {len(rss['services'])} services "
+        f"(bench driver apart: {rss['bench_process_bytes'] / 1024**3:.2f} GB)",
+        "< 3 GB", _verdict(rss["stack_total_bytes"] < TARGET_RSS_BYTES),
+    ))
+    return out
+
+
+def render(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    head = [
+        f"regionsync bench ({r['mode']} run, {r['duration_s']:.0f} s): {_n(r['corpus']['docs'])} documents, "
+        f"{_n(r['corpus']['chunks'])} chunks, regions {'+'.join(r['settings']['regions'])}",
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']:.1f} GB RAM; load average "
+        f"{m['load_start'][0]:.2f} at start, {m['load_end'][0]:.2f} at end",
+        "",
+    ]
+    table = rows(r)
+    header = ("#", "measurement", "result", "target", "")
+    widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(5)]
+    lines = [" | ".join(str(c).ljust(widths[i]) for i, c in enumerate(header)).rstrip()]
+    lines.append("-+-".join("-" * w for w in widths))
+    for row in table:
+        lines.append(" | ".join(str(c).ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+    services = sorted(r["rss"]["services"].items(), key=lambda kv: -kv[1]["peak_bytes"])
+    lines.append("")
+    lines.append("peak RSS per service: " + ", ".join(
+        f"{name} {v['peak_bytes'] / 1024**2:,.0f} MB" + (f" ({v['processes']} procs, {v['how']})" if v["processes"] > 1 else "")
+        for name, v in services
+    ))
+    return "\n".join(head + lines)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The same table as Markdown (for the README)."""
+    out = ["| # | measurement | result | target | |", "|---|---|---|---|---|"]
+    for row in rows(r):
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    return "\n".join(out)
+
+
+def save(r: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(path.read_bytes())
+    return data

@@ -1,0 +1,74 @@
+"""``regionsync bench --quick`` keeps working: one real run on a tiny corpus (every row present,
+numbers sane), plus the pieces that need no stack. Timing targets are not asserted: they are
+goals the bench measures against, and this machine is shared."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from regionsync import cli
+from regionsync.bench import report, rss
+from regionsync.bench.profiling import summarize
+
+
+@pytest.mark.integration
+def test_quick_bench_prints_every_row_and_saves_the_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    code = cli.main(["bench", "--quick", "--docs", "40", "--freshness-seconds", "4", "--dialog-sessions", "200",
+                     "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for row in report.ROWS:
+        assert f"\n{row} " in printed, f"row {row} missing from:\n{printed}"
+    assert "not available" not in printed  # the peer and the dialog rebuild both ran
+
+    r = report.load(out)
+    assert r["corpus"]["docs"] == 40 and r["corpus"]["chunks"] >= 40
+    assert r["embed_limit"]["passages_per_s"] > 0
+    changed = r["changed"]
+    assert changed["docs"] == 40 and changed["docs_per_s"] > 0 and changed["embedded"] > 0
+    assert changed["ratio_to_limit"] > 0 and set(changed["region_seconds"]) == set(r["settings"]["regions"])
+    for phase in ("unchanged", "deletes"):
+        assert r[phase]["docs"] == 40 and r[phase]["docs_per_s"] > 0
+        assert r[phase]["embedded"] == 0 and r[phase]["cache_rows_added"] == 0  # nothing re-embedded
+    fresh = r["freshness"]
+    assert fresh["changes"] >= 1 and fresh["not_seen"] == 0 and 0 < fresh["p50_ms"] <= fresh["p99_ms"]
+    peer = r["peer"]
+    assert peer["available"] and peer["checked"], peer["problems"]
+    assert peer["ours_s"] > 0 and peer["theirs_s"] > 0 and peer["speedup"] > 0
+    assert peer["theirs"]["result"]["num_added"] >= peer["changed_passages"] > 0
+    assert peer["seed"]["served_from_cache"] > 0
+    dialog = r["dialog"]
+    assert dialog is not None and dialog["full_replay_events_per_s"] > 0 and dialog["restore_total_s"] > 0
+    services = r["rss"]["services"]
+    assert {"postgres", "broker", "connect", "changes"} <= set(services)
+    assert all(v["peak_bytes"] > 0 for v in services.values())
+    assert r["rss"]["stack_total_bytes"] == sum(v["peak_bytes"] for v in services.values())
+
+    # A saved run renders again, as text and as Markdown.
+    assert cli.main(["bench", "--show", str(out), "--markdown"]) == 0
+    md = capsys.readouterr().out
+    assert md.count("\n|") >= len(report.ROWS) + 1
+
+
+def test_rss_of_a_process_tree_and_of_this_process(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "me.pid").write_text(str(os.getpid()))
+    sampler = rss.RssSampler(tmp_path, interval_s=0.05).start()
+    peaks = sampler.stop()
+    assert peaks["me"].peak_bytes > 10 * 1024**2
+    assert rss.self_peak_bytes() >= peaks["me"].peak_bytes // 2
+
+
+def test_profile_summary_reads_py_spy_raw_stacks(tmp_path: Path) -> None:
+    raw = tmp_path / "p.txt"
+    raw.write_text("main (app.py);embed (embedder.py) 30\nmain (app.py);apply (sink.py) 10\n")
+    summary = summarize(raw, seconds=1.0, rate=50)
+    assert summary["samples"] == 40 and math.isclose(summary["busy_threads"], 0.8)
+    assert summary["top_self_pct"][0] == ["embed (embedder.py)", 75.0]
+    assert summary["top_inclusive_pct"][0] == ["main (app.py)", 100.0]
