@@ -2,11 +2,11 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from regionsync.settings import Settings
 from streams.chunking import chunk_text
 from streams.decide import newest_per_document
 from streams.events import ChangeKind, DocRecord, DocumentChange, RecordOp, SourceRef
 from streams.processor import ChangeProcessor, RawMessage
-from regionsync.settings import Settings
 
 from .fakes import FakeEmbedder, ListOutput
 
