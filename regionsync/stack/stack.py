@@ -54,26 +54,21 @@ def apply_connector(settings: Settings, timeout: float = 120.0) -> str:
     return str(outcome)
 
 
+def _spawn_module(settings: Settings, name: str, module: str, *args: str) -> procs.Proc:
+    """A worker is a Python module run with this interpreter and the settings in its environment."""
+    return procs.spawn(settings.state_dir, name, [sys.executable, "-m", module, *args], env=settings.child_env())
+
+
 def start_changes_worker(settings: Settings) -> procs.Proc:
-    return procs.spawn(settings.state_dir, CHANGES, [sys.executable, "-m", "streams.app"], env=settings.child_env())
+    return _spawn_module(settings, CHANGES, "streams.app")
 
 
 def start_indexer(settings: Settings, region: str) -> procs.Proc:
-    return procs.spawn(
-        settings.state_dir,
-        indexer_name(region),
-        [sys.executable, "-m", "indexer.worker", "--region", region],
-        env=settings.child_env(),
-    )
+    return _spawn_module(settings, indexer_name(region), "indexer.worker", "--region", region)
 
 
 def start_dialog_worker(settings: Settings, region: str) -> procs.Proc:
-    return procs.spawn(
-        settings.state_dir,
-        dialog_name(region),
-        [sys.executable, "-m", "dialog.worker", "--region", region],
-        env=settings.child_env(),
-    )
+    return _spawn_module(settings, dialog_name(region), "dialog.worker", "--region", region)
 
 
 def start_workers(settings: Settings) -> None:
