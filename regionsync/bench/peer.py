@@ -60,6 +60,7 @@ class ModelEmbeddings(Embeddings):
         self.cache = cache
         self.computed = 0
         self.cached = 0
+        self.seconds = 0.0  # time spent in the model
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if not texts:
@@ -69,7 +70,10 @@ class ModelEmbeddings(Embeddings):
             found = self.cache.get_many(self.model.name, [text_key(t) for t in texts])
         missing = [t for t in dict.fromkeys(texts) if text_key(t) not in found]
         if missing:
-            for text, vec in zip(missing, self.model.embed(missing), strict=True):
+            started = time.perf_counter()
+            vectors = self.model.embed(missing)
+            self.seconds += time.perf_counter() - started
+            for text, vec in zip(missing, vectors, strict=True):
                 found[text_key(text)] = vec
             self.computed += len(missing)
         self.cached += len(texts) - len(missing)
@@ -87,6 +91,7 @@ class Run:
     result: dict[str, int]
     computed: int  # vectors the model computed
     cached: int  # vectors served from the cache (seeding only)
+    embed_seconds: float  # of index_seconds, spent in the model
 
     @property
     def seconds(self) -> float:
@@ -100,6 +105,7 @@ class Run:
             "passages": self.passages,
             "result": self.result,
             "embedded": self.computed,
+            "embed_seconds": round(self.embed_seconds, 3),
             "served_from_cache": self.cached,
         }
 
@@ -150,6 +156,7 @@ class Peer:
 
         self._embeddings.cache = cache
         self._embeddings.computed = self._embeddings.cached = 0
+        self._embeddings.seconds = 0.0
         started = time.perf_counter()
         docs = self.source_documents()
         loaded = time.perf_counter()
@@ -163,7 +170,7 @@ class Peer:
         self._embeddings.cache = None
         counts: dict[str, Any] = dict(result)
         return Run(loaded - started, done - loaded, len(docs), {k: int(v) for k, v in counts.items()},
-                   self._embeddings.computed, self._embeddings.cached)
+                   self._embeddings.computed, self._embeddings.cached, self._embeddings.seconds)
 
     def count(self) -> int:
         res = self.store.client.query(COLLECTION, filter="", output_fields=["count(*)"])

@@ -71,8 +71,8 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         out.append((
             "5", f"{peer['changed_docs']} of {_n(peer['corpus_docs'])} docs changed (1%): "
                  "seconds until the index reflects it",
-            f"ours {peer['ours_s']:.2f} s (every region), LangChain index() {peer['theirs_s']:.2f} s: "
-            f"{peer['speedup']:.1f}x",
+            f"ours {peer['ours_s']:.2f} s (every region), LangChain index() {peer['theirs_s']:.2f} s "
+            f"({peer['theirs'].get('embed_seconds', 0):.1f} s of it embedding): {peer['speedup']:.1f}x",
             f">= {TARGET_PEER_SPEEDUP:.0f}x", _verdict(peer["speedup"] >= TARGET_PEER_SPEEDUP),
         ))
     else:
@@ -115,6 +115,10 @@ def render(r: dict[str, Any]) -> str:
         lines.append(" | ".join(str(c).ljust(widths[i]) for i, c in enumerate(row)).rstrip())
     services = sorted(r["rss"]["services"].items(), key=lambda kv: -kv[1]["peak_bytes"])
     lines.append("")
+    stages = r["freshness"].get("stages_p50_ms")
+    if stages:
+        lines.append("freshness stages, p50: " + ", ".join(f"{k.replace('_', ' ')} {v:,.0f} ms" for k, v in stages.items())
+                     + " (commit -> Debezium's event -> change agent's record -> searchable in the last region)")
     lines.append("peak RSS per service: " + ", ".join(
         f"{name} {v['peak_bytes'] / 1024**2:,.0f} MB" + (f" ({v['processes']} procs, {v['how']})" if v["processes"] > 1 else "")
         for name, v in services

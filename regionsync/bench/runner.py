@@ -47,7 +47,7 @@ class BenchOptions:
     docs: int | None = None  # documents loaded (default: 20,000; quick: 120)
     freshness_s: float | None = None  # length of the freshness load (default 60 s; quick 8 s)
     freshness_load: float = 0.2  # fraction of row 2's docs/s
-    embed_sample: int | None = None  # passages per embedding-limit measurement (default 2,000; quick 192)
+    embed_sample: int | None = None  # passages per embedding-limit measurement (default 1,000; quick 192)
     peer_fraction: float = 0.01
     dialog_sessions: int | None = None  # default 10,000; quick 1,000
     profile_dir: Path | None = None
@@ -69,7 +69,7 @@ class BenchOptions:
 
     @property
     def n_embed_sample(self) -> int:
-        return self.embed_sample or (192 if self.quick else 2_000)
+        return self.embed_sample or (192 if self.quick else 1_000)
 
 
 def machine_info() -> dict[str, Any]:

@@ -7,7 +7,9 @@ guard means the region then holds that version or a newer one). So the bench
 
 1. tails the chunks topic from the beginning in a background thread and notes, per document,
    each record's coordinates, Debezium commit time (``source.ts_ms``), op, and how many vectors
-   the change agent computed for it (``embedded``);
+   the change agent computed for it (``embedded``); it also tails the Debezium topic for the
+   time each change event was written there (its CreateTime), so that a latency can be split
+   into its stages (Debezium, change agent, indexers);
 2. after making a set of changes at wall time ``t0``, finds for every changed document its newest
    record whose source commit time is >= ``t0`` (so an older record of the same document never
    counts), and
@@ -55,6 +57,7 @@ class Seen:
     produced_ms: int
     ts_ms: int | None  # the source's commit time (Debezium source.ts_ms)
     seen_s: float  # when this process read it
+    source: tuple[str, int, int] | None = None  # (topic, partition, offset) of the source event
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Tracker:
         self.settings = settings
         self.poll_s = poll_s
         self._by_doc: dict[str, list[Seen]] = {}
+        self._event_ms: dict[tuple[str, int, int], int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -110,7 +114,12 @@ class Tracker:
         if meta is None or meta.error is not None:
             raise RuntimeError(f"chunks topic {topic} does not exist")
         self._partitions = sorted(meta.partitions)
-        self._tail.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in self._partitions])
+        assign = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in self._partitions]
+        cdc = self.settings.cdc_topic
+        cdc_meta = self._tail.list_topics(cdc, timeout=10).topics.get(cdc)
+        if cdc_meta is not None and cdc_meta.error is None:
+            assign += [TopicPartition(cdc, p, OFFSET_BEGINNING) for p in sorted(cdc_meta.partitions)]
+        self._tail.assign(assign)
         self._thread = threading.Thread(target=self._run, name="bench-tracker", daemon=True)
         self._thread.start()
         return self
@@ -128,9 +137,13 @@ class Tracker:
             batch = self._tail.consume(2000, 0.1)
             now = time.time()
             seen: list[Seen] = []
+            events: dict[tuple[str, int, int], int] = {}
             for msg in batch:
                 value = msg.value()
                 if msg.error() is not None or value is None:
+                    continue
+                if msg.topic() != self.settings.chunks_topic:
+                    events[(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0))] = msg.timestamp()[1]
                     continue
                 try:
                     data = orjson.loads(value)
@@ -147,10 +160,15 @@ class Tracker:
                             produced_ms=int(data.get("produced_ms") or 0),
                             ts_ms=source.get("ts_ms"),
                             seen_s=now,
+                            source=(str(source.get("topic")), int(source.get("partition") or 0),
+                                    int(source.get("offset") or 0)) if source.get("topic") else None,
                         )
                     )
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                     continue
+            if events:
+                with self._lock:
+                    self._event_ms.update(events)
             if seen:
                 with self._lock:
                     for rec in seen:
@@ -173,6 +191,13 @@ class Tracker:
                         out[doc_id] = rec
                         break
         return out
+
+    def source_event_ms(self, rec: Seen) -> int | None:
+        """When the record's source event was written to its topic (e.g. by Debezium)."""
+        if rec.source is None:
+            return None
+        with self._lock:
+            return self._event_ms.get(rec.source)
 
     def committed(self, region: str) -> dict[int, int]:
         topic = self.settings.chunks_topic
