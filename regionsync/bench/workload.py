@@ -28,7 +28,10 @@ class Workload:
 
     @classmethod
     def from_corpus(cls, docs: int, reserve: int) -> Workload:
-        found = stdlib_documents(limit=docs + reserve)
+        # Postgres text cannot hold NUL bytes, and a few docstrings contain one.
+        found = [d if "\x00" not in d.body + d.title else
+                 CorpusDoc(d.id, d.title.replace("\x00", ""), d.body.replace("\x00", ""), d.tags)
+                 for d in stdlib_documents(limit=docs + reserve)]
         if len(found) < docs + reserve:
             raise ValueError(f"the corpus on this machine has {len(found)} documents; {docs + reserve} wanted")
         return cls(found[:docs], found[docs:])
