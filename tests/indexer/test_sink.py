@@ -201,3 +201,34 @@ def test_killed_server_raises_then_recovers(own_milvus: Settings, hash_record: R
     # Data survived the kill -9; the restarted server has its collections released: the sink reloads.
     sink.apply([hash_record("d", 2, ["c"])])
     assert texts_of(sink, "d") == ["c"] and sink.doc_state("d").version == 2  # type: ignore[union-attr]
+
+
+class DroppingSink(RegionSink):
+    """A sink whose first chunk write is acknowledged but never reaches Milvus: the failure seen
+    once on milvus-lite right after a restart."""
+
+    dropped = 0
+
+    def _upsert(self, collection: str, rows: list[dict]) -> None:  # type: ignore[override]
+        if collection == self.collection and rows and self.dropped == 0:
+            self.dropped += 1
+            return
+        super()._upsert(collection, rows)
+
+
+def test_a_lost_write_fails_the_batch_before_bookkeeping_and_a_retry_completes_it(
+    shared_milvus: Settings, collection_name: str, hash_record: RecordFactory
+) -> None:
+    from indexer.errors import SinkError
+
+    sink = DroppingSink(shared_milvus.milvus_uri(REGION), collection=collection_name, dim=384)
+    try:
+        rec = hash_record("lost", 1, ["one", "two"])
+        with pytest.raises(SinkError, match="missing"):
+            sink.apply([rec])
+        assert sink.doc_state("lost") is None, "bookkeeping must not claim a version whose chunks are not there"
+        stats = sink.apply([rec])  # the worker's retry of the same batch
+        assert stats.upserted == 1 and stats.stale == 0
+        assert texts_of(sink, "lost") == ["one", "two"]
+    finally:
+        sink.close()
