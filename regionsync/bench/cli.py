@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from regionsync.bench import report
 
@@ -45,6 +50,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         quick=args.quick, docs=args.docs, freshness_s=args.freshness_seconds, dialog_sessions=args.dialog_sessions,
         profile_dir=args.profile, state_dir=args.state_dir, keep_state=args.keep_state,
     )
+    # Stopped by Ctrl-C or SIGTERM (even when started in the background, where SIGINT is ignored
+    # by default): raise, so the runner's cleanup stops the bench's stack and profilers.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupted)
     results = run_bench(settings, options, say=lambda msg: print(msg, file=sys.stderr, flush=True))
     if args.json:
         report.save(results, args.json)

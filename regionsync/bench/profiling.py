@@ -25,7 +25,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-RATE = 25  # samples per second (low: the profiled run is also the measured one)
+RATE = 20  # samples per second (low: the profiled run is also the measured one)
 
 
 def py_spy() -> str | None:
