@@ -114,7 +114,8 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
     }
     progress(f"bench: reading the corpus ({options.n_docs} documents + reserve)")
     reserve = max(60, int(options.n_docs * 0.02) + int(options.freshness_seconds * 15))
-    load = workload.Workload.from_corpus(options.n_docs, reserve)
+    load = workload.Workload.from_corpus(options.n_docs, reserve,
+                                         lambda text: chunk_text(text, base.chunk_size, base.chunk_overlap))
     bench = BenchStack.create(base, options.state_dir)
     s = bench.settings
     results["settings"] = {

@@ -2,14 +2,14 @@
 
 Documents are real text that needs no download (:func:`regionsync.corpus.stdlib_documents`: the
 docstrings of the standard library, then of the installed packages). The first ``docs`` are
-loaded; the next ``reserve`` lend their bodies to changes, so a changed document gets text the
-pipeline has never seen (nothing cached: it must be embedded, as a real edit would be).
+loaded; later ones whose chunks are all new lend their bodies to changes, so a changed document
+gets text the pipeline has never seen (nothing cached: it must be embedded, as a real edit would be).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -27,14 +27,27 @@ class Workload:
     reserve: list[CorpusDoc]
 
     @classmethod
-    def from_corpus(cls, docs: int, reserve: int) -> Workload:
+    def from_corpus(cls, docs: int, reserve: int, chunker: Callable[[str], list[str]]) -> Workload:
+        """The first ``docs`` documents of the corpus, and ``reserve`` later ones whose chunks are
+        all new: none appears among the loaded documents or another reserve document (the
+        corpus repeats itself: vendored packages carry the same docstrings), so a change to a
+        reserve body is new text to any embedding cache, ours or the peer's."""
         # Postgres text cannot hold NUL bytes, and a few docstrings contain one.
         found = [d if "\x00" not in d.body + d.title else
                  CorpusDoc(d.id, d.title.replace("\x00", ""), d.body.replace("\x00", ""), d.tags)
-                 for d in stdlib_documents(limit=docs + reserve)]
+                 for d in stdlib_documents(limit=docs + 3 * reserve)]
         if len(found) < docs + reserve:
             raise ValueError(f"the corpus on this machine has {len(found)} documents; {docs + reserve} wanted")
-        return cls(found[:docs], found[docs:])
+        seen = {text for d in found[:docs] for text in chunker(d.body)}
+        spare: list[CorpusDoc] = []
+        for doc in found[docs:]:
+            chunks = chunker(doc.body)
+            if chunks and not seen.intersection(chunks):
+                spare.append(doc)
+                seen.update(chunks)
+                if len(spare) == reserve:
+                    break
+        return cls(found[:docs], spare)
 
     def ids(self) -> list[str]:
         return [d.id for d in self.docs]
