@@ -93,7 +93,8 @@ def _collect(docs: list[CorpusDoc], module: str, path: Path, min_chars: int, lim
     except (SyntaxError, UnicodeDecodeError, ValueError):
         return False
     for qualname, doc in _docstrings(tree):
-        body = inspect.cleandoc(doc)
+        # Postgres text cannot hold NUL bytes, and a few docstrings contain one.
+        body = inspect.cleandoc(doc).replace("\x00", "")
         if len(body) < min_chars:
             continue
         name = f"{module}.{qualname}" if qualname else module
