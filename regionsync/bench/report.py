@@ -78,7 +78,9 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     else:
         out.append(("5", "peer: LangChain indexing API", f"not available ({peer.get('reason')})", "-", "-"))
     dia = r.get("dialog")
-    if dia:
+    if dia and "error" in dia:
+        out.append(("6", "dialog rebuild", f"failed: {dia['error']}", "-", "-"))
+    elif dia:
         out.append((
             "6", "dialog rebuild",
             f"full replay {_n(dia['full_replay_events_per_s'])} events/s; restore {_n(dia['restore_sessions'])} "

@@ -191,7 +191,11 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
         progress(f"bench: row 3: deletes {deleted.docs_per_s:.0f} docs/s")
 
         progress(f"bench: row 6: dialog rebuild ({options.n_sessions} sessions)")
-        results["dialog"] = dialog_rebuild.measure(s, options.n_sessions)
+        try:
+            results["dialog"] = dialog_rebuild.measure(s, options.n_sessions)
+        except Exception as exc:  # noqa: BLE001 - the other rows stand on their own
+            log.exception("dialog rebuild benchmark failed")
+            results["dialog"] = {"error": f"{type(exc).__name__}: {exc}"}
     finally:
         if tracker is not None:
             tracker.close()
@@ -253,7 +257,7 @@ def _peer(
         with profiled("peer-theirs", {"bench": os.getpid()}):
             theirs = peer.reindex()
         expected = {doc_id: chunk_text(body, s.chunk_size, s.chunk_overlap) for doc_id, body in changed}
-        problems = _check_peer(peer, expected) + _check_regions(s, expected)
+        problems = _checked(lambda: _check_peer(peer, expected)) + _checked(lambda: _check_regions(s, expected))
         return {
             "available": True,
             "corpus_docs": corpus_docs,
@@ -276,6 +280,18 @@ def _peer(
         peer.close()
 
 
+def _checked(check: Callable[[], list[str]]) -> list[str]:
+    """A check that cannot run is a problem to report, not a reason to lose the run's figures."""
+    for attempt in range(3):
+        try:
+            return check()
+        except Exception as exc:  # noqa: BLE001 - e.g. a milvus-lite server busy building its index
+            if attempt == 2:
+                return [f"check could not run: {type(exc).__name__}: {exc}"]
+            time.sleep(5)
+    return []
+
+
 def _check_peer(peer: Any, expected: dict[str, list[str]]) -> list[str]:
     problems = []
     got = peer.texts(list(expected))
@@ -293,10 +309,10 @@ def _check_regions(s: Settings, expected: dict[str, list[str]]) -> list[str]:
     quiet_pymilvus()
     problems = []
     for region in s.regions:
-        client = MilvusClient(uri=s.milvus_uri(region), token=s.milvus_token.get_secret_value())
+        client = MilvusClient(uri=s.milvus_uri(region), token=s.milvus_token.get_secret_value(), timeout=60)
         try:
             ids = {chunk_id(d, i): (d, i) for d, texts in expected.items() for i in range(len(texts))}
-            rows = client.get(s.collection, ids=list(ids), output_fields=["text"])
+            rows = client.get(s.collection, ids=list(ids), output_fields=["text"], timeout=60)
             found = {str(r["id"]): str(r["text"]) for r in rows}
             for cid, (doc_id, i) in ids.items():
                 if found.get(cid) != expected[doc_id][i]:
