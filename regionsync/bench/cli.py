@@ -16,7 +16,7 @@ def register(sub: Any) -> None:
         "bench",
         help="measure the pipeline against its embedding limit and against LangChain's indexing API",
         description="Starts its own embedded stack (temporary state dir, free ports), runs every measurement, "
-        "prints the table and stops the stack. The full run takes about 15 minutes on 2 cores.",
+        "prints the table and stops the stack. The full run takes about 30 minutes on 2 cores.",
     )
     p.add_argument("--quick", action="store_true", help="small corpus and short phases: a smoke check (< 2 min)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every figure to FILE (JSON)")
