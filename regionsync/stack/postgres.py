@@ -68,8 +68,14 @@ def _chown_for_postgres(path: Path) -> None:
             os.chown(os.path.join(root, name), pw.pw_uid, pw.pw_gid, follow_symlinks=False)
 
 
+# Postgres refuses to start on a data directory whose mode is anything but these ("has invalid
+# permissions"), so the data dir itself is never opened up: only its parents are.
+_DATA_DIR_MODES = (0o700, 0o750)
+
+
 def _ensure_traversable(path: Path) -> None:
-    """The postgres user must be able to reach the data dir through every parent directory."""
+    """The postgres user must be able to reach ``path`` through every parent directory: o+x on
+    ``path`` and each parent. Never call it on the data directory (see _DATA_DIR_MODES)."""
     if os.geteuid() != 0:
         return
     for parent in [path, *path.parents]:
@@ -110,6 +116,7 @@ def start(settings: Settings) -> None:
             )
         finally:
             pwfile.unlink(missing_ok=True)
+    _repair_data_dir_mode(ddir)
     if not is_running(settings):
         opts = (
             f"-p {settings.pg_port} -c wal_level=logical -c listen_addresses=127.0.0.1 -k {ddir} "
@@ -121,6 +128,18 @@ def start(settings: Settings) -> None:
             "pg_ctl start",
         )
     ensure_databases(settings)
+
+
+def _repair_data_dir_mode(ddir: Path) -> None:
+    # Earlier versions of stop() added o+x to the data dir itself, which makes every later start
+    # fail; put a directory left that way back to 0700 instead of asking the user to chmod it.
+    try:
+        mode = ddir.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode not in _DATA_DIR_MODES:
+        log.info("postgres data dir %s had mode %o; restoring 0700", ddir, mode)
+        os.chmod(ddir, 0o700)
 
 
 def ensure_databases(settings: Settings) -> None:
@@ -138,7 +157,8 @@ def stop(settings: Settings, timeout: float = 30.0) -> None:
     pid_file = ddir / "postmaster.pid"
     if not pid_file.exists():
         return
-    _ensure_traversable(ddir)
+    # pg_ctl runs as the postgres user: it must reach the data dir through its parents.
+    _ensure_traversable(ddir.parent)
     try:
         _run([pg_bin("pg_ctl"), "-D", str(ddir), "-m", "fast", "-w", "stop"], "pg_ctl stop")
         return
