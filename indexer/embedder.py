@@ -1,8 +1,9 @@
 """Text embedders: the real sentence-transformers model, and a deterministic fake for unit tests.
 
-Every embedder returns L2-normalised float32 rows (cosine = dot product), and the same text
-always gives bitwise the same vector, whatever the batch size, thread count or process: the
-caches, the idempotent sinks and the tests that compare stored vectors exactly depend on it.
+Every embedder returns L2-normalised float32 rows (cosine = dot product). On one machine the
+same text gives the same vector whatever its batch mates, so a replay or a second region rewrites
+identical rows; across CPUs the last bits differ (AMD and Intel kernels sum in other orders), so
+anything that compares vectors of two machines uses a tolerance (regionsync.verify.vectors_close).
 """
 
 from __future__ import annotations

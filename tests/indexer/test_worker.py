@@ -26,6 +26,7 @@ from indexer.sink import RegionSink
 from indexer.worker import RegionIndexer
 from regionsync.settings import Settings
 from regionsync.stack import milvus, procs
+from regionsync.verify import vectors_close
 from streams.events import DocRecord, RecordOp
 
 from .conftest import REGION, record_factory
@@ -169,8 +170,8 @@ def test_applies_records_dead_letters_poison_and_commits(
         ("a", 0, "A2", 2),
         ("b", 0, "B renamed", 2),
     ]
-    for row in rows:  # exactly the model's vector for the chunk text, embedded on its own
-        assert np.array_equal(row["embedding"], embedder.embed([row["text"]])[0])
+    for row in rows:  # the model's vector for the chunk text, embedded on its own (any CPU: tolerance)
+        assert vectors_close(row["embedding"], embedder.embed([row["text"]])[0])
     states = sink.doc_states()
     assert states["c"] == DocState(2, None, 0, True) and states["a"].n_chunks == 1
     assert committed(settings) == feed.ends
