@@ -58,4 +58,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         report.save(results, args.json)
     print(report.render(results))
-    return 0
+    # Every row is in the table either way; a failed row makes the exit status say so.
+    return 1 if report.failed_rows(results) else 0

@@ -28,6 +28,7 @@ import numpy as np
 import psycopg
 from pymilvus import MilvusClient
 
+from regionsync.bench.retry import Retries
 from regionsync.bench.tracker import Tracker
 from regionsync.settings import Settings
 from regionsync.stack.milvus import quiet_pymilvus
@@ -83,18 +84,20 @@ class FreshnessResult:
 
 class _Prober(threading.Thread):
     def __init__(self, settings: Settings, region: str, probes: dict[str, _Probe], tracker: Tracker,
-                 lock: threading.Lock, interval_s: float) -> None:
+                 lock: threading.Lock, interval_s: float, retries: Retries) -> None:
         super().__init__(name=f"bench-probe-{region}", daemon=True)
         quiet_pymilvus()
         self.region = region
         self.collection = settings.collection
-        self.client = MilvusClient(uri=settings.milvus_uri(region), token=settings.milvus_token.get_secret_value())
+        # A milvus-lite server busy with its index may refuse a connection for a moment.
+        self.client = retries.call(f"milvus connect ({region})", lambda: MilvusClient(
+            uri=settings.milvus_uri(region), token=settings.milvus_token.get_secret_value()))
+        self.retries = retries
         self.probes = probes
         self.tracker = tracker
         self.lock = lock
         self.interval_s = interval_s
         self.stop = threading.Event()
-        self.errors = 0
 
     def run(self) -> None:
         try:
@@ -107,7 +110,7 @@ class _Prober(threading.Thread):
                     try:
                         rows = self.client.get(self.collection, ids=[cid for cid, _ in ready], output_fields=["text"])
                     except Exception:  # noqa: BLE001 - a busy server: try again next round
-                        self.errors += 1
+                        self.retries.note(f"milvus get ({self.region})")
                         rows = []
                     now = time.time()
                     by_id = {str(r["id"]): str(r.get("text") or "") for r in rows}
@@ -129,18 +132,21 @@ def run(
     duration_s: float,
     timeout_s: float = 60.0,
     probe_interval_s: float = 0.01,
+    retries: Retries | None = None,
 ) -> FreshnessResult:
     n = max(1, int(rate_per_s * duration_s))
     if n > len(doc_ids):
         n = len(doc_ids)
     probes: dict[str, _Probe] = {}
     lock = threading.Lock()
-    probers = [_Prober(settings, r, probes, tracker, lock, probe_interval_s) for r in settings.regions]
-    for p in probers:
-        p.start()
+    retries = retries or Retries()
+    probers: list[_Prober] = []
     tag = uuid.uuid4().hex[:8]
-    started = time.monotonic()
     try:
+        for region in settings.regions:
+            probers.append(_Prober(settings, region, probes, tracker, lock, probe_interval_s, retries))
+            probers[-1].start()
+        started = time.monotonic()
         with psycopg.connect(settings.pg_dsn()) as conn:
             for i in range(n):
                 due = started + i / rate_per_s
@@ -182,6 +188,4 @@ def run(
             stages["debezium"].append(event_ms - commit_ms)
             stages["change_agent"].append(rec.produced_ms - event_ms)
             stages["regions"].append(searchable_ms - rec.produced_ms)
-    if sum(p.errors for p in probers):
-        log.warning("freshness probes: %d failed get calls (retried)", sum(p.errors for p in probers))
     return FreshnessResult(rate_per_s, writing_s, n, latencies, not_seen, stages)

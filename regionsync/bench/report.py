@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -30,56 +30,64 @@ def _verdict(ok: bool | None) -> str:
     return "-" if ok is None else ("met" if ok else "MISSED")
 
 
+def failed_rows(r: dict[str, Any]) -> list[str]:
+    """The rows that did not produce figures (their error is in the results)."""
+    return [row[0] for row in rows(r) if row[4] == "FAILED"]
+
+
+def _failed(row: str, label: str, phase: dict[str, Any] | None, target: str) -> tuple[str, str, str, str, str]:
+    why = phase["error"] if phase else "not measured (the run stopped before this row)"
+    return (row, label, f"failed: {why}", target, "FAILED")
+
+
+def _ok(phase: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
+    return phase is not None and "error" not in phase
+
+
 def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """(row, measurement, result, target, verdict) for each row of the issue."""
+    """(row, measurement, result, target, verdict) for each row of the issue; a row whose
+    measurement failed says why and is marked FAILED."""
     out: list[tuple[str, str, str, str, str]] = []
     s = r["settings"]
-    lim = r["embed_limit"]
-    out.append((
-        "1", f"embedding limit: model alone, batch {s['embed_batch_size']}, {s['embed_threads']} threads",
-        f"{_n(lim['passages_per_s'], 1)} passages/s (before {_n(lim['before']['passages_per_s'], 1)}, "
-        f"after {_n(lim['after']['passages_per_s'], 1)}; {lim['before']['passages']} passages each)",
-        "-", "-",
-    ))
-    ch = r["changed"]
-    out.append((
-        "2", f"changed docs (new text), commit -> upserted in every region ({_n(ch['docs'])} docs)",
-        f"{_n(ch['docs_per_s'], 1)} docs/s = {_n(ch['passages_per_s'], 1)} passages/s; {ch['ratio_to_limit']:.2f} x row 1",
-        f">= {TARGET_RATIO} x row 1", _verdict(ch["ratio_to_limit"] >= TARGET_RATIO),
-    ))
+    lim = r.get("embed_limit")
+    if not _ok(lim):
+        out.append(_failed("1", "embedding limit", lim, "-"))
+    else:
+        out.append(_row1(s, lim))
+    ch = r.get("changed")
+    if not _ok(ch) or "ratio_to_limit" not in ch:
+        out.append(_failed("2", "changed docs (new text), commit -> upserted in every region", ch,
+                           f">= {TARGET_RATIO} x row 1"))
+    else:
+        out.append(_row2(ch))
     for key, label in (("3a", "unchanged"), ("3b", "deletes")):
-        ph = r[label]
+        ph = r.get(label)
         title = "updates, embedded text unchanged" if label == "unchanged" else "deletes"
+        target = f">= {_n(TARGET_NOCHANGE_DOCS_PER_S)} docs/s, 0 embeddings"
+        if not _ok(ph):
+            out.append(_failed(key, f"{title}, commit -> every region", ph, target))
+            continue
         ok = ph["docs_per_s"] >= TARGET_NOCHANGE_DOCS_PER_S and ph["embedded"] == 0 and ph["cache_rows_added"] == 0
         out.append((
             key, f"{title}, commit -> every region ({_n(ph['docs'])} docs)",
             f"{_n(ph['docs_per_s'])} docs/s; {ph['embedded']} embeddings computed "
             f"(cache +{ph['cache_rows_added']})",
-            f">= {_n(TARGET_NOCHANGE_DOCS_PER_S)} docs/s, 0 embeddings", _verdict(ok),
+            target, _verdict(ok),
         ))
-    fr = r["freshness"]
-    ok = fr["p50_ms"] < TARGET_P50_MS and fr["p99_ms"] < TARGET_P99_MS and fr["not_seen"] == 0
-    out.append((
-        "4", f"freshness, commit -> searchable in every region, at {_n(fr['rate_per_s'], 1)} docs/s "
-             f"({fr['load_fraction']:.0%} of row 2)",
-        f"p50 {_n(fr['p50_ms'])} ms, p99 {_n(fr['p99_ms'])} ms ({fr['changes']} changes"
-        + (f", {fr['not_seen']} never seen" if fr["not_seen"] else "") + ")",
-        f"p50 < {_n(TARGET_P50_MS)} ms, p99 < {_n(TARGET_P99_MS)} ms", _verdict(ok),
-    ))
-    peer = r["peer"]
-    if peer.get("available"):
-        out.append((
-            "5", f"{peer['changed_docs']} of {_n(peer['corpus_docs'])} docs changed (1%): "
-                 "seconds until the index reflects it",
-            f"ours {peer['ours_s']:.2f} s (every region), LangChain index() {peer['theirs_s']:.2f} s "
-            f"({peer['theirs'].get('embed_seconds', 0):.1f} s of it embedding): {peer['speedup']:.1f}x",
-            f">= {TARGET_PEER_SPEEDUP:.0f}x", _verdict(peer["speedup"] >= TARGET_PEER_SPEEDUP),
-        ))
+    fr = r.get("freshness")
+    if not _ok(fr):
+        out.append(_failed("4", "freshness, commit -> searchable in every region", fr,
+                           f"p50 < {_n(TARGET_P50_MS)} ms, p99 < {_n(TARGET_P99_MS)} ms"))
     else:
-        out.append(("5", "peer: LangChain indexing API", f"not available ({peer.get('reason')})", "-", "-"))
+        out.append(_row4(fr))
+    peer = r.get("peer")
+    if not _ok(peer):
+        out.append(_failed("5", "peer: LangChain indexing API", peer, f">= {TARGET_PEER_SPEEDUP:.0f}x"))
+    else:
+        out.append(_row5(peer))
     dia = r.get("dialog")
     if dia and "error" in dia:
-        out.append(("6", "dialog rebuild", f"failed: {dia['error']}", "-", "-"))
+        out.append(("6", "dialog rebuild", f"failed: {dia['error']}", "-", "FAILED"))
     elif dia:
         out.append((
             "6", "dialog rebuild",
@@ -97,6 +105,46 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         "< 3 GB", _verdict(rss["stack_total_bytes"] < TARGET_RSS_BYTES),
     ))
     return out
+
+
+def _row1(s: dict[str, Any], lim: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    return (
+        "1", f"embedding limit: model alone, batch {s['embed_batch_size']}, {s['embed_threads']} threads",
+        f"{_n(lim['passages_per_s'], 1)} passages/s (before {_n(lim['before']['passages_per_s'], 1)}, "
+        f"after {_n(lim['after']['passages_per_s'], 1)}; {lim['before']['passages']} passages each)",
+        "-", "-",
+    )
+
+
+def _row2(ch: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    return (
+        "2", f"changed docs (new text), commit -> upserted in every region ({_n(ch['docs'])} docs)",
+        f"{_n(ch['docs_per_s'], 1)} docs/s = {_n(ch['passages_per_s'], 1)} passages/s; {ch['ratio_to_limit']:.2f} x row 1",
+        f">= {TARGET_RATIO} x row 1", _verdict(ch["ratio_to_limit"] >= TARGET_RATIO),
+    )
+
+
+def _row4(fr: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    ok = fr["p50_ms"] < TARGET_P50_MS and fr["p99_ms"] < TARGET_P99_MS and fr["not_seen"] == 0
+    return (
+        "4", f"freshness, commit -> searchable in every region, at {_n(fr['rate_per_s'], 1)} docs/s "
+             f"({fr['load_fraction']:.0%} of row 2)",
+        f"p50 {_n(fr['p50_ms'])} ms, p99 {_n(fr['p99_ms'])} ms ({fr['changes']} changes"
+        + (f", {fr['not_seen']} never seen" if fr["not_seen"] else "") + ")",
+        f"p50 < {_n(TARGET_P50_MS)} ms, p99 < {_n(TARGET_P99_MS)} ms", _verdict(ok),
+    )
+
+
+def _row5(peer: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    if not peer.get("available"):
+        return ("5", "peer: LangChain indexing API", f"not available ({peer.get('reason')})", "-", "-")
+    return (
+        "5", f"{peer['changed_docs']} of {_n(peer['corpus_docs'])} docs changed (1%): "
+             "seconds until the index reflects it",
+        f"ours {peer['ours_s']:.2f} s (every region), LangChain index() {peer['theirs_s']:.2f} s "
+        f"({peer['theirs'].get('embed_seconds', 0):.1f} s of it embedding): {peer['speedup']:.1f}x",
+        f">= {TARGET_PEER_SPEEDUP:.0f}x", _verdict(peer["speedup"] >= TARGET_PEER_SPEEDUP),
+    )
 
 
 def render(r: dict[str, Any]) -> str:
@@ -117,10 +165,18 @@ def render(r: dict[str, Any]) -> str:
         lines.append(" | ".join(str(c).ljust(widths[i]) for i, c in enumerate(row)).rstrip())
     services = sorted(r["rss"]["services"].items(), key=lambda kv: -kv[1]["peak_bytes"])
     lines.append("")
-    stages = r["freshness"].get("stages_p50_ms")
+    stages = (r.get("freshness") or {}).get("stages_p50_ms")
     if stages:
         lines.append("freshness stages, p50: " + ", ".join(f"{k.replace('_', ' ')} {v:,.0f} ms" for k, v in stages.items())
                      + " (commit -> Debezium's event -> change agent's record -> searchable in the last region)")
+    retried = r.get("retries") or {}
+    if retried.get("total") or retried.get("gave_up"):
+        lines.append(f"transient errors in the bench's own probes, retried: {retried['total']} "
+                     f"({', '.join(f'{k} {v}' for k, v in retried.get('by_probe', {}).items())})"
+                     + (f"; gave up: {retried['gave_up']}" if retried.get("gave_up") else ""))
+    failed = failed_rows(r)
+    if failed:
+        lines.append(f"rows that FAILED (their error is in the row): {', '.join(failed)}")
     lines.append("peak RSS per service: " + ", ".join(
         f"{name} {v['peak_bytes'] / 1024**2:,.0f} MB" + (f" ({v['processes']} procs, {v['how']})" if v["processes"] > 1 else "")
         for name, v in services

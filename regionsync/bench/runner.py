@@ -30,6 +30,7 @@ from pymilvus import MilvusClient
 
 from regionsync.bench import dialog_rebuild, embed_limit, freshness, rss, throughput, workload
 from regionsync.bench.profiling import Profiler
+from regionsync.bench.retry import Retries
 from regionsync.bench.stackrun import BenchStack
 from regionsync.bench.tracker import Tracker
 from regionsync.corpus import CorpusDoc
@@ -129,11 +130,26 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
     sampler = rss.RssSampler(s.state_dir).start()
     profiler = Profiler(options.profile_dir) if options.profile_dir else None
     tracker: Tracker | None = None
+    retries = Retries()
+
+    def row(key: str, measure: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+        """One row's figures into ``results[key]``; an error that survived the probes' retries
+        fails this row (it says why in the report) and the bench goes on with the next."""
+        try:
+            figures = measure()
+        except Exception as exc:  # noqa: BLE001 - the other rows stand on their own
+            log.exception("bench row %s failed", key)
+            results[key] = {"error": f"{type(exc).__name__}: {exc}"}
+            progress(f"bench: {key} FAILED: {type(exc).__name__}: {exc}")
+            return None
+        results[key] = figures
+        return figures
+
     try:
         progress(f"bench: starting the stack in {s.state_dir}")
         bench.start()
         results["stack"] = {"start_seconds": round(bench.start_seconds, 1)}
-        tracker = Tracker(s).start()
+        tracker = Tracker(s, retries=retries).start()
         _warm_up(s, tracker)
         progress(f"bench: stack up in {bench.start_seconds:.1f}s; loading the model for row 1")
         model = embed_limit.load_model(s)
@@ -148,10 +164,16 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
         def profiled(name: str, extra: dict[str, int] | None = None) -> AbstractContextManager[None]:
             return profiler.phase(name, {**pids(), **(extra or {})}) if profiler else nullcontext()
 
+        trk = tracker
         total_chunks = results["corpus"]["chunks"]
         progress(f"bench: row 2: inserting {len(load.docs)} documents ({total_chunks} chunks)")
-        with profiled("changed"):
-            changed = throughput.changed_documents(s, tracker, load, _apply_timeout(total_chunks))
+
+        def changed_row() -> dict[str, Any]:
+            with profiled("changed"):
+                changed = throughput.changed_documents(s, trk, load, _apply_timeout(total_chunks))
+            return changed.to_dict()
+
+        changed = row("changed", changed_row)
         after = embed_limit.measure(model, blocks)
         limit = (before.passages_per_s + after.passages_per_s) / 2
         results["embed_limit"] = {
@@ -161,41 +183,50 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
                       "passages_per_s": round(after.passages_per_s, 1)},
             "passages_per_s": round(limit, 1),
         }
-        results["changed"] = {**changed.to_dict(), "ratio_to_limit": round(changed.passages_per_s / limit, 3)}
-        progress(f"bench: row 2: {changed.docs_per_s:.1f} docs/s, {changed.passages_per_s:.1f} passages/s "
-                 f"(row 1: {limit:.1f}); ratio {changed.passages_per_s / limit:.2f}")
+        if changed is not None:
+            changed["ratio_to_limit"] = round(changed["passages_per_s"] / limit, 3)
+            progress(f"bench: row 2: {changed['docs_per_s']:.1f} docs/s, {changed['passages_per_s']:.1f} "
+                     f"passages/s (row 1: {limit:.1f}); ratio {changed['ratio_to_limit']:.2f}")
 
         rng = random.Random(options.seed)
         ids = load.ids()
         order = ids[:]
         rng.shuffle(order)
         bodies = load.reserve_bodies()
-        rate = max(0.5, options.freshness_load * changed.docs_per_s)
+        # Without row 2's capacity (it failed), the slowest load the bench would ever choose.
+        rate = max(0.5, options.freshness_load * (changed["docs_per_s"] if changed else 0.0))
         n_fresh = min(len(order) // 2, max(1, int(rate * options.freshness_seconds)))
         progress(f"bench: row 4: freshness at {rate:.1f} docs/s for {options.freshness_seconds:.0f}s")
-        with profiled("freshness"):
-            fresh = freshness.run(s, tracker, order[:n_fresh], bodies, rate, options.freshness_seconds)
-        results["freshness"] = {**fresh.to_dict(), "load_fraction": options.freshness_load}
-        progress(f"bench: row 4: p50 {fresh.p50_ms:.0f} ms, p99 {fresh.p99_ms:.0f} ms")
 
-        results["peer"] = _peer(s, tracker, model, order[n_fresh:], bodies, options, progress, profiled)
+        def freshness_row() -> dict[str, Any]:
+            with profiled("freshness"):
+                fresh = freshness.run(s, trk, order[:n_fresh], bodies, rate, options.freshness_seconds,
+                                      retries=retries)
+            progress(f"bench: row 4: p50 {fresh.p50_ms:.0f} ms, p99 {fresh.p99_ms:.0f} ms")
+            return {**fresh.to_dict(), "load_fraction": options.freshness_load}
+
+        row("freshness", freshness_row)
+        row("peer", lambda: _peer(s, trk, model, order[n_fresh:], bodies, options, progress, profiled, retries))
 
         progress(f"bench: row 3: updating title/tags of {len(ids)} documents")
-        with profiled("unchanged"):
-            unchanged = throughput.unchanged_text_updates(s, tracker, ids, _apply_timeout(total_chunks // 4))
-        results["unchanged"] = unchanged.to_dict()
-        progress(f"bench: row 3: {unchanged.docs_per_s:.0f} docs/s, {unchanged.embedded} embedded; deleting them")
-        with profiled("deletes"):
-            deleted = throughput.deletes(s, tracker, ids, _apply_timeout(total_chunks // 4))
-        results["deletes"] = deleted.to_dict()
-        progress(f"bench: row 3: deletes {deleted.docs_per_s:.0f} docs/s")
+
+        def unchanged_row() -> dict[str, Any]:
+            with profiled("unchanged"):
+                unchanged = throughput.unchanged_text_updates(s, trk, ids, _apply_timeout(total_chunks // 4))
+            progress(f"bench: row 3: {unchanged.docs_per_s:.0f} docs/s, {unchanged.embedded} embedded")
+            return unchanged.to_dict()
+
+        def deletes_row() -> dict[str, Any]:
+            with profiled("deletes"):
+                deleted = throughput.deletes(s, trk, ids, _apply_timeout(total_chunks // 4))
+            progress(f"bench: row 3: deletes {deleted.docs_per_s:.0f} docs/s")
+            return deleted.to_dict()
+
+        row("unchanged", unchanged_row)
+        row("deletes", deletes_row)
 
         progress(f"bench: row 6: dialog rebuild ({options.n_sessions} sessions)")
-        try:
-            results["dialog"] = dialog_rebuild.measure(s, options.n_sessions)
-        except Exception as exc:  # noqa: BLE001 - the other rows stand on their own
-            log.exception("dialog rebuild benchmark failed")
-            results["dialog"] = {"error": f"{type(exc).__name__}: {exc}"}
+        row("dialog", lambda: dialog_rebuild.measure(s, options.n_sessions))
     finally:
         if tracker is not None:
             tracker.close()
@@ -208,6 +239,7 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
         }
         progress("bench: stopping the stack")
         bench.stop(keep_state=options.keep_state)
+    results["retries"] = retries.to_dict()
     if profiler is not None:
         results["profile"] = profiler.summaries
     results["machine"]["load_end"] = list(os.getloadavg())
@@ -234,6 +266,7 @@ def _peer(
     options: BenchOptions,
     progress: Callable[[str], None],
     profiled: Callable[..., AbstractContextManager[None]],
+    retries: Retries,
 ) -> dict[str, Any]:
     try:
         from regionsync.bench import peer as peer_mod
@@ -257,7 +290,8 @@ def _peer(
         with profiled("peer-theirs", {"bench": os.getpid()}):
             theirs = peer.reindex()
         expected = {doc_id: chunk_text(body, s.chunk_size, s.chunk_overlap) for doc_id, body in changed}
-        problems = _checked(lambda: _check_peer(peer, expected)) + _checked(lambda: _check_regions(s, expected))
+        problems = (_checked(retries, "peer check", lambda: _check_peer(peer, expected))
+                    + _checked(retries, "region check", lambda: _check_regions(s, expected)))
         return {
             "available": True,
             "corpus_docs": corpus_docs,
@@ -280,16 +314,13 @@ def _peer(
         peer.close()
 
 
-def _checked(check: Callable[[], list[str]]) -> list[str]:
-    """A check that cannot run is a problem to report, not a reason to lose the run's figures."""
-    for attempt in range(3):
-        try:
-            return check()
-        except Exception as exc:  # noqa: BLE001 - e.g. a milvus-lite server busy building its index
-            if attempt == 2:
-                return [f"check could not run: {type(exc).__name__}: {exc}"]
-            time.sleep(5)
-    return []
+def _checked(retries: Retries, what: str, check: Callable[[], list[str]]) -> list[str]:
+    """A check that cannot run (after its retries) is a problem to report, not a reason to lose
+    the row's figures."""
+    try:
+        return retries.call(what, check)
+    except Exception as exc:  # noqa: BLE001 - e.g. a milvus-lite server busy building its index
+        return [f"check could not run: {type(exc).__name__}: {exc}"]
 
 
 def _check_peer(peer: Any, expected: dict[str, list[str]]) -> list[str]:

@@ -30,10 +30,12 @@ import threading
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from regionsync.bench.retry import Retries
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,9 +79,10 @@ class Applied:
 
 
 class Tracker:
-    def __init__(self, settings: Settings, poll_s: float = 0.05) -> None:
+    def __init__(self, settings: Settings, poll_s: float = 0.05, retries: Retries | None = None) -> None:
         self.settings = settings
         self.poll_s = poll_s
+        self.retries = retries or Retries()
         self._by_doc: dict[str, list[Seen]] = {}
         self._log: list[Seen] = []  # every record, in the order read (wait_applied scans only the new ones)
         self._event_ms: dict[tuple[str, int, int], int] = {}
@@ -235,7 +238,7 @@ class Tracker:
                 for region in self.settings.regions:
                     if region in done:
                         continue
-                    committed = self.committed(region)
+                    committed = self.retries.call(f"committed offsets ({region})", partial(self.committed, region))
                     if all(committed.get(p, -1) > off for p, off in need.items()):
                         done[region] = time.time()
                 if len(done) == len(self.settings.regions):

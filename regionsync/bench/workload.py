@@ -32,10 +32,7 @@ class Workload:
         all new: none appears among the loaded documents or another reserve document (the
         corpus repeats itself: vendored packages carry the same docstrings), so a change to a
         reserve body is new text to any embedding cache, ours or the peer's."""
-        # Postgres text cannot hold NUL bytes, and a few docstrings contain one.
-        found = [d if "\x00" not in d.body + d.title else
-                 CorpusDoc(d.id, d.title.replace("\x00", ""), d.body.replace("\x00", ""), d.tags)
-                 for d in stdlib_documents(limit=docs + 3 * reserve)]
+        found = stdlib_documents(limit=docs + 3 * reserve)  # NUL bytes already dropped there
         if len(found) < docs + reserve:
             raise ValueError(f"the corpus on this machine has {len(found)} documents; {docs + reserve} wanted")
         seen = {text for d in found[:docs] for text in chunker(d.body)}

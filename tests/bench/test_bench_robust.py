@@ -1,0 +1,100 @@
+"""The bench survives transient errors in its own probes (bounded retries, counted) and a row that
+really breaks is a failed row in the table, not a lost run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from regionsync.bench import report
+from regionsync.bench.retry import Retries
+
+
+class Flaky:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError(f"refused #{self.calls}")
+        return "ok"
+
+
+def test_a_transient_error_is_retried_and_counted() -> None:
+    pauses: list[float] = []
+    retries = Retries(attempts=4, first_pause_s=0.5, max_pause_s=1.0, sleep=pauses.append)
+    fn = Flaky(failures=3)
+    assert retries.call("milvus connect (east)", fn) == "ok"
+    assert fn.calls == 4
+    assert pauses == [0.5, 1.0, 1.0]  # growing, capped
+    assert retries.to_dict() == {"total": 3, "by_probe": {"milvus connect (east)": 3}, "gave_up": {}}
+
+
+def test_the_budget_is_bounded_and_the_last_error_propagates() -> None:
+    retries = Retries(attempts=3, sleep=lambda _: None)
+    fn = Flaky(failures=10)
+    with pytest.raises(ConnectionError, match="refused #3"):
+        retries.call("committed offsets (north)", fn)
+    assert fn.calls == 3
+    counted = retries.to_dict()
+    assert counted["by_probe"] == {"committed offsets (north)": 2}
+    assert counted["gave_up"] == {"committed offsets (north)": 1}
+
+
+def test_failures_retried_by_the_caller_are_counted_too() -> None:
+    retries = Retries()
+    retries.note("milvus get (east)")
+    retries.note("milvus get (east)")
+    assert retries.total == 2
+
+
+def _results(**rows: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "mode": "quick", "duration_s": 60.0,
+        "machine": {"cpu": "test CPU", "cores": 2, "ram_gb": 24.0, "load_start": [1.0, 1.0, 1.0],
+                    "load_end": [1.0, 1.0, 1.0]},
+        "corpus": {"docs": 40, "chunks": 80},
+        "settings": {"embed_batch_size": 64, "embed_threads": 2, "regions": ["east", "north"]},
+        "embed_limit": {"passages_per_s": 100.0, "before": {"passages_per_s": 100.0, "passages": 192},
+                        "after": {"passages_per_s": 100.0, "passages": 192}},
+        "changed": {"docs": 40, "docs_per_s": 10.0, "passages_per_s": 95.0, "ratio_to_limit": 0.95},
+        "unchanged": {"docs": 40, "docs_per_s": 2500.0, "embedded": 0, "cache_rows_added": 0},
+        "deletes": {"docs": 40, "docs_per_s": 2500.0, "embedded": 0, "cache_rows_added": 0},
+        "freshness": {"rate_per_s": 2.0, "load_fraction": 0.2, "p50_ms": 100.0, "p99_ms": 200.0, "changes": 8,
+                      "not_seen": 0, "stages_p50_ms": {}},
+        "peer": {"available": False, "reason": "langchain_core not installed"},
+        "dialog": {"full_replay_events_per_s": 1000.0, "restore_sessions": 10, "restore_tail_events": 3,
+                   "restore_total_s": 0.5},
+        "rss": {"services": {"postgres": {"peak_bytes": 10, "processes": 1, "how": "rss"}},
+                "stack_total_bytes": 10, "bench_process_bytes": 10},
+        "retries": {"total": 0, "by_probe": {}, "gave_up": {}},
+    }
+    base.update(rows)
+    return base
+
+
+def test_a_complete_run_has_no_failed_row() -> None:
+    r = _results()
+    table = report.rows(r)
+    assert [row[0] for row in table] == list(report.ROWS)
+    assert report.failed_rows(r) == []
+    assert "retried" not in report.render(r)
+
+
+def test_a_failed_row_says_why_and_the_others_keep_their_figures() -> None:
+    r = _results(freshness={"error": "MilvusException: Fail connecting to server on 127.0.0.1:4321"},
+                 retries={"total": 7, "by_probe": {"milvus connect (east)": 5, "milvus get (north)": 2},
+                          "gave_up": {"milvus connect (east)": 1}})
+    del r["deletes"]  # the run never got there
+    table = {row[0]: row for row in report.rows(r)}
+    assert list(table) == list(report.ROWS)
+    assert table["4"][4] == "FAILED" and "Fail connecting" in table["4"][2]
+    assert table["3b"][4] == "FAILED" and "not measured" in table["3b"][2]
+    assert table["2"][4] == "met" and table["3a"][4] == "met"
+    assert report.failed_rows(r) == ["3b", "4"]
+    text = report.render(r)
+    assert "retried: 7 (milvus connect (east) 5, milvus get (north) 2)" in text
+    assert "rows that FAILED" in text and report.markdown(r).count("FAILED") == 2
