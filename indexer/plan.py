@@ -12,8 +12,9 @@ whole new state of its document. The rules:
 * a tombstone (version ``None``) deletes at whatever version is known, without raising it;
 * a meta record (text unknown) keeps the chunks and changes title/tags/status/version: on top
   of an upsert in the same batch it rewrites that upsert's metadata; on top of stored chunks it
-  re-labels them; on a document this region does not hold it has nothing to re-label, and is
-  reported (``meta_missing``) rather than guessed at.
+  re-labels them; on a document this region does not hold it has nothing to re-label: it is
+  returned as ``meta_missing`` (never guessed at), and the worker asks the change agent for the
+  document's whole state (streams/heal.py).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class DocPlan:
     doc_id: str
     effect: Effect | None  # None: nothing to do (everything stale, or nothing to re-label)
     stale: int  # records skipped because their version was not newer
-    meta_missing: bool  # a meta record found no chunks to re-label
+    meta_missing: DocRecord | None  # the newest meta record that found no chunks to re-label
     # Highest chunk count any record of this batch (or the stored row) may have written: the
     # range of ids a shrink or delete must clear (see RegionSink for why this covers crashes).
     max_chunks: int
@@ -78,7 +79,7 @@ def plan_document(doc_id: str, stored: DocState | None, records: Iterable[DocRec
     max_chunks = stored.n_chunks if stored else 0
     effect: Effect | None = None
     stale = 0
-    meta_missing = False
+    meta_missing: DocRecord | None = None
 
     for rec in records:
         if rec.op is RecordOp.UPSERT:
@@ -107,7 +108,7 @@ def plan_document(doc_id: str, stored: DocState | None, records: Iterable[DocRec
                 effect = Relabel(rec)
                 version = rec.version
             else:
-                meta_missing = True
+                meta_missing = rec
     return DocPlan(doc_id, effect, stale, meta_missing, max_chunks)
 
 

@@ -90,6 +90,8 @@ class ApplyStats:
     deleted: int = 0  # documents removed (delete records and tombstones)
     stale: int = 0  # records skipped: version not newer than what the region holds
     meta_missing: list[str] = field(default_factory=list)  # meta records with no chunks to relabel
+    # Those meta records themselves: the region lacks these documents and must be healed.
+    heal: list[DocRecord] = field(default_factory=list)
     chunks_written: int = 0
     stale_ids_deleted: int = 0  # chunk ids sent for deletion (ids that did not exist included)
     seconds: float = 0.0
@@ -261,8 +263,9 @@ class RegionSink:
         book: list[dict[str, Any]] = []
         for plan in plans:
             stats.stale += plan.stale
-            if plan.meta_missing:
+            if plan.meta_missing is not None:
                 stats.meta_missing.append(plan.doc_id)
+                stats.heal.append(plan.meta_missing)
             effect = plan.effect
             if isinstance(effect, Write):
                 rec = effect.record
@@ -274,13 +277,15 @@ class RegionSink:
                 meta, state = effect.meta, stored[plan.doc_id]
                 found = [existing[cid] for i in range(state.n_chunks) if (cid := chunk_id(plan.doc_id, i)) in existing]
                 if len(found) < state.n_chunks:
+                    # Re-labelling a partial document would stamp a broken state with a new
+                    # version; leave it as it is and have the whole document sent again.
                     log.warning(
-                        "%s: meta v%s for %s: %d of %d chunks present", self.uri, meta.version, plan.doc_id,
-                        len(found), state.n_chunks,
+                        "%s: meta v%s for %s: %d of %d chunks present; asking for the whole document",
+                        self.uri, meta.version, plan.doc_id, len(found), state.n_chunks,
                     )
                     stats.meta_missing.append(plan.doc_id)
-                    if not found:
-                        continue
+                    stats.heal.append(meta)
+                    continue
                 for row in found:
                     rows.append(self._relabelled_row(row, meta, now_ms))
                 content_hash = meta.content_hash or state.content_hash

@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,12 +34,14 @@ from indexer.sink import RegionSink
 from regionsync.settings import Settings
 from streams.deadletter import DeadLetter
 from streams.events import DocRecord, RecordOp, SourceRef
+from streams.heal import HealRequest
 
 log = logging.getLogger(__name__)
 
 
 class DeadLetterError(IndexerError):
-    """The broker did not acknowledge every dead letter; the batch is retried, not committed."""
+    """The broker did not acknowledge every dead letter or heal request; the batch is retried,
+    not committed."""
 
 
 def make_consumer(settings: Settings, region: str) -> Consumer:
@@ -74,6 +76,7 @@ class WorkerStats:
     dead_letters: int = 0
     stale: int = 0
     meta_missing: int = 0
+    heal_requests: int = 0  # documents this region lacked and asked the change agent for
     apply_retries: int = 0
     outages: int = 0
     commits: int = 0
@@ -228,8 +231,15 @@ class RegionIndexer:
             self._dirty = True
             self.stats.stale += applied.stale
             self.stats.meta_missing += len(applied.meta_missing)
-            if applied.meta_missing:
-                log.warning("%s: meta records for documents this region lacks: %s", self.stage, applied.meta_missing[:10])
+            if applied.heal:
+                # Sent before the commit: a crash in between redelivers the meta records, which
+                # ask again. The change agent answers with the whole document (streams/heal.py).
+                requests = [self._heal_request(rec) for rec in applied.heal]
+                if not self._retry(lambda: self._send_heal_requests(requests), f"asking to heal {len(requests)}"):
+                    return False
+                self.stats.heal_requests += len(requests)
+                log.info("%s: asked for the whole state of %d documents this region lacks: %s", self.stage,
+                         len(requests), [r.doc_id for r in requests][:10])
         self._commit(positions)
         self.stats.batches += 1
         self.stats.records += len(records)
@@ -268,19 +278,30 @@ class RegionIndexer:
             return poison(*problem)
         return record, None
 
+    def _heal_request(self, meta: DocRecord) -> HealRequest:
+        assert meta.version is not None  # meta records are validated to carry one
+        return HealRequest(meta.doc_id, meta.version, meta.source.kind, self.region, int(time.time() * 1000))
+
     def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        self._produce_all(
+            (self.settings.dlq_topic, letter.key, letter.to_bytes(), list(letter.headers())) for letter in letters
+        )
+
+    def _send_heal_requests(self, requests: Sequence[HealRequest]) -> None:
+        self._produce_all(
+            (self.settings.heal_topic, req.doc_id.encode("utf-8"), req.to_bytes(), []) for req in requests
+        )
+
+    def _produce_all(self, messages: Iterable[tuple[str, bytes | None, bytes, list[Any]]]) -> None:
+        """Produce and wait until the broker acknowledged every message, or raise."""
         errors: list[str] = []
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
                 errors.append(str(err))
 
-        for letter in letters:
-            headers: list[tuple[str, str | bytes | None]] = list(letter.headers())
-            self.producer.produce(
-                self.settings.dlq_topic, key=letter.key, value=letter.to_bytes(), headers=headers,
-                on_delivery=on_delivery,
-            )
+        for topic, key, value, headers in messages:
+            self.producer.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
         remaining = self.producer.flush(30)
         if remaining or errors:
             raise DeadLetterError(f"{remaining} unacknowledged, errors: {errors[:3]}")

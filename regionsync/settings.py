@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     cms_topic: str = "regionsync.cms.documents"
     chunks_topic: str = "regionsync.doc-chunks"
     dlq_topic: str = "regionsync.dlq"
+    # Regions ask the change agent here for the whole state of a document they lack (streams/heal.py).
+    heal_topic: str = "regionsync.heal-requests"
     topic_partitions: int = 4
 
     # --- What is captured, and which columns are text vs metadata (configuration, not code)

@@ -1,6 +1,6 @@
 """The Faust app of the knowledge pipeline: one agent, ``changes``.
 
-It consumes the Debezium topic and the CMS producers' topic together, in batches
+It consumes the Debezium topic, the CMS producers' topic and the regions' heal requests together, in batches
 (``take_events``) because embedding is batched, and runs :class:`ChangeProcessor` on each batch in
 a worker thread (the model call would otherwise block the event loop, and with it the consumer's
 heartbeats). Faust acks a batch's events only after the loop body returns, i.e. after the output
@@ -65,6 +65,7 @@ def create_app(settings: Settings, processor: ChangeProcessor | None = None) -> 
     source = app.topic(
         settings.cdc_topic,
         settings.cms_topic,
+        settings.heal_topic,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
@@ -121,9 +122,12 @@ def create_app(settings: Settings, processor: ChangeProcessor | None = None) -> 
 
 def build_processor(settings: Settings) -> ChangeProcessor:
     from indexer.runtime import cached_embedder
+    from streams.heal import PostgresSourceRows
     from streams.output import KafkaRecordOutput
 
-    return ChangeProcessor(settings, cached_embedder(settings), KafkaRecordOutput(settings))
+    return ChangeProcessor(
+        settings, cached_embedder(settings), KafkaRecordOutput(settings), source_rows=PostgresSourceRows(settings)
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

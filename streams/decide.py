@@ -5,6 +5,7 @@ No I/O here: the vectors come in as an argument, so this module is tested with p
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -26,6 +27,12 @@ def newest_per_document(changes: Sequence[DocumentChange]) -> list[DocumentChang
     document's whole state. A tombstone (version ``None``) wins only when the batch has nothing
     versioned for that document, because Debezium emits it right after the delete it confirms.
     Order of first appearance is kept, so output order follows input order.
+
+    A change whose text is unknown (a TOAST placeholder: "the text did not change") never throws
+    away the text of the change it follows: it is merged with it, keeping the earlier text and its
+    own metadata and version. Otherwise an insert followed at once by a tags-only update would
+    reach the regions as a text-less record, and a region that never saw the insert could not
+    index the document at all.
     """
     best: dict[str, DocumentChange] = {}
     order: list[str] = []
@@ -37,8 +44,20 @@ def newest_per_document(changes: Sequence[DocumentChange]) -> list[DocumentChang
         elif change.version is None:
             continue
         elif current.version is None or change.version >= current.version:
-            best[change.doc_id] = change
+            best[change.doc_id] = _carry_text(current, change)
     return [best[doc_id] for doc_id in order]
+
+
+def _carry_text(earlier: DocumentChange, later: DocumentChange) -> DocumentChange:
+    """``later`` with ``earlier``'s text when ``later`` says its text is unchanged but unknown."""
+    if (
+        later.kind is ChangeKind.UPSERT
+        and later.text is None
+        and earlier.kind is ChangeKind.UPSERT
+        and earlier.text is not None
+    ):
+        return dataclasses.replace(later, text=earlier.text)
+    return later
 
 
 def texts_to_embed(changes: Sequence[DocumentChange], chunker: Callable[[str], list[str]]) -> dict[str, list[str]]:

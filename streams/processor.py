@@ -25,7 +25,8 @@ from streams.chunking import chunk_text
 from streams.deadletter import DeadLetter
 from streams.decide import newest_per_document, texts_to_embed, to_record
 from streams.errors import PoisonEvent
-from streams.events import DocRecord, DocumentChange
+from streams.events import DocRecord, DocumentChange, SourceRef
+from streams.heal import HEALABLE_SOURCES, HealRequest, SourceRows, healed_change, newest_requests
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class BatchResult:
     embedded: int = 0  # vectors computed by the model in this batch
     cached: int = 0  # chunk vectors reused from the cache
     superseded: int = 0  # changes dropped because a newer version of the doc was in the batch
+    healed: int = 0  # documents re-read from the source because a region asked (heal requests)
 
 
 class ChangeProcessor:
@@ -76,10 +78,13 @@ class ChangeProcessor:
         embedder: TextEmbedder,
         output: RecordOutput,
         clock: Callable[[], float] = time.time,
+        source_rows: SourceRows | None = None,
     ) -> None:
         self.spec = CaptureSpec.from_settings(settings)
         self.cdc_topic = settings.cdc_topic
         self.cms_topic = settings.cms_topic
+        self.heal_topic = settings.heal_topic
+        self.source_rows = source_rows
         self.chunk_size = settings.chunk_size
         self.chunk_overlap = settings.chunk_overlap
         self.embedder = embedder
@@ -94,18 +99,65 @@ class ChangeProcessor:
     def _chunk(self, text: str) -> list[str]:
         return chunk_text(text, self.chunk_size, self.chunk_overlap)
 
+    def _dead_letter(self, msg: RawMessage, exc: PoisonEvent, result: BatchResult) -> None:
+        letter = DeadLetter(STAGE, exc.reason, exc.detail, msg.topic, msg.partition, msg.offset,
+                            msg.key, msg.value, int(self.clock() * 1000))
+        log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
+        result.dead_letters.append(letter)
+        self.output.send_dead_letter(letter)
+
+    def _heal(self, requests: Sequence[tuple[RawMessage, HealRequest]], result: BatchResult) -> list[DocumentChange]:
+        """Changes carrying the current source row of every document a region asked for."""
+        healable: list[HealRequest] = []
+        where: dict[str, RawMessage] = {}
+        for msg, req in requests:
+            if req.source_kind not in HEALABLE_SOURCES or self.source_rows is None:
+                self._dead_letter(msg, PoisonEvent(
+                    "unhealable", f"{req.region} lacks {req.doc_id!r} (from {req.source_kind!r}) and that source "
+                    "cannot be read by key; reconcile the region"), result)
+                continue
+            healable.append(req)
+            where[req.doc_id] = msg
+        wanted = newest_requests(healable)
+        if not wanted:
+            return []
+        assert self.source_rows is not None
+        # A failure to read the source raises: the batch is retried, the requests are not lost.
+        rows = self.source_rows.fetch(list(wanted))
+        out: list[DocumentChange] = []
+        for doc_id, req in wanted.items():
+            row = rows.get(doc_id)
+            if row is None:
+                # Deleted at the source since: its delete event reaches every region on its own.
+                log.info("heal for %s (asked by %s): the row is gone at the source", doc_id, req.region)
+                continue
+            msg = where[doc_id]
+            ref = SourceRef("debezium", msg.topic, msg.partition, msg.offset, lsn=req.version, op="heal")
+            try:
+                out.append(healed_change(req, row, self.spec, ref))
+            except PoisonEvent as exc:
+                self._dead_letter(msg, exc, result)
+        result.healed = len(out)
+        if out:
+            log.info("healing %d documents regions lack: %s", len(out), [c.doc_id for c in out][:10])
+        return out
+
     def process(self, messages: Sequence[RawMessage]) -> BatchResult:
         result = BatchResult()
         changes: list[DocumentChange] = []
+        heal_requests: list[tuple[RawMessage, HealRequest]] = []
         for msg in messages:
             try:
-                changes.append(self.parse(msg))
+                if msg.topic == self.heal_topic:
+                    heal_requests.append((msg, HealRequest.from_bytes(msg.value)))
+                else:
+                    changes.append(self.parse(msg))
             except PoisonEvent as exc:
-                letter = DeadLetter(STAGE, exc.reason, exc.detail, msg.topic, msg.partition, msg.offset,
-                                    msg.key, msg.value, int(self.clock() * 1000))
-                log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
-                result.dead_letters.append(letter)
-                self.output.send_dead_letter(letter)
+                self._dead_letter(msg, exc, result)
+        if heal_requests:
+            # First in the batch: a text-less change of the same version that follows is merged
+            # with the healed text (newest_per_document), and a newer change still wins.
+            changes = self._heal(heal_requests, result) + changes
 
         winners = newest_per_document(changes)
         result.superseded = len(changes) - len(winners)

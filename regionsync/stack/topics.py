@@ -24,6 +24,9 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         # record holds a document's whole state, so the newest record per key is enough.
         NewTopic(settings.chunks_topic, num_partitions=n, replication_factor=1),
         NewTopic(settings.dlq_topic, num_partitions=1, replication_factor=1),
+        # Keyed by doc id like the topics the change agent reads with it, so a heal request and
+        # that document's changes land in the same agent.
+        NewTopic(settings.heal_topic, num_partitions=n, replication_factor=1),
     ]
     if dialog_topic:
         specs.append(NewTopic(dialog_topic, num_partitions=n, replication_factor=1))

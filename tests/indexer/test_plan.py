@@ -36,9 +36,9 @@ def test_meta_on_stored_chunks_relabels_and_on_nothing_is_missing(hash_record: R
     meta = hash_record("d", 4, op=RecordOp.META, title="t")
     assert plan_document("d", DocState(3, "h", 2, False), [meta]).effect == Relabel(meta)
     missing = plan_document("d", None, [meta])
-    assert missing.effect is None and missing.meta_missing
+    assert missing.effect is None and missing.meta_missing == meta  # the record the heal request names
     deleted = plan_document("d", DocState(3, None, 0, True), [meta])
-    assert deleted.effect is None and deleted.meta_missing
+    assert deleted.effect is None and deleted.meta_missing == meta
 
 
 def test_tombstone_deletes_at_the_running_version(hash_record: RecordFactory) -> None:

@@ -85,12 +85,29 @@ def test_title_only_meta_keeps_text_and_vectors(sink: RegionSink, hash_record: R
 
 
 def test_meta_for_unknown_or_deleted_document_is_reported(sink: RegionSink, hash_record: RecordFactory) -> None:
-    stats = sink.apply([hash_record("ghost", 3, op=RecordOp.META, title="Boo")])
-    assert stats.meta_missing == ["ghost"] and sink.count() == 0 and sink.doc_states() == {}
+    ghost = hash_record("ghost", 3, op=RecordOp.META, title="Boo")
+    stats = sink.apply([ghost])
+    assert stats.meta_missing == ["ghost"] and stats.heal == [ghost]
+    assert sink.count() == 0 and sink.doc_states() == {}
     sink.apply([hash_record("d", 1, ["t"]), hash_record("d", 2, op=RecordOp.DELETE)])
     stats = sink.apply([hash_record("d", 3, op=RecordOp.META, title="Boo")])
-    assert stats.meta_missing == ["d"] and sink.count() == 0
+    assert stats.meta_missing == ["d"] and [r.doc_id for r in stats.heal] == ["d"] and sink.count() == 0
     assert sink.doc_state("d") == DocState(2, None, 0, True)
+    # The healed whole document then applies at the meta's version, above the deleted marker.
+    healed = hash_record("d", 3, ["t again"], title="Boo")
+    assert sink.apply([healed]).upserted == 1 and texts_of(sink, "d") == ["t again"]
+
+
+def test_meta_on_a_partial_document_asks_for_the_whole_instead_of_relabelling(
+    sink: RegionSink, hash_record: RecordFactory
+) -> None:
+    sink.apply([hash_record("p", 1, ["one", "two", "three"], title="Old")])
+    sink._delete_ids([chunk_id("p", 1)])  # a chunk lost behind the sink's back
+    meta = hash_record("p", 2, op=RecordOp.META, title="New")
+    stats = sink.apply([meta])
+    assert stats.relabelled == 0 and stats.heal == [meta]
+    assert sink.doc_state("p") == DocState(1, sink.doc_state("p").content_hash, 3, False)  # type: ignore[union-attr]
+    assert {r["title"] for r in sink.dump_chunks() if r["doc_id"] == "p"} == {"Old"}
 
 
 def test_meta_after_upsert_in_same_batch_merges(sink: RegionSink, hash_record: RecordFactory) -> None:

@@ -1,8 +1,9 @@
 import numpy as np
+import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regionsync.settings import Settings
+from regionsync.settings import PLACEHOLDER, Settings
 from streams.chunking import chunk_text
 from streams.decide import newest_per_document
 from streams.events import ChangeKind, DocRecord, DocumentChange, RecordOp, SourceRef
@@ -72,3 +73,79 @@ def test_processor_embeds_only_changed_text_and_dead_letters_poison():
     r3 = proc.process([_cms("a", 3, op="delete", offset=3)])
     assert out.records[-1].op is RecordOp.DELETE and r3.embedded == 0
     assert out.flushes == 3
+
+
+def _text_less(doc, version, offset=0, tags=("new",)):
+    return DocumentChange(doc, version, ChangeKind.UPSERT, SourceRef("debezium", "t", 0, offset), title="T",
+                          text=None, tags=tags)
+
+
+def test_a_text_less_change_is_merged_with_the_text_before_it_never_replaces_it():
+    insert = DocumentChange("a", 10, ChangeKind.UPSERT, SourceRef("debezium", "t", 0, 1), title="T", text="body")
+    out = newest_per_document([insert, _text_less("a", 11, offset=2), _text_less("a", 12, offset=3, tags=("x",))])
+    assert len(out) == 1
+    assert (out[0].text, out[0].version, out[0].tags, out[0].source.offset) == ("body", 12, ("x",), 3)
+    # Nothing to merge with: the text stays unknown (a meta record); after a delete, too.
+    assert newest_per_document([_text_less("b", 5)])[0].text is None
+    gone = DocumentChange("c", 4, ChangeKind.DELETE, SourceRef("debezium", "t", 0, 1))
+    assert newest_per_document([gone, _text_less("c", 5)])[0].text is None
+    # A newer change with its own text keeps its own text.
+    newer = DocumentChange("a", 11, ChangeKind.UPSERT, SourceRef("debezium", "t", 0, 2), text="new body")
+    assert newest_per_document([insert, newer])[0].text == "new body"
+
+
+class FakeSourceRows:
+    def __init__(self, rows):
+        self.rows = rows
+        self.asked: list[list[str]] = []
+
+    def fetch(self, doc_ids):
+        self.asked.append(list(doc_ids))
+        return {d: self.rows[d] for d in doc_ids if d in self.rows}
+
+
+def _heal_msg(doc, version, region="north", kind="debezium", offset=0):
+    from streams.heal import HealRequest
+
+    req = HealRequest(doc, version, kind, region, 1)
+    return RawMessage(Settings().heal_topic, 0, offset, doc.encode(), req.to_bytes())
+
+
+def test_heal_requests_become_whole_documents_read_from_the_source():
+    settings = Settings(chunk_size=60, chunk_overlap=10)
+    rows = FakeSourceRows({
+        "a": {"id": "a", "title": "A", "body": "the whole text of a", "tags": ["t"], "status": "published"},
+        "u": {"id": "u", "title": "U", "body": "hidden", "tags": [], "status": "draft"},
+    })
+    emb, out = FakeEmbedder(), ListOutput()
+    proc = ChangeProcessor(settings, emb, out, clock=lambda: 1.0, source_rows=rows)
+    result = proc.process([
+        _heal_msg("a", 40), _heal_msg("a", 42, region="east", offset=1),  # two regions ask: one read
+        _heal_msg("gone", 7, offset=2),  # deleted at the source since: its delete event follows
+        _heal_msg("u", 8, offset=3),  # unpublished at the source: removed at that version
+        _heal_msg("cms-doc", 3, kind="cms", offset=4),  # no lookup for the CMS topic: said so
+        RawMessage(settings.heal_topic, 0, 5, b"x", b"{not json"),
+    ])
+    assert rows.asked == [["a", "gone", "u"]]
+    by_doc = {r.doc_id: r for r in out.records}
+    assert set(by_doc) == {"a", "u"} and result.healed == 2
+    a = by_doc["a"]
+    assert a.op is RecordOp.UPSERT and a.version == 42 and a.tags == ("t",) and a.source.op == "heal"
+    assert [c.text for c in a.chunks] == ["the whole text of a"] and a.embedded == 1
+    assert by_doc["u"].op is RecordOp.DELETE and by_doc["u"].version == 8
+    assert sorted(d.reason for d in out.dead) == ["unhealable", "unparseable_json"]
+
+
+def test_a_heal_and_the_text_less_change_it_answers_make_one_whole_record():
+    settings = Settings(chunk_size=60, chunk_overlap=10)
+    rows = FakeSourceRows({"a": {"id": "a", "title": "A", "body": "text of a", "tags": ["t"], "status": "published"}})
+    out = ListOutput()
+    proc = ChangeProcessor(settings, FakeEmbedder(), out, clock=lambda: 1.0, source_rows=rows)
+    meta_event = orjson.dumps({
+        "op": "u", "source": {"lsn": 42, "ts_ms": 1},
+        "after": {"id": "a", "title": "A2", "body": PLACEHOLDER, "tags": ["t", "u"], "status": "published"},
+    })
+    proc.process([_heal_msg("a", 42), RawMessage(settings.cdc_topic, 0, 9, b'{"id": "a"}', meta_event)])
+    (rec,) = out.records
+    assert rec.op is RecordOp.UPSERT and rec.version == 42 and rec.title == "A2" and rec.tags == ("t", "u")
+    assert [c.text for c in rec.chunks] == ["text of a"]
