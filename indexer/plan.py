@@ -10,11 +10,12 @@ whole new state of its document. The rules:
 * a delete leaves a deleted marker *with its version*, so an older upsert delivered late cannot
   resurrect the document;
 * a tombstone (version ``None``) deletes at whatever version is known, without raising it;
-* a meta record (text unknown) keeps the chunks and changes title/tags/status/version: on top
-  of an upsert in the same batch it rewrites that upsert's metadata; on top of stored chunks it
-  re-labels them; on a document this region does not hold it has nothing to re-label: it is
-  returned as ``meta_missing`` (never guessed at), and the worker asks the change agent for the
-  document's whole state (streams/heal.py).
+* a meta record keeps the chunks and changes title/tags/status/version: on top of an upsert in
+  the same batch it rewrites that upsert's metadata; on top of stored chunks it re-labels them;
+  on a document this region does not hold, or whose held text is not the one the record names
+  (its ``content_hash``), it has nothing right to re-label: it is returned as ``meta_missing``
+  (never guessed at), and the worker asks the change agent for the document's whole state
+  (streams/heal.py).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def plan_document(doc_id: str, stored: DocState | None, records: Iterable[DocRec
     deleted = stored.deleted if stored else False
     has_chunks = stored is not None and not stored.deleted
     max_chunks = stored.n_chunks if stored else 0
+    stored_hash = stored.content_hash if stored else None
     effect: Effect | None = None
     stale = 0
     meta_missing: DocRecord | None = None
@@ -97,19 +99,32 @@ def plan_document(doc_id: str, stored: DocState | None, records: Iterable[DocRec
         if rec.op is RecordOp.UPSERT:
             effect = Write(rec)
             version, deleted, has_chunks = rec.version, False, True
+            meta_missing = None  # a newer whole state: nothing left to ask for
         elif rec.op is RecordOp.DELETE:
             effect = Remove(rec.version, rec)
             version, deleted, has_chunks = rec.version, True, False
+            meta_missing = None
         else:  # META
             if isinstance(effect, Write):
-                effect = Write(_relabelled(effect.record, rec))
-                version = rec.version
-            elif has_chunks and not deleted:
+                if _same_text(rec, effect.record.content_hash):
+                    effect = Write(_relabelled(effect.record, rec))
+                    version = rec.version
+                else:
+                    meta_missing = rec
+            elif has_chunks and not deleted and _same_text(rec, stored_hash):
                 effect = Relabel(rec)
                 version = rec.version
             else:
                 meta_missing = rec
     return DocPlan(doc_id, effect, stale, meta_missing, max_chunks)
+
+
+def _same_text(meta: DocRecord, held_hash: str | None) -> bool:
+    """May ``meta`` re-label chunks whose text has ``held_hash``? A meta record with unknown text
+    (TOAST) says the text did not change: yes. One that names its text's hash: only if the held
+    chunks have that text; otherwise the region is behind (it missed a text change) and
+    re-labelling would stamp old text with a new version."""
+    return meta.content_hash is None or meta.content_hash == held_hash
 
 
 def _relabelled(record: DocRecord, meta: DocRecord) -> DocRecord:

@@ -192,13 +192,18 @@ class RegionIndexer:
 
     def _poll(self) -> list[Message]:
         # Block for the first message (returns as soon as one arrives), then take what else is
-        # already there, up to the batch size.
+        # already fetched, without waiting: a change that arrives alone goes straight through.
+        # Only a batch that is filling (more came with the first) waits, up to the window, for
+        # the rest: under load that makes fewer, larger Milvus writes.
         first = self.consumer.poll(self.poll_timeout_s)
         if first is None:
             return []
         batch = [first]
         if self.batch_size > 1:
-            batch += self.consumer.consume(self.batch_size - 1, timeout=self.settings.batch_window_s)
+            more = self.consumer.consume(self.batch_size - 1, timeout=0)
+            batch += more
+            if more and len(batch) < self.batch_size:
+                batch += self.consumer.consume(self.batch_size - len(batch), timeout=self.settings.batch_window_s)
         good = []
         for msg in batch:
             err = msg.error()
@@ -280,7 +285,9 @@ class RegionIndexer:
 
     def _heal_request(self, meta: DocRecord) -> HealRequest:
         assert meta.version is not None  # meta records are validated to carry one
-        return HealRequest(meta.doc_id, meta.version, meta.source.kind, self.region, int(time.time() * 1000))
+        src = meta.source
+        return HealRequest(meta.doc_id, meta.version, src.kind, self.region, int(time.time() * 1000),
+                           topic=src.topic, partition=src.partition, offset=src.offset)
 
     def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         self._produce_all(

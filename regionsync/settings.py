@@ -76,9 +76,18 @@ class Settings(BaseSettings):
     embed_threads: int = 2
     embed_model: str = "all-MiniLM-L6-v2"
     embedding_dim: int = 384
-    # How long the change agent waits to fill a batch before embedding what it has.
+    # How long a region indexer's batch that is filling (more records came with the first) may
+    # wait for the rest; a record that arrives alone is applied at once.
     batch_window_s: float = 0.05
+    # The change agent's batch period: Faust's take_events hands over what has arrived every
+    # this many seconds (or at once when batch_max_events are there). Short, so a lone change
+    # waits at most this; under load batches still fill, because events queue while the previous
+    # batch is being embedded.
+    batch_linger_s: float = 0.002
     batch_max_events: int = 256
+    # Documents whose last emitted content hash the change agent remembers (about 200 bytes
+    # each), so a title/tags change of one of them is sent as a metadata record, without vectors.
+    recent_hashes_max: int = 100_000
 
     # --- Regions: one Milvus per region
     regions: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["east", "north"])

@@ -87,7 +87,7 @@ def create_app(settings: Settings, processor: ChangeProcessor | None = None) -> 
         proc = await loop.run_in_executor(executor, get_processor)
         # take_events (faust-streaming >= 0.11) is missing from StreamT's type stub.
         async for events in stream.take_events(  # type: ignore[attr-defined]
-            settings.batch_max_events, within=settings.batch_window_s
+            settings.batch_max_events, within=settings.batch_linger_s
         ):
             batch = [
                 RawMessage(
@@ -122,11 +122,12 @@ def create_app(settings: Settings, processor: ChangeProcessor | None = None) -> 
 
 def build_processor(settings: Settings) -> ChangeProcessor:
     from indexer.runtime import cached_embedder
-    from streams.heal import PostgresSourceRows
+    from streams.heal import KafkaSourceEvents, PostgresSourceRows
     from streams.output import KafkaRecordOutput
 
     return ChangeProcessor(
-        settings, cached_embedder(settings), KafkaRecordOutput(settings), source_rows=PostgresSourceRows(settings)
+        settings, cached_embedder(settings), KafkaRecordOutput(settings), source_rows=PostgresSourceRows(settings),
+        source_events=KafkaSourceEvents(settings),
     )
 
 

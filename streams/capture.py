@@ -12,7 +12,7 @@ from typing import Any
 
 from regionsync.settings import PLACEHOLDER, Settings
 from streams.errors import PoisonEvent
-from streams.events import ChangeKind, DocumentChange, SourceRef
+from streams.events import ChangeKind, DocumentChange, SourceRef, content_hash
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,41 @@ class CaptureSpec:
             max_document_bytes=settings.max_document_bytes,
         )
 
+    def text_of(self, row: Mapping[str, Any]) -> str | None:
+        """The embedded text of ``row`` (text columns joined), or None when a column holds a TOAST
+        placeholder: Postgres did not send an unchanged TOASTed value, the text is unknown, and
+        the placeholder itself must never be embedded."""
+        parts: list[str] = []
+        for column in self.text_columns:
+            value = row.get(column)
+            if value == PLACEHOLDER:
+                return None
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise PoisonEvent("bad_field", f"text column {column!r} is {type(value).__name__}, not a string")
+            if value:
+                parts.append(value)
+        return "\n\n".join(parts)
+
+    def previous_hash(self, before: Any) -> str | None:
+        """content_hash of the old row's text, when the source sent a complete old row of a
+        published document (an unpublished one is in no region: its text is not "held")."""
+        if not isinstance(before, Mapping) or not all(c in before for c in self.text_columns):
+            return None
+        if self.status_column in before and before[self.status_column] not in self.published_values:
+            return None
+        try:
+            text = self.text_of(before)
+        except PoisonEvent:
+            return None  # an odd old row only costs us the shortcut, never the change itself
+        return None if text is None else content_hash(text)
+
     def change_from_row(
-        self, doc_id: str, version: int, row: Mapping[str, Any], source: SourceRef
+        self, doc_id: str, version: int, row: Mapping[str, Any], source: SourceRef, before: Any = None
     ) -> DocumentChange:
-        """A row that exists after the change: an upsert if published, else a removal."""
+        """A row that exists after the change: an upsert if published, else a removal.
+        ``before`` is the old row when the source sent one (Debezium under REPLICA IDENTITY FULL)."""
         status = _as_text(row.get(self.status_column, self.published_values[0] if self.published_values else ""))
         if status == PLACEHOLDER:
             # A TOASTed status cannot happen with a short status column; if it does, the
@@ -54,24 +85,7 @@ class CaptureSpec:
         if status not in self.published_values:
             return DocumentChange(doc_id, version, ChangeKind.DELETE, source, title=title, tags=tags,
                                   status=status, metadata=metadata)
-        parts: list[str] = []
-        text: str | None
-        for column in self.text_columns:
-            value = row.get(column)
-            if value == PLACEHOLDER:
-                # Postgres did not send an unchanged TOASTed value: the text is unknown here,
-                # and the placeholder itself must never be embedded.
-                parts = []
-                text = None
-                break
-            if value is None:
-                continue
-            if not isinstance(value, str):
-                raise PoisonEvent("bad_field", f"text column {column!r} is {type(value).__name__}, not a string")
-            if value:
-                parts.append(value)
-        else:
-            text = "\n\n".join(parts)
+        text = self.text_of(row)
         if title == PLACEHOLDER:
             title = ""
         if text is not None and len(text.encode("utf-8")) > self.max_document_bytes:
@@ -80,7 +94,7 @@ class CaptureSpec:
                 f"{len(text.encode('utf-8'))} bytes of text > max_document_bytes={self.max_document_bytes}",
             )
         return DocumentChange(doc_id, version, ChangeKind.UPSERT, source, title=title, text=text, tags=tags,
-                              status=status, metadata=metadata)
+                              status=status, metadata=metadata, previous_hash=self.previous_hash(before))
 
     def removal(self, doc_id: str, version: int | None, source: SourceRef) -> DocumentChange:
         return DocumentChange(doc_id, version, ChangeKind.DELETE, source)

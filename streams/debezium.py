@@ -88,4 +88,4 @@ def parse(
         return spec.removal(doc_id, lsn, ref)
     if not isinstance(row, dict):
         raise PoisonEvent("wrong_envelope", f"op {op!r} without an 'after' row")
-    return spec.change_from_row(doc_id, lsn, row, ref)
+    return spec.change_from_row(doc_id, lsn, row, ref, before=env.get("before") if op == "u" else None)

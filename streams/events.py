@@ -6,8 +6,9 @@ Two kinds of record flow through regionsync's topics:
   envelope (``streams.debezium``) or a CMS producer event (``streams.cms``). Identity: ``doc_id``;
   order: ``version`` (the WAL position for Debezium events, an explicit version for CMS events).
 * :class:`DocRecord`: what the change agent hands to every region's indexer on the chunks topic,
-  keyed by ``doc_id``: the whole new state of one document (all chunks, with their vectors), or
-  its removal. Each record is self-contained, so applying it twice, or applying only the newest
+  keyed by ``doc_id``: the whole new state of one document (all chunks, with their vectors), its
+  removal, or (text unchanged) its new metadata alone, so that a title or tag change does not
+  carry 384 floats per chunk across Kafka. Each record is self-contained, so applying it twice, or applying only the newest
   record of a document, gives the same index; and a region that lost everything can be rebuilt
   from the newest record per key.
 """
@@ -87,6 +88,9 @@ class DocumentChange:
     tags: tuple[str, ...] = ()
     status: str = ""
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # content_hash of the text before this change, when the source sent the old row (Debezium's
+    # ``before`` under REPLICA IDENTITY FULL) and its text was complete; None when unknown.
+    previous_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,11 @@ class Chunk:
 class RecordOp(StrEnum):
     UPSERT = "upsert"  # replace the document's chunks with ``chunks``
     DELETE = "delete"  # remove every chunk of the document
-    META = "meta"  # text unknown (TOAST placeholder): keep chunks, update title/tags/version
+    # Keep the chunks and their vectors, update title/tags/status/version. With ``content_hash``
+    # set, the text is known to be the one with that hash (a title/tags-only change): a region
+    # whose stored hash differs must not re-label and asks for the whole document instead.
+    # Without it the text is unknown (a TOAST placeholder).
+    META = "meta"
 
 
 @dataclass(frozen=True)

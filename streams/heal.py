@@ -16,6 +16,7 @@ still wins when it arrives, so a heal can never hide a later edit.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,20 +32,26 @@ from streams.errors import PoisonEvent
 from streams.events import DocumentChange, SourceRef
 
 HEAL_SCHEMA = 1
-# Sources whose current state can be read by key. The CMS producers' topic has no such lookup,
-# but a CMS event always carries its text, so it never becomes a meta record in the first place.
-HEALABLE_SOURCES = ("debezium",)
+# Debezium's source (the CMS table) is read by key: the document's current row. The CMS
+# producers' topic has no lookup by key, but a CMS event always carries its whole text, so a
+# meta record made from one (title/tags changed, text as before) is healed by reading that very
+# event again at its coordinates.
+HEALABLE_SOURCES = ("debezium", "cms")
 
 
 @dataclass(frozen=True)
 class HealRequest:
-    """``region`` lacks ``doc_id`` and got a meta record for it at ``version`` from ``source_kind``."""
+    """``region`` lacks ``doc_id`` (or holds other text) and got a meta record for it at
+    ``version`` from ``source_kind``, made from the source event at ``topic``/``partition``/``offset``."""
 
     doc_id: str
     version: int
     source_kind: str
     region: str
     requested_ms: int = 0
+    topic: str = ""
+    partition: int = 0
+    offset: int = -1
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -55,6 +62,7 @@ class HealRequest:
                 "source_kind": self.source_kind,
                 "region": self.region,
                 "requested_ms": self.requested_ms,
+                "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
             }
         )
 
@@ -72,12 +80,18 @@ class HealRequest:
         if not isinstance(version, int) or isinstance(version, bool):
             raise PoisonEvent("bad_field", f"heal request version must be an integer, got {version!r}")
         requested = data.get("requested_ms")
+        raw_source = data.get("source")
+        source: dict[str, Any] = raw_source if isinstance(raw_source, dict) else {}
+        partition, offset = source.get("partition"), source.get("offset")
         return cls(
             doc_id=doc_id,
             version=version,
             source_kind=str(data.get("source_kind") or ""),
             region=str(data.get("region") or ""),
             requested_ms=requested if isinstance(requested, int) else 0,
+            topic=str(source.get("topic") or ""),
+            partition=partition if isinstance(partition, int) else 0,
+            offset=offset if isinstance(offset, int) else -1,
         )
 
 
@@ -127,6 +141,50 @@ class PostgresSourceRows:
             conn.close()
 
 
+class SourceEvents(Protocol):
+    """Source events read again by their coordinates: (key, value) of each that is still there
+    (retention or compaction may have removed it). A failure raises (the batch is retried)."""
+
+    def fetch(self, coordinates: Sequence[tuple[str, int, int]]) -> dict[tuple[str, int, int], tuple[bytes | None, bytes | None]]: ...
+
+
+class KafkaSourceEvents:
+    """Reads single events of the CMS producers' topic again, by topic, partition and offset."""
+
+    def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
+        self._settings = settings
+        self._timeout_s = timeout_s
+
+    def fetch(self, coordinates: Sequence[tuple[str, int, int]]) -> dict[tuple[str, int, int], tuple[bytes | None, bytes | None]]:
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+        out: dict[tuple[str, int, int], tuple[bytes | None, bytes | None]] = {}
+        if not coordinates:
+            return out
+        consumer = Consumer({
+            "bootstrap.servers": self._settings.kafka_bootstrap,
+            "group.id": "regionsync-heal-reader",  # never subscribes nor commits: assign() only
+            "enable.auto.commit": False,
+        })
+        try:
+            for topic, partition, offset in coordinates:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self._timeout_s)
+                if not low <= offset < high:
+                    continue  # gone (retention) or never there
+                consumer.assign([TopicPartition(topic, partition, offset)])
+                msgs = consumer.consume(1, timeout=self._timeout_s)
+                if not msgs:
+                    raise KafkaException(f"no event read at {topic}[{partition}]@{offset} within {self._timeout_s}s")
+                msg = msgs[0]
+                if msg.error() is not None:
+                    raise KafkaException(msg.error())
+                if msg.offset() == offset:  # a compacted topic may skip it: then it is gone
+                    out[(topic, partition, offset)] = (msg.key(), msg.value())
+        finally:
+            consumer.close()
+        return out
+
+
 def newest_requests(requests: Sequence[HealRequest]) -> dict[str, HealRequest]:
     """One request per document, the highest version (several regions may ask at once)."""
     out: dict[str, HealRequest] = {}
@@ -141,3 +199,11 @@ def healed_change(
 ) -> DocumentChange:
     """The change that gives every region ``row``'s state at the requested version (pure)."""
     return spec.change_from_row(request.doc_id, request.version, row, ref)
+
+
+def healed_from_event(request: HealRequest, change: DocumentChange) -> DocumentChange | None:
+    """The source event, parsed again, if it is the whole state the region asked about: same
+    document, same version, text known. Anything else cannot heal (None)."""
+    if change.doc_id != request.doc_id or change.version != request.version or change.text is None:
+        return None
+    return dataclasses.replace(change, source=dataclasses.replace(change.source, op="heal"), previous_hash=None)

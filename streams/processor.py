@@ -23,10 +23,19 @@ from streams import cms, debezium
 from streams.capture import CaptureSpec
 from streams.chunking import chunk_text
 from streams.deadletter import DeadLetter
-from streams.decide import newest_per_document, texts_to_embed, to_record
+from streams.decide import newest_per_document, texts_to_embed, to_record, unchanged_text
 from streams.errors import PoisonEvent
 from streams.events import DocRecord, DocumentChange, SourceRef
-from streams.heal import HEALABLE_SOURCES, HealRequest, SourceRows, healed_change, newest_requests
+from streams.heal import (
+    HEALABLE_SOURCES,
+    HealRequest,
+    SourceEvents,
+    SourceRows,
+    healed_change,
+    healed_from_event,
+    newest_requests,
+)
+from streams.recent import RecentHashes
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +77,7 @@ class BatchResult:
     embedded: int = 0  # vectors computed by the model in this batch
     cached: int = 0  # chunk vectors reused from the cache
     superseded: int = 0  # changes dropped because a newer version of the doc was in the batch
+    metadata_only: int = 0  # records sent without vectors: the text was the one the regions hold
     healed: int = 0  # documents re-read from the source because a region asked (heal requests)
 
 
@@ -79,17 +89,20 @@ class ChangeProcessor:
         output: RecordOutput,
         clock: Callable[[], float] = time.time,
         source_rows: SourceRows | None = None,
+        source_events: SourceEvents | None = None,
     ) -> None:
         self.spec = CaptureSpec.from_settings(settings)
         self.cdc_topic = settings.cdc_topic
         self.cms_topic = settings.cms_topic
         self.heal_topic = settings.heal_topic
         self.source_rows = source_rows
+        self.source_events = source_events
         self.chunk_size = settings.chunk_size
         self.chunk_overlap = settings.chunk_overlap
         self.embedder = embedder
         self.output = output
         self.clock = clock
+        self.recent = RecentHashes(settings.recent_hashes_max)
 
     def parse(self, msg: RawMessage) -> DocumentChange:
         if msg.topic == self.cms_topic:
@@ -107,36 +120,59 @@ class ChangeProcessor:
         self.output.send_dead_letter(letter)
 
     def _heal(self, requests: Sequence[tuple[RawMessage, HealRequest]], result: BatchResult) -> list[DocumentChange]:
-        """Changes carrying the current source row of every document a region asked for."""
-        healable: list[HealRequest] = []
-        where: dict[str, RawMessage] = {}
+        """Changes carrying the whole state of every document a region asked for: the current
+        row for a Debezium document, the original event again for a CMS document."""
+        by_kind: dict[str, dict[str, HealRequest]] = {}
+        where: dict[tuple[str, str], RawMessage] = {}
         for msg, req in requests:
-            if req.source_kind not in HEALABLE_SOURCES or self.source_rows is None:
+            readable = (req.source_kind == "debezium" and self.source_rows is not None) or (
+                req.source_kind == "cms" and self.source_events is not None and req.offset >= 0)
+            if req.source_kind not in HEALABLE_SOURCES or not readable:
                 self._dead_letter(msg, PoisonEvent(
                     "unhealable", f"{req.region} lacks {req.doc_id!r} (from {req.source_kind!r}) and that source "
-                    "cannot be read by key; reconcile the region"), result)
+                    "cannot be read again; reconcile the region"), result)
                 continue
-            healable.append(req)
-            where[req.doc_id] = msg
-        wanted = newest_requests(healable)
-        if not wanted:
-            return []
-        assert self.source_rows is not None
-        # A failure to read the source raises: the batch is retried, the requests are not lost.
-        rows = self.source_rows.fetch(list(wanted))
+            by_kind.setdefault(req.source_kind, {})[req.doc_id] = req
+            where[(req.source_kind, req.doc_id)] = msg
         out: list[DocumentChange] = []
-        for doc_id, req in wanted.items():
-            row = rows.get(doc_id)
-            if row is None:
-                # Deleted at the source since: its delete event reaches every region on its own.
-                log.info("heal for %s (asked by %s): the row is gone at the source", doc_id, req.region)
-                continue
-            msg = where[doc_id]
-            ref = SourceRef("debezium", msg.topic, msg.partition, msg.offset, lsn=req.version, op="heal")
-            try:
-                out.append(healed_change(req, row, self.spec, ref))
-            except PoisonEvent as exc:
-                self._dead_letter(msg, exc, result)
+        wanted = newest_requests(list(by_kind.get("debezium", {}).values()))
+        if wanted:
+            assert self.source_rows is not None
+            # A failure to read the source raises: the batch is retried, the requests are not lost.
+            rows = self.source_rows.fetch(list(wanted))
+            for doc_id, req in wanted.items():
+                row = rows.get(doc_id)
+                msg = where[("debezium", doc_id)]
+                if row is None:
+                    # Deleted at the source since: its delete event reaches every region on its own.
+                    log.info("heal for %s (asked by %s): the row is gone at the source", doc_id, req.region)
+                    continue
+                ref = SourceRef("debezium", msg.topic, msg.partition, msg.offset, lsn=req.version, op="heal")
+                try:
+                    out.append(healed_change(req, row, self.spec, ref))
+                except PoisonEvent as exc:
+                    self._dead_letter(msg, exc, result)
+        wanted = newest_requests(list(by_kind.get("cms", {}).values()))
+        if wanted:
+            assert self.source_events is not None
+            found = self.source_events.fetch([(r.topic, r.partition, r.offset) for r in wanted.values()])
+            for doc_id, req in wanted.items():
+                msg = where[("cms", doc_id)]
+                event = found.get((req.topic, req.partition, req.offset))
+                healed = None
+                if event is not None:
+                    try:
+                        healed = healed_from_event(req, cms.parse(event[0], event[1], self.spec, req.topic,
+                                                                  req.partition, req.offset))
+                    except PoisonEvent:
+                        healed = None
+                if healed is None:
+                    self._dead_letter(msg, PoisonEvent(
+                        "unhealable", f"{req.region} lacks {doc_id!r} v{req.version}: the CMS event at "
+                        f"{req.topic}[{req.partition}]@{req.offset} is gone or is not that version; republish "
+                        "the document or reconcile the region"), result)
+                    continue
+                out.append(healed)
         result.healed = len(out)
         if out:
             log.info("healing %d documents regions lack: %s", len(out), [c.doc_id for c in out][:10])
@@ -161,7 +197,11 @@ class ChangeProcessor:
 
         winners = newest_per_document(changes)
         result.superseded = len(changes) - len(winners)
-        chunked = texts_to_embed(winners, self._chunk)
+        unchanged = {
+            c.doc_id: digest for c in winners if (digest := unchanged_text(c, self.recent.get(c.doc_id))) is not None
+        }
+        result.metadata_only = len(unchanged)
+        chunked = texts_to_embed(winners, self._chunk, unchanged)
 
         # One model call for the whole batch: the embedder is the pipeline's bottleneck and
         # batching is what keeps it busy. Identical chunk texts are embedded once.
@@ -180,8 +220,12 @@ class ChangeProcessor:
         for change in winners:
             texts = chunked.get(change.doc_id)
             embedded = sum(1 for t in dict.fromkeys(texts) if computed.get(t)) if texts else 0
-            record = to_record(change, texts, vectors, embedded, now_ms)
+            record = to_record(change, texts, vectors, embedded, now_ms, unchanged.get(change.doc_id))
             result.records.append(record)
             self.output.send_record(record)
         self.output.flush()
+        # Only what the broker acknowledged is "held by the regions" (a failed flush retries the
+        # batch, whose records must then be full again).
+        for record in result.records:
+            self.recent.remember(record)
         return result

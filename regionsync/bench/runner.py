@@ -121,7 +121,7 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
     s = bench.settings
     results["settings"] = {
         k: getattr(s, k) for k in ("embed_model", "embed_batch_size", "embed_threads", "chunk_size", "chunk_overlap",
-                                   "batch_max_events", "batch_window_s", "regions", "topic_partitions")
+                                   "batch_max_events", "batch_window_s", "batch_linger_s", "regions", "topic_partitions")
     }
     chunks_per_doc = [chunk_text(d.body, s.chunk_size, s.chunk_overlap) for d in load.docs]
     results["corpus"] = {"source": "docstrings of the standard library, then of installed packages",

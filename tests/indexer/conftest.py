@@ -19,7 +19,8 @@ import pytest
 from indexer.embedder import Embedder, HashEmbedder, SentenceTransformerEmbedder
 from regionsync.settings import Settings
 from regionsync.stack import broker, milvus, postgres, procs
-from streams.events import Chunk, DocRecord, RecordOp, SourceRef, content_hash
+from streams.events import Chunk, DocRecord, RecordOp, SourceRef
+from streams.events import content_hash as text_hash
 
 REGION = "east"
 
@@ -119,6 +120,7 @@ def record_factory(embed: Embedder) -> RecordFactory:
         title: str = "",
         tags: Sequence[str] = (),
         status: str = "published",
+        content_hash: str | None = None,
     ) -> DocRecord:
         chunks: tuple[Chunk, ...] = ()
         if op is RecordOp.UPSERT and texts:
@@ -129,7 +131,7 @@ def record_factory(embed: Embedder) -> RecordFactory:
             version=version,
             op=op,
             source=source(lsn=version),
-            content_hash=content_hash("\n".join(texts)) if op is RecordOp.UPSERT else None,
+            content_hash=text_hash("\n".join(texts)) if op is RecordOp.UPSERT else content_hash,
             title=title or f"Title of {doc_id}",
             tags=tuple(tags),
             status=status,

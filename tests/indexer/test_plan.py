@@ -52,3 +52,21 @@ def test_delete_then_late_upsert_then_newer_upsert(hash_record: RecordFactory) -
     v4 = hash_record("d", 4, ["new"])
     plan = plan_document("d", DocState(1, "h", 1, False), [hash_record("d", 2, op=RecordOp.DELETE), hash_record("d", 1, ["old"]), v4])
     assert plan.effect == Write(v4) and plan.stale == 1
+
+
+def test_a_meta_record_naming_other_text_than_the_region_holds_asks_for_the_document(
+    hash_record: RecordFactory,
+) -> None:
+    # The agent sends "title changed, text as before (hash h)": a region holding h re-labels...
+    meta = hash_record("d", 4, op=RecordOp.META, title="t", content_hash="h")
+    assert plan_document("d", DocState(3, "h", 2, False), [meta]).effect == Relabel(meta)
+    # ...one holding other text (it missed a text change) must not stamp it with version 4.
+    behind = plan_document("d", DocState(3, "old", 2, False), [meta])
+    assert behind.effect is None and behind.meta_missing == meta
+    # The same on top of an upsert of other text in the same batch: the upsert stands, and asks.
+    up = hash_record("d", 3, ["other text"])
+    mixed = plan_document("d", None, [up, meta])
+    assert mixed.effect == Write(up) and mixed.meta_missing == meta
+    # A newer whole state in the batch answers the question itself.
+    newer = hash_record("d", 5, ["newest"])
+    assert plan_document("d", DocState(3, "old", 2, False), [meta, newer]).meta_missing is None

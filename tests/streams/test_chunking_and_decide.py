@@ -1,12 +1,16 @@
+import dataclasses
+
 import numpy as np
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
 from regionsync.settings import PLACEHOLDER, Settings
+from streams import debezium
+from streams.capture import CaptureSpec
 from streams.chunking import chunk_text
-from streams.decide import newest_per_document
-from streams.events import ChangeKind, DocRecord, DocumentChange, RecordOp, SourceRef
+from streams.decide import newest_per_document, unchanged_text
+from streams.events import ChangeKind, DocRecord, DocumentChange, RecordOp, SourceRef, content_hash
 from streams.processor import ChangeProcessor, RawMessage
 
 from .fakes import FakeEmbedder, ListOutput
@@ -64,15 +68,64 @@ def test_processor_embeds_only_changed_text_and_dead_letters_poison():
     r1 = proc.process([_cms("a", 1, body), RawMessage("regionsync.cms.documents", 0, 1, b"z", b"{bad")])
     assert r1.embedded == 2 and len(out.records) == 1 and out.records[0].embedded == 2
     assert [d.reason for d in out.dead] == ["unparseable_json"] and out.dead[0].value == b"{bad"
-    # Title-only change: same text, every vector comes from the cache.
+    # Title-only change: same text as the record just sent, so a metadata record without vectors
+    # that names the text's hash; nothing embedded, nothing even looked up.
     r2 = proc.process([_cms("a", 2, body, title="New title", offset=2)])
-    assert r2.embedded == 0 and r2.cached == 2
+    assert r2.embedded == 0 and r2.cached == 0 and r2.metadata_only == 1 and len(emb.calls) == 1
     rec = out.records[-1]
-    assert rec.op is RecordOp.UPSERT and rec.title == "New title" and rec.embedded == 0 and rec.version == 2
+    assert rec.op is RecordOp.META and rec.title == "New title" and rec.chunks == () and rec.version == 2
     assert rec.content_hash == out.records[0].content_hash
     r3 = proc.process([_cms("a", 3, op="delete", offset=3)])
     assert out.records[-1].op is RecordOp.DELETE and r3.embedded == 0
-    assert out.flushes == 3
+    # After the delete the agent no longer assumes the regions hold the text: a full record.
+    r4 = proc.process([_cms("a", 4, body, offset=4)])
+    assert out.records[-1].op is RecordOp.UPSERT and len(out.records[-1].chunks) == 2 and r4.cached == 2
+    assert out.flushes == 4
+
+
+def test_unchanged_text_is_known_from_the_old_row_or_the_last_record_never_for_a_heal():
+    text = "the body"
+    digest = content_hash(text)
+    src = SourceRef("debezium", "t", 0, 1, lsn=5, op="u")
+    change = DocumentChange("a", 5, ChangeKind.UPSERT, src, title="T", text=text)
+    assert unchanged_text(change, None) is None  # nothing known: a full record
+    assert unchanged_text(change, digest) == digest  # the agent's last record had this text
+    assert unchanged_text(dataclasses.replace(change, previous_hash=digest), None) == digest  # Debezium's before
+    assert unchanged_text(dataclasses.replace(change, previous_hash="other"), "other") is None  # text changed
+    healed = dataclasses.replace(change, source=dataclasses.replace(src, op="heal"), previous_hash=digest)
+    assert unchanged_text(healed, digest) is None
+    assert unchanged_text(dataclasses.replace(change, text=None), digest) is None  # TOAST: no text at all
+
+
+def test_the_old_row_counts_only_for_the_first_change_of_a_batch():
+    # v1 replaced text X with A, v2 replaced A with X: the regions hold X, v1 never reached them.
+    x, a = content_hash("X"), content_hash("A")
+    v1 = DocumentChange("d", 1, ChangeKind.UPSERT, SourceRef("debezium", "t", 0, 1), text="A", previous_hash=x)
+    v2 = DocumentChange("d", 2, ChangeKind.UPSERT, SourceRef("debezium", "t", 0, 2), text="X", previous_hash=a)
+    (winner,) = newest_per_document([v1, v2])
+    assert winner.version == 2 and winner.previous_hash == x and unchanged_text(winner, None) == x
+    # Inserted within the batch: no region holds any text of it.
+    ins = DocumentChange("e", 1, ChangeKind.UPSERT, SourceRef("debezium", "t", 0, 1), text="A")
+    upd = dataclasses.replace(v2, doc_id="e", text="A", previous_hash=a)
+    assert unchanged_text(newest_per_document([ins, upd])[0], None) is None
+
+
+def test_debezium_before_image_gives_the_previous_hash_only_when_complete_and_published():
+    import orjson
+
+    spec = CaptureSpec()
+
+    def event(before):
+        env = {"op": "u", "source": {"lsn": 7}, "before": before,
+               "after": {"id": "a", "title": "New", "body": "same text", "status": "published"}}
+        return debezium.parse(orjson.dumps({"id": "a"}), orjson.dumps(env), spec, "t", 0, 1)
+
+    assert event({"id": "a", "title": "Old", "body": "same text", "status": "published"}).previous_hash == \
+        content_hash("same text")
+    assert event({"id": "a", "title": "Old", "body": "same text", "status": "draft"}).previous_hash is None
+    assert event({"id": "a"}).previous_hash is None  # REPLICA IDENTITY DEFAULT: key only
+    assert event(None).previous_hash is None
+    assert event({"id": "a", "body": PLACEHOLDER, "status": "published"}).previous_hash is None
 
 
 def _text_less(doc, version, offset=0, tags=("new",)):
@@ -149,3 +202,40 @@ def test_a_heal_and_the_text_less_change_it_answers_make_one_whole_record():
     (rec,) = out.records
     assert rec.op is RecordOp.UPSERT and rec.version == 42 and rec.title == "A2" and rec.tags == ("t", "u")
     assert [c.text for c in rec.chunks] == ["text of a"]
+
+
+class FakeSourceEvents:
+    def __init__(self, events):
+        self.events = events
+        self.asked: list[list[tuple[str, int, int]]] = []
+
+    def fetch(self, coordinates):
+        self.asked.append(list(coordinates))
+        return {c: self.events[c] for c in coordinates if c in self.events}
+
+
+def test_a_cms_document_is_healed_from_its_own_event_read_again():
+    from streams.heal import HealRequest
+
+    settings = Settings(chunk_size=60, chunk_overlap=10)
+    topic = settings.cms_topic
+    v3 = _cms("doc", 3, "the whole text of doc", title="Doc")
+    v5 = _cms("other", 5, "other text")
+    events = FakeSourceEvents({(topic, 0, 10): (v3.key, v3.value), (topic, 0, 11): (v5.key, v5.value)})
+    out = ListOutput()
+    proc = ChangeProcessor(settings, FakeEmbedder(), out, clock=lambda: 1.0, source_events=events)
+
+    def ask(doc, version, offset, msg_offset):
+        req = HealRequest(doc, version, "cms", "north", 1, topic=topic, partition=0, offset=offset)
+        return RawMessage(settings.heal_topic, 0, msg_offset, doc.encode(), req.to_bytes())
+
+    result = proc.process([
+        ask("doc", 3, 10, 0),
+        ask("other", 4, 11, 1),  # the event there is another version: cannot heal v4 from it
+        ask("lost", 2, 12, 2),  # gone from the topic (retention)
+    ])
+    (rec,) = out.records
+    assert rec.doc_id == "doc" and rec.op is RecordOp.UPSERT and rec.version == 3 and rec.source.op == "heal"
+    assert [c.text for c in rec.chunks] == ["the whole text of doc"] and result.healed == 1
+    assert sorted(d.reason for d in out.dead) == ["unhealable", "unhealable"]
+    assert {d.offset for d in out.dead} == {1, 2}
