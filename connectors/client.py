@@ -1,7 +1,7 @@
 """A small client for the Kafka Connect REST API: the operator's view of one connector.
 
 Every call goes to the one base URL (any worker of the cluster: they forward to the leader).
-While the cluster rebalances, Connect answers 409; the client retries those for
+While the cluster rebalances, Connect answers 409 (or 500 "a rebalance is expected"); the client retries those for
 ``conflict_retry_s`` seconds before it gives up. Messages from Connect are scrubbed of the
 secret values of the configs this client has sent before they reach an exception or a log line.
 """
@@ -67,8 +67,10 @@ class ConnectClient:
             except requests.RequestException as exc:
                 raise ConnectRestError(method, path, None, f"cannot reach Kafka Connect at {self.base_url}: {exc}") from exc
             # 409: a rebalance is in progress or this worker's view of the configs is stale.
-            if resp.status_code == 409 and time.monotonic() < deadline:
-                log.debug("%s %s: 409 (%s), retrying", method, path, self._message(resp))
+            # 500 "a rebalance is expected" (RebalanceNeededException, e.g. right after a config
+            # change) is the same transient state under another status code.
+            if _rebalancing(resp) and time.monotonic() < deadline:
+                log.debug("%s %s: %d (%s), retrying", method, path, resp.status_code, self._message(resp))
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
@@ -215,3 +217,9 @@ def summary(status: Mapping[str, Any] | str) -> str:
     if not status.get("tasks"):
         parts.append("no tasks")
     return "; ".join(parts)
+
+
+def _rebalancing(resp: requests.Response) -> bool:
+    if resp.status_code == 409:
+        return True
+    return resp.status_code == 500 and "rebalance" in resp.text.lower()
