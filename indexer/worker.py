@@ -59,6 +59,13 @@ def make_consumer(settings: Settings, region: str) -> Consumer:
             "topic.metadata.refresh.interval.ms": 5000,
             # Records carry whole documents with their vectors: allow big ones.
             "fetch.message.max.bytes": 16 * 1024 * 1024,
+            # An indexer holds its batch through a Milvus outage, polling nothing. With the default
+            # 5 minutes it would be evicted and a second instance of the region would take its
+            # partitions while it may still write the old batch: two writers of one document, no
+            # fencing, and the older write could land last. Every instance of a region writes the
+            # same Milvus, so moving the partitions would not apply them sooner anyway; a dead
+            # instance is still found by the session timeout (librdkafka heartbeats in a thread).
+            "max.poll.interval.ms": 86_400_000,
         }
     )
 
