@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from indexer.errors import RegionUnavailable
 from regionsync.settings import Settings
 from regionsync.stack import procs, stack
 
@@ -61,9 +62,16 @@ def db(settings: Settings) -> Iterator[psycopg.Connection]:
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll ``check`` until true. A region's Milvus that refuses a connection for a moment (busy
+    under load) means "not yet", not a failure: the deadline still bounds the wait."""
     deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
     while time.monotonic() < deadline:
-        if check():
-            return
+        try:
+            if check():
+                return
+        except RegionUnavailable as exc:
+            last_error = exc
         time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    why = f" (last: {last_error})" if last_error else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{why}")

@@ -4,13 +4,21 @@ agent (real model) -> chunks topic -> one indexer per region -> each region's Mi
 from __future__ import annotations
 
 import random
+import re
+import sys
 import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
+import numpy as np
 import orjson
 import psycopg
 import pytest
 from confluent_kafka import Producer
 
+from connectors.client import ConnectClient
+from connectors.config import load as load_connector_config
 from indexer.embedder import SentenceTransformerEmbedder
 from indexer.sink import RegionSink
 from regionsync import verify
@@ -18,7 +26,7 @@ from regionsync.corpus import stdlib_documents
 from regionsync.settings import PLACEHOLDER, Settings
 from regionsync.stack import milvus, procs, stack
 from streams.deadletter import DeadLetter
-from streams.events import DocRecord
+from streams.events import DocRecord, RecordOp, SourceRef
 from streams.publisher import CmsPublisher
 
 from .conftest import SEED, wait_for
@@ -89,7 +97,7 @@ def test_document_lifecycle(settings: Settings, db: psycopg.Connection) -> None:
         assert all((r["embedding"] == before[r["chunk_index"]]).all() for r in after)
     meta_version = doc_rows(settings, "east", "life")[0]["version"]
     meta_rec = [r for r in records_for(settings, "life") if r.version == meta_version][0]
-    assert meta_rec.embedded == 0
+    assert meta_rec.embedded == 0 and meta_rec.op is RecordOp.META and meta_rec.chunks == ()
 
     # Unpublish: gone from every region; republish: back.
     db.execute("UPDATE documents SET status = 'draft' WHERE id = 'life'")
@@ -173,12 +181,201 @@ def test_toast_placeholder_is_never_embedded(settings: Settings, db: psycopg.Con
                          for g in settings.regions), 60, "title update")
     events = [orjson.loads(m.value()) for m in verify.read_topic(settings, settings.cdc_topic)
               if m.key() and b'"toast"' in m.key() and m.value() is not None]
-    assert events[-1]["after"]["body"] == PLACEHOLDER, "the update really carried the placeholder"
+    # Debezium's reselect post processor put the unchanged body back before it reached Kafka.
+    assert events[-1]["after"]["title"] == "Toast, renamed" and events[-1]["after"]["body"] == big
     for region in settings.regions:
         rows = doc_rows(settings, region, "toast")
         assert [r["text"] for r in rows] == [r["text"] for r in before]
         assert all(PLACEHOLDER not in r["text"] for r in rows)
     converged(settings)
+
+
+def _big_body(rng: random.Random, tag: str) -> str:
+    """A body stored out of line (TOASTed): incompressible enough to pass 2 kB after compression."""
+    words = [doc.body.split()[0] for doc in CORPUS[:200] if doc.body.split()]
+    return f"{tag} " + " ".join(rng.choice(words) + str(rng.randrange(10**6)) for _ in range(450))
+
+
+def _assert_toasted(db: psycopg.Connection, doc_id: str) -> None:
+    # Stored size after compression above Postgres' ~2 kB tuple threshold: the body lives out of
+    # line, so an update that leaves it alone sends Debezium no value for it.
+    size = db.execute("SELECT pg_column_size(body) FROM documents WHERE id = %s", (doc_id,)).fetchone()
+    assert size is not None and size[0] > 2100, f"{doc_id}'s body is not TOASTed ({size})"
+
+
+def _assert_regions_hold(settings: Settings, doc_ids: Sequence[str], model: SentenceTransformerEmbedder) -> None:
+    """Every region holds each document exactly as Postgres has it: chunk texts, title, tags, and
+    vectors equal (within tolerance) to the model's embedding of each chunk; no placeholder."""
+    expected = verify.expected_from_postgres(settings)
+    for region in settings.regions:
+        s = sink(settings, region)
+        try:
+            rows = [r for r in s.dump_chunks() if r["doc_id"] in set(doc_ids)]
+        finally:
+            s.close()
+        by_doc: dict[str, list[dict]] = {}
+        for row in rows:
+            by_doc.setdefault(row["doc_id"], []).append(row)
+        missing = [d for d in doc_ids if d not in by_doc]
+        assert not missing, f"{region} lacks {missing}"
+        for doc_id in doc_ids:
+            exp, got = expected[doc_id], by_doc[doc_id]
+            assert tuple(r["text"] for r in got) == exp.chunks, f"{region}: {doc_id} text"
+            assert {r["title"] for r in got} == {exp.title}, f"{region}: {doc_id} title"
+            assert {tuple(r["tags"]) for r in got} == {exp.tags}, f"{region}: {doc_id} tags"
+            assert all(PLACEHOLDER not in r["text"] for r in got)
+        vectors = model.embed([r["text"] for r in rows])
+        assert verify.vectors_close(np.stack([r["embedding"] for r in rows]), vectors), region
+
+
+@contextmanager
+def _north_loses(settings: Settings, db: psycopg.Connection, doc_id: str) -> Iterator[None]:
+    """North loses ``doc_id`` (as after a lost index): a deleted marker at its current version.
+    If the test fails before north healed, the document is sent again in full (a body change), so
+    the drift does not leak into the module's later tests."""
+    north = sink(settings, "north")
+    try:
+        north.apply([DocRecord(doc_id, None, RecordOp.DELETE, SourceRef("test", "t", 0, 0))])
+        assert not [r for r in north.dump_chunks() if r["doc_id"] == doc_id]
+    finally:
+        north.close()
+    try:
+        yield
+    except BaseException:
+        db.execute("UPDATE documents SET body = body || ' (resent)' WHERE id = %s", (doc_id,))
+        raise
+
+
+def test_replica_identity_default_insert_then_tags_update_and_late_title_updates(
+    settings: Settings, db: psycopg.Connection
+) -> None:
+    """Issue 7's data loss: under REPLICA IDENTITY DEFAULT an insert followed at once by a
+    tags-only update must not leave the document out of any region."""
+    rng = random.Random(11)
+    fast = [f"ri-fast-{i}" for i in range(20)]
+    late = [f"ri-late-{i}" for i in range(20)]
+    for doc_id in late:
+        db.execute("INSERT INTO documents (id, title, body, tags) VALUES (%s, %s, %s, %s)",
+                   (doc_id, f"Late {doc_id}", _big_body(rng, doc_id), ["old"]))
+    _assert_toasted(db, late[0])
+    converged(settings, timeout=240)
+    db.execute("ALTER TABLE documents REPLICA IDENTITY DEFAULT")
+    try:
+        # Separate commits (autocommit), no sleep: insert and tags-only update land in one batch.
+        for doc_id in fast:
+            db.execute("INSERT INTO documents (id, title, body, tags) VALUES (%s, %s, %s, %s)",
+                       (doc_id, f"Fast {doc_id}", _big_body(rng, doc_id), ["new"]))
+            db.execute("UPDATE documents SET tags = %s WHERE id = %s", (["new", "retagged"], doc_id))
+        for doc_id in late:
+            db.execute("UPDATE documents SET title = %s WHERE id = %s", (f"Late {doc_id}, renamed", doc_id))
+    finally:
+        db.execute("ALTER TABLE documents REPLICA IDENTITY FULL")
+    converged(settings, timeout=240)
+    model = SentenceTransformerEmbedder.from_settings(settings)
+    _assert_regions_hold(settings, fast + late, model)
+
+
+def test_without_reselection_the_agent_merges_and_a_region_that_lacks_a_document_heals(
+    settings: Settings, db: psycopg.Connection
+) -> None:
+    """The change agent is safe on its own when placeholders do reach it (a connector without the
+    reselect post processor): a text-less change never replaces the text before it in a batch, and
+    a region that lacks a document asks for its whole state instead of only logging."""
+    client = ConnectClient(settings.connect_url)
+    config = load_connector_config(settings)
+    without = {k: v for k, v in config.items() if k != "post.processors" and not k.startswith("reselector.")}
+    rng = random.Random(12)
+    healed, fast = "ri-heal", [f"ri-noreselect-{i}" for i in range(10)]
+    db.execute("INSERT INTO documents (id, title, body, tags) VALUES (%s, %s, %s, %s)",
+               (healed, "Heal me", _big_body(rng, healed), ["a"]))
+    _assert_toasted(db, healed)
+    converged(settings, timeout=240)
+    with _north_loses(settings, db, healed):
+        _tags_updates_without_reselection(settings, db, client, config, without, rng, healed, fast)
+    events = [orjson.loads(m.value()) for m in verify.read_topic(settings, settings.cdc_topic)
+              if m.key() and f'"{healed}"'.encode() in m.key() and m.value() is not None]
+    assert events[-1]["after"]["body"] == PLACEHOLDER, "the tags update really carried the placeholder"
+    requests = [m for m in verify.read_topic(settings, settings.heal_topic) if m.key() == healed.encode()]
+    assert requests, "north asked for the document it lacked"
+    model = SentenceTransformerEmbedder.from_settings(settings)
+    _assert_regions_hold(settings, [*fast, healed], model)
+
+
+def _vectors(settings: Settings, region: str, doc_id: str) -> dict[int, bytes]:
+    return {r["chunk_index"]: np.asarray(r["embedding"], dtype="<f4").tobytes() for r in doc_rows(settings, region, doc_id)}
+
+
+def test_title_and_tags_changes_are_metadata_records_and_a_region_lacking_the_document_heals(
+    settings: Settings, db: psycopg.Connection
+) -> None:
+    """A title or tags change carries no vectors across Kafka: each region re-labels its own chunks
+    (their vectors stay bit for bit as that region stored them), under REPLICA IDENTITY FULL (old
+    row) and DEFAULT (the agent's memory of its last record); a region that lacks the document
+    asks for it and ends with it."""
+    docs = ["meta-title", "meta-tags", "meta-lost"]
+    for i, doc_id in enumerate(docs):
+        db.execute("INSERT INTO documents (id, title, body, tags) VALUES (%s, %s, %s, %s)",
+                   (doc_id, f"Title {doc_id}", CORPUS[10 + i].body + "\n\n" + CORPUS[20 + i].body, ["a"]))
+    converged(settings)
+    before = {(r, d): _vectors(settings, r, d) for r in settings.regions for d in docs}
+    assert all(len(v) >= 2 for v in before.values())
+    with _north_loses(settings, db, "meta-lost"):
+        db.execute("UPDATE documents SET title = 'Renamed' WHERE id = 'meta-title'")
+        db.execute("UPDATE documents SET tags = %s WHERE id = 'meta-tags'", (["a", "b"],))
+        db.execute("UPDATE documents SET title = 'Lost, renamed' WHERE id = 'meta-lost'")
+        converged(settings)
+        db.execute("ALTER TABLE documents REPLICA IDENTITY DEFAULT")
+        try:  # no old row now: the agent knows the text from the record it sent last
+            db.execute("UPDATE documents SET tags = %s WHERE id = 'meta-title'", (["c"],))
+        finally:
+            db.execute("ALTER TABLE documents REPLICA IDENTITY FULL")
+        converged(settings)
+
+    for doc_id in ("meta-title", "meta-tags", "meta-lost"):
+        newest = records_for(settings, doc_id)[-1]
+        if doc_id != "meta-lost":
+            assert newest.op is RecordOp.META and newest.chunks == () and newest.content_hash, doc_id
+    title_recs = [r for r in records_for(settings, "meta-title") if r.op is RecordOp.META]
+    assert len(title_recs) == 2, "both the FULL and the DEFAULT change went out without vectors"
+    for region in settings.regions:
+        assert {r["title"] for r in doc_rows(settings, region, "meta-title")} == {"Renamed"}
+        assert {tuple(r["tags"]) for r in doc_rows(settings, region, "meta-title")} == {("c",)}
+        assert {tuple(r["tags"]) for r in doc_rows(settings, region, "meta-tags")} == {("a", "b")}
+        for doc_id in ("meta-title", "meta-tags"):
+            assert _vectors(settings, region, doc_id) == before[(region, doc_id)], f"{region}: {doc_id} vectors moved"
+        lost = doc_rows(settings, region, "meta-lost")
+        assert lost and {r["title"] for r in lost} == {"Lost, renamed"}, region
+    requests = [m for m in verify.read_topic(settings, settings.heal_topic) if m.key() == b"meta-lost"]
+    assert requests, "north asked for the document it lacked"
+
+
+def _tags_updates_without_reselection(
+    settings: Settings, db: psycopg.Connection, client: ConnectClient, config: dict, without: dict,
+    rng: random.Random, healed: str, fast: Sequence[str],
+) -> None:
+    client.apply(settings.connector_name, without)
+    try:
+        wait_for(lambda: "post.processors" not in _task_config(client, settings.connector_name), 60,
+                 "connector task without the post processor")
+        client.wait_running(settings.connector_name, timeout=120)
+        db.execute("ALTER TABLE documents REPLICA IDENTITY DEFAULT")
+        try:
+            for doc_id in fast:
+                db.execute("INSERT INTO documents (id, title, body, tags) VALUES (%s, %s, %s, %s)",
+                           (doc_id, f"No reselect {doc_id}", _big_body(rng, doc_id), ["new"]))
+                db.execute("UPDATE documents SET tags = %s WHERE id = %s", (["new", "retagged"], doc_id))
+            db.execute("UPDATE documents SET tags = %s WHERE id = %s", (["a", "b"], healed))
+        finally:
+            db.execute("ALTER TABLE documents REPLICA IDENTITY FULL")
+        converged(settings, timeout=240)
+    finally:
+        client.apply(settings.connector_name, config)
+        client.wait_running(settings.connector_name, timeout=120)
+
+
+def _task_config(client: ConnectClient, name: str) -> dict:
+    tasks = client._request("GET", f"/connectors/{name}/tasks").json()
+    return dict(tasks[0]["config"]) if tasks else {}
 
 
 def test_poison_goes_to_the_dead_letter_topic_and_the_stream_goes_on(settings: Settings) -> None:
@@ -275,6 +472,41 @@ def test_kill_9_of_the_change_agent_mid_stream_loses_nothing(settings: Settings)
     stack.start_changes_worker(settings)
     converged(settings, timeout=240, with_versions=True)
 
+
+
+def test_two_change_agents_and_two_indexers_per_region_converge_like_one_of_each(settings: Settings) -> None:
+    """Scaling out on one machine: a second change agent and a second indexer per region join the
+    same groups; the partitions are shared, and the index ends equal to the source, as with one."""
+    extra = ["changes-2", *(f"{stack.indexer_name(r)}-2" for r in settings.regions)]
+    procs.spawn(settings.state_dir, "changes-2", [sys.executable, "-m", "streams.app"], env=settings.child_env())
+    for region in settings.regions:
+        procs.spawn(settings.state_dir, f"{stack.indexer_name(region)}-2",
+                    [sys.executable, "-m", "indexer.worker", "--region", region], env=settings.child_env())
+    logs = settings.state_dir / "logs"
+    try:
+        # Both agents in the group (each was given partitions) before the load starts.
+        wait_for(lambda: "Setting newly assigned partitions" in _log(logs / "changes-2.log"), 120,
+                 "the second agent's assignment")
+        _mixed_changes(settings, 600, seed=3)
+        converged(settings, timeout=300, with_versions=True)
+    finally:
+        for name in extra:
+            procs.stop(settings.state_dir, name)
+    agents = {name: _log(logs / f"{name}.log").count("batch:") for name in (stack.CHANGES, "changes-2")}
+    assert all(n > 0 for n in agents.values()), f"both agents worked: {agents}"
+    for region in settings.regions:
+        stopped = _log(logs / f"{stack.indexer_name(region)}-2.log")
+        applied = re.search(r"stopped: WorkerStats\(batches=\d+, records=(\d+)", stopped)
+        assert applied and int(applied.group(1)) > 0, f"the second {region} indexer applied records"
+    model = SentenceTransformerEmbedder.from_settings(settings)
+    expected = verify.expected_state(settings, with_versions=True)
+    for region in settings.regions:
+        report = verify.region_report(settings, region, expected, embed=model.embed)
+        assert report.matches, "\n".join(report.differences[:20])
+
+
+def _log(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
 
 def test_no_secret_in_any_log_line(settings: Settings) -> None:
     """Runs last in this module: every process of the stack has logged by now."""
