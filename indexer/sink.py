@@ -33,6 +33,7 @@ import numpy as np
 from pymilvus import MilvusClient, MilvusException
 
 from indexer.errors import InvalidRecord, RegionUnavailable, SinkError
+from indexer.milvus_client import quiet_pymilvus
 from indexer.plan import DocState, Relabel, Remove, Write, group_by_document, plan_document
 from indexer.schema import (
     DUMMY_VECTOR,
@@ -45,7 +46,6 @@ from indexer.schema import (
     versions_index,
     versions_schema,
 )
-from regionsync.stack.milvus import quiet_pymilvus
 from streams.events import DocRecord, chunk_id
 
 if TYPE_CHECKING:

@@ -28,10 +28,10 @@ import numpy as np
 import psycopg
 from pymilvus import MilvusClient
 
+from indexer.milvus_client import quiet_pymilvus
 from regionsync.bench.retry import Retries
 from regionsync.bench.tracker import Tracker
 from regionsync.settings import Settings
-from regionsync.stack.milvus import quiet_pymilvus
 from streams.events import chunk_id
 
 log = logging.getLogger(__name__)

@@ -28,6 +28,7 @@ from typing import Any
 
 from pymilvus import MilvusClient
 
+from indexer.milvus_client import quiet_pymilvus
 from regionsync.bench import dialog_rebuild, embed_limit, freshness, rss, throughput, workload
 from regionsync.bench.profiling import Profiler
 from regionsync.bench.retry import Retries
@@ -35,7 +36,6 @@ from regionsync.bench.stackrun import BenchStack
 from regionsync.bench.tracker import Tracker
 from regionsync.corpus import CorpusDoc
 from regionsync.settings import Settings
-from regionsync.stack.milvus import quiet_pymilvus
 from streams.chunking import chunk_text
 from streams.events import chunk_id
 

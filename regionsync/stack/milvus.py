@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from indexer.milvus_client import quiet_pymilvus
 from regionsync.errors import ConfigError, StackError
 from regionsync.settings import Settings
 from regionsync.stack import procs
@@ -42,13 +43,6 @@ def address(settings: Settings, region: str) -> tuple[str, int]:
     if parsed.scheme not in ("http", "tcp") or parsed.hostname not in LOCAL_HOSTS or parsed.port is None:
         raise ConfigError(f"region {region!r} uses Milvus at {uri}: not an embedded milvus-lite server")
     return parsed.hostname, parsed.port
-
-
-def quiet_pymilvus() -> None:
-    # pymilvus installs its own handler (propagate=False) and logs a full traceback at ERROR for
-    # every failed RPC. Our callers turn failures into exceptions and log them once, so pymilvus'
-    # own lines would only repeat them (once per retry during an outage).
-    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 
 def _answers(uri: str, token: str = "", timeout: float = 2.0) -> bool:
