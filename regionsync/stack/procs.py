@@ -52,12 +52,23 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie (exited child not yet reaped) still answers kill(0): look at its state.
+    # A zombie (exited child not yet reaped) still answers kill(0): look at its state. Look at
+    # every thread: when a multi-threaded process is killed its main thread turns zombie first
+    # while the others are still exiting and holding its files and sockets (seen: the Milvus
+    # server's port still accepted connections after its main thread was a zombie).
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
+        tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                state = fh.read().rsplit(") ", 1)[1][0]
+        except (OSError, IndexError):
+            continue  # the thread is gone
+        if state not in ("Z", "X"):
+            return True
+    return False
 
 
 def spawn(
