@@ -89,7 +89,7 @@ class _Prober(threading.Thread):
         quiet_pymilvus()
         self.region = region
         self.collection = settings.collection
-        # A milvus-lite server busy with its index may refuse a connection for a moment.
+        # A busy Milvus server may refuse a connection for a moment.
         self.client = retries.call(f"milvus connect ({region})", lambda: MilvusClient(
             uri=settings.milvus_uri(region), token=settings.milvus_token.get_secret_value()))
         self.retries = retries

@@ -307,7 +307,8 @@ def _peer(
             "checked": not problems,
             "problems": problems[:20],
             "setup": f"langchain_core.indexing.index(cleanup='incremental', batch_size={peer_mod.BATCH_SIZE}), "
-                     "SQLRecordManager on SQLite, langchain_milvus.Milvus (HNSW/COSINE) on region "
+                     f"SQLRecordManager on SQLite, langchain_milvus.Milvus ({peer_mod.DOCUMENTS_INDEX_TYPE}/"
+                     f"{peer_mod.METRIC}) on region "
                      f"{s.regions[0]}'s Milvus; ours updates {len(s.regions)} regions",
         }
     finally:
@@ -319,7 +320,7 @@ def _checked(retries: Retries, what: str, check: Callable[[], list[str]]) -> lis
     the row's figures."""
     try:
         return retries.call(what, check)
-    except Exception as exc:  # noqa: BLE001 - e.g. a milvus-lite server busy building its index
+    except Exception as exc:  # noqa: BLE001 - e.g. a Milvus server too busy to answer in time
         return [f"check could not run: {type(exc).__name__}: {exc}"]
 
 
