@@ -77,8 +77,10 @@ def spawn(
     argv: Sequence[str],
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Proc:
-    """Start ``argv`` detached (own session) with output appended to its log file."""
+    """Start ``argv`` detached (own session) with output appended to its log file. ``pass_fds``
+    are inherited by the child (e.g. a lock file it must hold for its whole life)."""
     existing = read_proc(state_dir, name)
     if existing and existing.alive():
         raise StackError(f"{name} is already running (pid {existing.pid})")
@@ -92,6 +94,7 @@ def spawn(
             env=dict(env) if env is not None else None,
             cwd=str(cwd) if cwd else None,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
     (run_dir(state_dir) / f"{name}.pid").write_text(str(child.pid))
     log.info("started %s (pid %d)", name, child.pid)
