@@ -91,7 +91,7 @@ class Settings(BaseSettings):
 
     # --- Regions: one Milvus per region
     regions: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["east", "north"])
-    # "region=uri,region=uri"; when empty the embedded stack's milvus-lite servers are used.
+    # "region=uri,region=uri"; when empty the embedded stack's Milvus servers (regionsync/stack/milvus.py) are used.
     milvus_uris: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     milvus_token: SecretStr = SecretStr("")
     milvus_base_port: int = 19531

@@ -28,6 +28,7 @@ from typing import Any
 
 from pymilvus import MilvusClient
 
+from indexer.milvus_client import quiet_pymilvus
 from regionsync.bench import dialog_rebuild, embed_limit, freshness, rss, throughput, workload
 from regionsync.bench.profiling import Profiler
 from regionsync.bench.retry import Retries
@@ -35,7 +36,6 @@ from regionsync.bench.stackrun import BenchStack
 from regionsync.bench.tracker import Tracker
 from regionsync.corpus import CorpusDoc
 from regionsync.settings import Settings
-from regionsync.stack.milvus import quiet_pymilvus
 from streams.chunking import chunk_text
 from streams.events import chunk_id
 
@@ -307,7 +307,8 @@ def _peer(
             "checked": not problems,
             "problems": problems[:20],
             "setup": f"langchain_core.indexing.index(cleanup='incremental', batch_size={peer_mod.BATCH_SIZE}), "
-                     "SQLRecordManager on SQLite, langchain_milvus.Milvus (HNSW/COSINE) on region "
+                     f"SQLRecordManager on SQLite, langchain_milvus.Milvus ({peer_mod.DOCUMENTS_INDEX_TYPE}/"
+                     f"{peer_mod.METRIC}) on region "
                      f"{s.regions[0]}'s Milvus; ours updates {len(s.regions)} regions",
         }
     finally:
@@ -319,7 +320,7 @@ def _checked(retries: Retries, what: str, check: Callable[[], list[str]]) -> lis
     the row's figures."""
     try:
         return retries.call(what, check)
-    except Exception as exc:  # noqa: BLE001 - e.g. a milvus-lite server busy building its index
+    except Exception as exc:  # noqa: BLE001 - e.g. a Milvus server too busy to answer in time
         return [f"check could not run: {type(exc).__name__}: {exc}"]
 
 

@@ -52,12 +52,23 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie (exited child not yet reaped) still answers kill(0): look at its state.
+    # A zombie (exited child not yet reaped) still answers kill(0): look at its state. Look at
+    # every thread: when a multi-threaded process is killed its main thread turns zombie first
+    # while the others are still exiting and holding its files and sockets (seen: the Milvus
+    # server's port still accepted connections after its main thread was a zombie).
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
+        tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                state = fh.read().rsplit(") ", 1)[1][0]
+        except (OSError, IndexError):
+            continue  # the thread is gone
+        if state not in ("Z", "X"):
+            return True
+    return False
 
 
 def spawn(
@@ -66,8 +77,10 @@ def spawn(
     argv: Sequence[str],
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Proc:
-    """Start ``argv`` detached (own session) with output appended to its log file."""
+    """Start ``argv`` detached (own session) with output appended to its log file. ``pass_fds``
+    are inherited by the child (e.g. a lock file it must hold for its whole life)."""
     existing = read_proc(state_dir, name)
     if existing and existing.alive():
         raise StackError(f"{name} is already running (pid {existing.pid})")
@@ -81,6 +94,7 @@ def spawn(
             env=dict(env) if env is not None else None,
             cwd=str(cwd) if cwd else None,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
     (run_dir(state_dir) / f"{name}.pid").write_text(str(child.pid))
     log.info("started %s (pid %d)", name, child.pid)

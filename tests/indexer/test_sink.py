@@ -1,4 +1,4 @@
-"""RegionSink against a real milvus-lite server process."""
+"""RegionSink against a real Milvus server process (the C++ core of milvus-lite 2.5.1)."""
 
 from __future__ import annotations
 
@@ -215,14 +215,14 @@ def test_killed_server_raises_then_recovers(own_milvus: Settings, hash_record: R
     with pytest.raises(RegionUnavailable):
         sink.apply([hash_record("d", 2, ["c"])])
     milvus.start(own_milvus, REGION)
-    # Data survived the kill -9; the restarted server has its collections released: the sink reloads.
+    # Data survived the kill -9; the sink reconnects to the restarted server.
     sink.apply([hash_record("d", 2, ["c"])])
     assert texts_of(sink, "d") == ["c"] and sink.doc_state("d").version == 2  # type: ignore[union-attr]
 
 
 class DroppingSink(RegionSink):
     """A sink whose first chunk write is acknowledged but never reaches Milvus: the failure seen
-    once on milvus-lite right after a restart."""
+    once on milvus-lite 3.x right after a restart."""
 
     dropped = 0
 
