@@ -447,8 +447,9 @@ class RegionSink:
 
         return self._call(scan)
 
-    def search(self, vector: np.ndarray | Sequence[float], k: int = 5) -> list[Hit]:
-        """Top-``k`` chunks by cosine similarity to ``vector`` (score 1.0 = same direction)."""
+    def search(self, vector: np.ndarray | Sequence[float], k: int = 5, where: str = "") -> list[Hit]:
+        """Top-``k`` chunks by cosine similarity to ``vector`` (score 1.0 = same direction),
+        among the rows matching the Milvus boolean expression ``where`` (all when empty)."""
         query = np.asarray(vector, dtype=np.float32)
         if query.shape != (self.dim,):
             raise SinkError(f"query vector has shape {query.shape}, region expects ({self.dim},)")
@@ -458,6 +459,7 @@ class RegionSink:
                 self.collection,
                 data=[query],
                 limit=k,
+                filter=where,
                 output_fields=fields,
                 search_params={"metric_type": METRIC},  # FLAT: exact, nothing to tune
                 timeout=self.timeout_s,

@@ -16,8 +16,10 @@ TARGET_P50_MS = 300.0
 TARGET_P99_MS = 1000.0
 TARGET_PEER_SPEEDUP = 10.0
 TARGET_RSS_BYTES = 3 * 1024**3
+TARGET_SEARCH_P50_MS = 20.0
+TARGET_SEARCH_P99_MS = 100.0
 
-ROWS = ("1", "2", "3a", "3b", "4", "5", "6", "7")
+ROWS = ("1", "2", "3a", "3b", "4", "5", "6", "7", "8")
 
 
 def _n(value: float, digits: int = 0) -> str:
@@ -98,13 +100,32 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     else:
         out.append(("6", "dialog rebuild", "not available", "-", "-"))
     rss = r["rss"]
-    out.append((
+    rss_row = (
         "7", "peak RSS, whole stack (sum of per-process peaks)",
         f"{rss['stack_total_bytes'] / 1024**3:.2f} GB over {len(rss['services'])} services "
         f"(bench driver apart: {rss['bench_process_bytes'] / 1024**3:.2f} GB)",
         "< 3 GB", _verdict(rss["stack_total_bytes"] < TARGET_RSS_BYTES),
-    ))
+    )
+    out.append(rss_row)
+    out.append(_row8(r.get("search")))
     return out
+
+
+def _row8(se: dict[str, Any] | None) -> tuple[str, str, str, str, str]:
+    target = f"p50 < {_n(TARGET_SEARCH_P50_MS)} ms, p99 < {_n(TARGET_SEARCH_P99_MS)} ms per region"
+    if not _ok(se):
+        return _failed("8", "search latency per region (top-5, status filter)", se, target)
+    regions = se["regions"]
+    ok = all(v["p50_ms"] is not None and v["p50_ms"] < TARGET_SEARCH_P50_MS and v["p99_ms"] < TARGET_SEARCH_P99_MS
+             and not v["empty_results"] for v in regions.values())
+    some: dict[str, Any] = next(iter(regions.values()), {})
+    return (
+        "8", f"search latency per region, top-{se['k']} with a status filter, {some.get('searches', 0)} queries "
+             f"at {_n(some.get('rows', 0))} chunks",
+        "; ".join(f"{name} p50 {_n(v['p50_ms'], 1)} ms, p99 {_n(v['p99_ms'], 1)} ms"
+                  + (f" ({v['empty_results']} empty)" if v["empty_results"] else "") for name, v in regions.items()),
+        target, _verdict(ok),
+    )
 
 
 def _row1(s: dict[str, Any], lim: dict[str, Any]) -> tuple[str, str, str, str, str]:

@@ -4,12 +4,13 @@
 2. row 1, the embedding limit, measured in this process while the pipeline is idle;
 3. row 2, changed documents: the corpus is inserted (all new text) and flows to every region;
 4. row 1 again (the throughput is compared with the mean of the two: see embed_limit);
-5. row 4, freshness, at ``freshness_load`` x row 2's docs/s;
-6. row 5, the peer: seed LangChain's index from the same rows, change 1% of the documents in
+5. row 8, search latency per region at the full corpus (top-5, status filter);
+6. row 4, freshness, at ``freshness_load`` x row 2's docs/s;
+7. row 5, the peer: seed LangChain's index from the same rows, change 1% of the documents in
    Postgres, time ours (commit -> every region) then theirs (re-run of ``index()``), check both;
-7. row 3, updates that leave the text unchanged, then deletes, of every document;
-8. row 6, dialog rebuild (the dialog package's own benchmark) on the same stack;
-9. row 7, peak RSS of every process, sampled throughout; the stack is stopped.
+8. row 3, updates that leave the text unchanged, then deletes, of every document;
+9. row 6, dialog rebuild (the dialog package's own benchmark) on the same stack;
+10. row 7, peak RSS of every process, sampled throughout; the stack is stopped.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 from pymilvus import MilvusClient
 
 from indexer.milvus_client import quiet_pymilvus
-from regionsync.bench import dialog_rebuild, embed_limit, freshness, rss, throughput, workload
+from regionsync.bench import dialog_rebuild, embed_limit, freshness, rss, search, throughput, workload
 from regionsync.bench.profiling import Profiler
 from regionsync.bench.retry import Retries
 from regionsync.bench.stackrun import BenchStack
@@ -187,6 +188,11 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
             changed["ratio_to_limit"] = round(changed["passages_per_s"] / limit, 3)
             progress(f"bench: row 2: {changed['docs_per_s']:.1f} docs/s, {changed['passages_per_s']:.1f} "
                      f"passages/s (row 1: {limit:.1f}); ratio {changed['ratio_to_limit']:.2f}")
+
+        n_queries = 50 if options.quick else 200
+        progress(f"bench: row 8: search latency per region ({n_queries} top-{search.K} queries)")
+        row("search", lambda: search.measure(s, model, search.queries_from([d.body for d in load.docs], n_queries),
+                                             retries))
 
         rng = random.Random(options.seed)
         ids = load.ids()

@@ -42,6 +42,11 @@ def test_quick_bench_prints_every_row_and_saves_the_json(tmp_path: Path, capsys:
     assert peer["ours_s"] > 0 and peer["theirs_s"] > 0 and peer["speedup"] > 0
     assert peer["theirs"]["result"]["num_added"] >= peer["changed_passages"] > 0
     assert peer["seed"]["served_from_cache"] > 0
+    search = r["search"]
+    assert set(search["regions"]) == set(r["settings"]["regions"])
+    for figures in search["regions"].values():
+        assert figures["searches"] > 0 and figures["empty_results"] == 0 and figures["rows"] > 0
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"]
     dialog = r["dialog"]
     assert dialog is not None and dialog["full_replay_events_per_s"] > 0 and dialog["restore_total_s"] > 0
     services = r["rss"]["services"]

@@ -71,6 +71,9 @@ def _results(**rows: Any) -> dict[str, Any]:
         "rss": {"services": {"postgres": {"peak_bytes": 10, "processes": 1, "how": "rss"}},
                 "stack_total_bytes": 10, "bench_process_bytes": 10},
         "retries": {"total": 0, "by_probe": {}, "gave_up": {}},
+        "search": {"k": 5, "filter": 'status == "published"', "regions": {
+            "east": {"searches": 50, "rows": 80, "empty_results": 0, "p50_ms": 5.0, "p99_ms": 9.0},
+            "north": {"searches": 50, "rows": 80, "empty_results": 0, "p50_ms": 25.0, "p99_ms": 40.0}}},
     }
     base.update(rows)
     return base
@@ -82,6 +85,8 @@ def test_a_complete_run_has_no_failed_row() -> None:
     assert [row[0] for row in table] == list(report.ROWS)
     assert report.failed_rows(r) == []
     assert "retried" not in report.render(r)
+    search = {row[0]: row for row in table}["8"]
+    assert search[4] == "MISSED" and "north p50 25.0 ms" in search[2]  # one region over the target
 
 
 def test_a_failed_row_says_why_and_the_others_keep_their_figures() -> None:
