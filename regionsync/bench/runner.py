@@ -50,7 +50,7 @@ class BenchOptions:
     freshness_s: float | None = None  # length of the freshness load (default 60 s; quick 8 s)
     freshness_load: float = 0.2  # fraction of row 2's docs/s
     embed_sample: int | None = None  # passages per embedding-limit measurement (default 1,000; quick 192)
-    peer_fraction: float = 0.01
+    peer_fractions: tuple[float, ...] = (0.001, 0.01)  # of the documents, changed for row 5 (5a, 5b)
     dialog_sessions: int | None = None  # default 10,000; quick 1,000
     profile_dir: Path | None = None
     state_dir: Path | None = None
@@ -285,33 +285,17 @@ def _peer(
         progress("bench: row 5: seeding LangChain's index (index() with vectors from our embedding cache)")
         seed = peer.reindex(cache=PostgresEmbeddingCache.from_settings(s))
         corpus_docs = len({d.metadata["source"] for d in peer.source_documents()})
-        n = max(2, round(options.peer_fraction * corpus_docs))
-        changed = [(doc_id, next(bodies)) for doc_id in candidates[:n]]
-        progress(f"bench: row 5: changing {n} documents; ours first")
-        with profiled("peer-ours"):
-            t0 = workload.update_bodies(s, changed)
-            applied = tracker.wait_applied([d for d, _ in changed], t0, _apply_timeout(40 * n))
-        ours_s = applied.done_s - t0
-        progress(f"bench: row 5: ours {ours_s:.2f}s; now LangChain's index() re-run")
-        with profiled("peer-theirs", {"bench": os.getpid()}):
-            theirs = peer.reindex()
-        expected = {doc_id: chunk_text(body, s.chunk_size, s.chunk_overlap) for doc_id, body in changed}
-        problems = (_checked(retries, "peer check", lambda: _check_peer(peer, expected))
-                    + _checked(retries, "region check", lambda: _check_regions(s, expected)))
+        runs = []
+        for fraction in options.peer_fractions:
+            n = max(2, round(fraction * corpus_docs))
+            changed = [(doc_id, next(bodies)) for doc_id in candidates[:n]]
+            candidates = candidates[n:]  # each run changes documents of its own
+            runs.append(_peer_run(s, tracker, peer, changed, fraction, progress, profiled, retries))
         return {
             "available": True,
             "corpus_docs": corpus_docs,
-            "changed_docs": n,
-            "changed_passages": sum(map(len, expected.values())),
-            "ours_s": round(ours_s, 3),
-            "ours_region_s": {r: round(t - t0, 3) for r, t in applied.region_done_s.items()},
-            "ours_embedded": applied.embedded,
-            "theirs_s": round(theirs.seconds, 3),
-            "theirs": theirs.to_dict(),
-            "speedup": round(theirs.seconds / ours_s, 2) if ours_s > 0 else None,
+            "runs": runs,
             "seed": seed.to_dict(),
-            "checked": not problems,
-            "problems": problems[:20],
             "setup": f"langchain_core.indexing.index(cleanup='incremental', batch_size={peer_mod.BATCH_SIZE}), "
                      f"SQLRecordManager on SQLite, langchain_milvus.Milvus ({peer_mod.DOCUMENTS_INDEX_TYPE}/"
                      f"{peer_mod.METRIC}) on region "
@@ -320,6 +304,44 @@ def _peer(
     finally:
         peer.close()
 
+
+def _peer_run(
+    s: Settings,
+    tracker: Tracker,
+    peer: Any,
+    changed: list[tuple[str, str]],
+    fraction: float,
+    progress: Callable[[str], None],
+    profiled: Callable[..., AbstractContextManager[None]],
+    retries: Retries,
+) -> dict[str, Any]:
+    """Change ``changed`` in Postgres; time ours (commit -> every region), then theirs (a re-run of
+    LangChain's ``index()`` over the source), and check that both hold the new text."""
+    n = len(changed)
+    progress(f"bench: row 5 ({fraction:.1%}): changing {n} documents; ours first")
+    with profiled(f"peer-ours-{fraction:g}"):
+        t0 = workload.update_bodies(s, changed)
+        applied = tracker.wait_applied([d for d, _ in changed], t0, _apply_timeout(40 * n))
+    ours_s = applied.done_s - t0
+    progress(f"bench: row 5 ({fraction:.1%}): ours {ours_s:.2f}s; now LangChain's index() re-run")
+    with profiled(f"peer-theirs-{fraction:g}", {"bench": os.getpid()}):
+        theirs = peer.reindex()
+    expected = {doc_id: chunk_text(body, s.chunk_size, s.chunk_overlap) for doc_id, body in changed}
+    problems = (_checked(retries, "peer check", lambda: _check_peer(peer, expected))
+                + _checked(retries, "region check", lambda: _check_regions(s, expected)))
+    return {
+        "fraction": fraction,
+        "changed_docs": n,
+        "changed_passages": sum(map(len, expected.values())),
+        "ours_s": round(ours_s, 3),
+        "ours_region_s": {r: round(t - t0, 3) for r, t in applied.region_done_s.items()},
+        "ours_embedded": applied.embedded,
+        "theirs_s": round(theirs.seconds, 3),
+        "theirs": theirs.to_dict(),
+        "speedup": round(theirs.seconds / ours_s, 2) if ours_s > 0 else None,
+        "checked": not problems,
+        "problems": problems[:20],
+    }
 
 def _checked(retries: Retries, what: str, check: Callable[[], list[str]]) -> list[str]:
     """A check that cannot run (after its retries) is a problem to report, not a reason to lose
