@@ -20,9 +20,11 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Path, Query, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from indexer.errors import IndexerError
 from indexer.sink import Hit
@@ -229,6 +231,14 @@ def create_app(service: RegionService) -> FastAPI:
             template = getattr(route, "path", None) or "unmatched"
             metrics.observe(template, request.method, status, time.perf_counter() - started)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:  # a body that is not UTF-8 JSON: answer like every other bad input
+            return JSONResponse({"detail": [{"type": "json_invalid", "loc": ["body"],
+                                             "msg": f"malformed request body: {exc.detail}", "input": None}]},
+                                status_code=422)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(NotActive)
     async def _not_active(_request: Request, exc: NotActive) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "active_region": exc.active}, status_code=409)
@@ -326,12 +336,15 @@ def create_app(service: RegionService) -> FastAPI:
 
 
 def _query(q: str) -> str:
-    from fastapi import HTTPException
+    from fastapi.exceptions import RequestValidationError
 
     try:
         return _clean_text(q)
     except ValueError as exc:
-        raise HTTPException(422, f"q: {exc}") from exc
+        # The same body as every other 422 (the spec's HTTPValidationError).
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("query", "q"), "msg": f"Value error, {exc}", "input": q}]
+        ) from exc
 
 
 def _source(hit: Hit) -> Source:

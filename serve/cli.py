@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +61,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from serve.region import RegionService
 
     service = RegionService(settings, args.region)
+    # Load the model while uvicorn starts (seconds; more on a busy machine), not on the first search.
+    threading.Thread(target=service.embedder, name="load-model", daemon=True).start()
     app = create_app(service)
     host = args.host or settings.serve_host
     port = args.port or settings.serve_port(args.region)

@@ -81,7 +81,10 @@ class ActiveRegionStore:
         self._default = settings.regions[0]
         self._lock_timeout_ms = int(lock_timeout_s * 1000)
         try:
-            with psycopg.connect(self._dsn, autocommit=True) as conn:
+            with psycopg.connect(self._dsn, autocommit=True) as conn, conn.transaction():
+                # Two services starting together would race CREATE TABLE IF NOT EXISTS (a known
+                # Postgres race on the type name): serialise them.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('regionsync_active_region'))")
                 conn.execute(SCHEMA)
                 conn.execute(
                     "INSERT INTO regionsync_active_region (region, epoch) VALUES (%s, 1) ON CONFLICT DO NOTHING",
