@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,3 +196,31 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_block(n: int) -> int:
+    """First of ``n`` consecutive free ports (settings place the region services and the workers'
+    metrics at a base port + an index). All are held open while checking, so none counts twice."""
+    for _ in range(200):
+        base = free_port()
+        if base + n >= 65000:
+            continue
+        with ExitStack() as held:
+            try:
+                for port in range(base, base + n):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return base
+    raise RuntimeError(f"no block of {n} free ports")
+
+
+def free_service_ports(regions: int) -> dict[str, int]:
+    """Settings updates that move every port a worker or region service listens on (besides the
+    infrastructure's) to free ones, so two stacks on one machine do not collide."""
+    return {
+        "serve_base_port": free_port_block(regions),
+        "metrics_base_port": free_port_block(1 + 2 * regions),
+        "prometheus_port": free_port(),
+    }

@@ -36,6 +36,7 @@ def make_settings(state_dir: Path, **overrides: object) -> Settings:
         chunks_topic=f"chunks-{uuid.uuid4().hex[:8]}",
         dlq_topic=f"dlq-{uuid.uuid4().hex[:8]}",
         topic_partitions=2,
+        **procs.free_service_ports(1),  # the worker's metrics port: other stacks may run here
     )
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

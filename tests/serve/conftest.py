@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import socket
+import shutil
+import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -12,7 +13,7 @@ import requests
 from pydantic import SecretStr
 
 from regionsync.settings import Settings
-from regionsync.stack import stack
+from regionsync.stack import procs, stack
 from tests.e2e.conftest import SEED, e2e_settings, wait_for
 
 KNOWLEDGE = [
@@ -24,32 +25,14 @@ KNOWLEDGE = [
 ]
 
 
-def free_block(n: int) -> int:
-    """First of ``n`` consecutive free ports (held open while checking, so none is taken twice)."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + n >= 65000:
-            continue
-        with ExitStack() as held:
-            try:
-                for port in range(base, base + n):
-                    sock = held.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return base
-    raise RuntimeError("no block of free ports")
-
-
 @pytest.fixture(scope="package")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    base = e2e_settings(tmp_path_factory.mktemp("serve"))
+def settings() -> Iterator[Settings]:
+    # Not under pytest's tmp_path: every new pytest session on the machine chmods
+    # /tmp/pytest-of-USER to 0700, after which the postgres user can no longer reach its data dir.
+    state = Path(tempfile.mkdtemp(prefix="regionsync-serve-tests-"))
+    base = e2e_settings(state)
     s = base.model_copy(update={
-        "serve_base_port": free_block(2),
-        "metrics_base_port": free_block(5),
-        "prometheus_port": free_block(1),
+        **procs.free_service_ports(len(base.regions)),
         "admin_token": SecretStr("tok-" + base.pg_password.get_secret_value()),
         # Snapshots often, so the snapshot-age metric has something to show.
         "dialog_snapshot_every_s": 5.0,
@@ -68,6 +51,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         yield s
     finally:
         stack.down(s)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def _indexed(settings: Settings, region: str) -> bool:
