@@ -134,8 +134,10 @@ class RegionSink:
         timeout_s: float = 10.0,
         load_timeout_s: float = 300.0,
         clock: Callable[[], float] = time.time,
+        connect_attempts: int = 3,
     ) -> None:
         self.uri = uri
+        self.connect_attempts = max(1, connect_attempts)
         self.collection = collection
         self.versions = versions_collection(collection)
         self.dim = dim
@@ -160,10 +162,7 @@ class RegionSink:
     def _client(self) -> MilvusClient:
         if self._mc is not None:
             return self._mc
-        try:
-            mc = MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout_s)
-        except MilvusException as exc:
-            raise RegionUnavailable(self.uri, str(exc.message)) from exc
+        mc = self._connect()
         try:
             self._ensure_collections(mc)
         except MilvusException as exc:
@@ -176,6 +175,21 @@ class RegionSink:
             raise RegionUnavailable(self.uri, str(exc)) from exc
         self._mc = mc
         return mc
+
+    def _connect(self) -> MilvusClient:
+        # pymilvus gives up at once when a server refuses a connection, and a server busy under
+        # load refuses one now and then: a few quick attempts before the region counts as
+        # unavailable (a real outage then costs the caller about a second more, not a failure).
+        pause = 0.25
+        for attempt in range(1, self.connect_attempts + 1):
+            try:
+                return MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout_s)
+            except MilvusException as exc:
+                if attempt == self.connect_attempts:
+                    raise RegionUnavailable(self.uri, str(exc.message)) from exc
+                time.sleep(pause)
+                pause *= 2
+        raise AssertionError("unreachable")
 
     def _ensure_collections(self, mc: MilvusClient) -> None:
         specs = [

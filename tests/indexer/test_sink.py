@@ -249,3 +249,27 @@ def test_a_lost_write_fails_the_batch_before_bookkeeping_and_a_retry_completes_i
         assert texts_of(sink, "lost") == ["one", "two"]
     finally:
         sink.close()
+
+
+def test_a_refused_connection_is_tried_again_before_the_region_counts_as_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pymilvus import MilvusException
+
+    import indexer.sink as sink_mod
+
+    attempts: list[str] = []
+
+    def flaky(**kwargs: object) -> str:
+        attempts.append(str(kwargs["uri"]))
+        if len(attempts) < 3:
+            raise MilvusException(message="Fail connecting to server")
+        return "client"
+
+    monkeypatch.setattr(sink_mod, "MilvusClient", flaky)
+    monkeypatch.setattr(sink_mod.time, "sleep", lambda _s: None)
+    assert RegionSink("http://127.0.0.1:1", connect_attempts=3)._connect() == "client"  # type: ignore[comparison-overlap]
+    attempts.clear()
+    with pytest.raises(RegionUnavailable, match="Fail connecting"):
+        RegionSink("http://127.0.0.1:1", connect_attempts=2)._connect()
+    assert len(attempts) == 2
