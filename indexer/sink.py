@@ -224,12 +224,19 @@ class RegionSink:
                     continue
                 if _is_unavailable(exc):
                     self._drop_client()
+                    if attempt == 0:
+                        continue  # see below
                     raise RegionUnavailable(self.uri, str(exc.message)) from exc
                 raise SinkError(f"{self.uri}: {exc.message}") from exc
             except grpc.RpcError as exc:
                 self._drop_client()
+                if attempt == 0:
+                    # A channel the server closed (a GOAWAY "too many pings" from gRPC's keepalive,
+                    # a server restart): once more on a new connection. Every call made here is
+                    # idempotent (reads, upserts and deletes by id), so repeating one is harmless.
+                    continue
                 raise RegionUnavailable(self.uri, str(exc)) from exc
-        raise RegionUnavailable(self.uri, "collections would not stay loaded")
+        raise RegionUnavailable(self.uri, "collections would not stay loaded, or the server kept dropping the connection")
 
     def _drop_client(self) -> None:
         mc, self._mc = self._mc, None
