@@ -10,6 +10,7 @@ COPY connectors ./connectors
 COPY streams ./streams
 COPY indexer ./indexer
 COPY dialog ./dialog
+COPY serve ./serve
 RUN pip install --no-cache-dir .
 ENV HF_HUB_OFFLINE=1
 ENTRYPOINT ["regionsync"]

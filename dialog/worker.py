@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from dialog import reducer
+from dialog import metrics, reducer
 from dialog.errors import DialogError, MalformedEvent, SnapshotError
 from dialog.events import decode
 from dialog.kafka_io import DeadLetters, consumer_config, dead_letter, ensure_topic, partitions_of, where
@@ -196,6 +196,9 @@ class DialogWorker:
         self._states.update(touched)
         self._stats = self._stats + batch
         self._since_snapshot += len(msgs)
+        for outcome, n in outcomes.items():
+            metrics.EVENTS.labels(self.region, outcome.value).inc(n)
+        metrics.DEAD_LETTERS.labels(f"dialog:{self.region}").inc(len(dead))
 
     # ------------------------------------------------------------------ snapshots
     def _maybe_snapshot(self) -> None:
@@ -215,6 +218,7 @@ class DialogWorker:
         if self.snapshots is None:
             raise SnapshotError("this worker has no snapshot store")
         manifest = self.snapshots.write(self._states.values(), self._positions, self._stats, self.region)
+        metrics.snapshot_seen(self.region, manifest.created_ms / 1000)
         self._since_snapshot, self._last_snapshot = 0, self._clock()
         try:
             self.snapshots.prune(self.settings.dialog_snapshot_retention)
@@ -237,6 +241,7 @@ def serve(settings: Settings, region: str, *, snapshots: bool = True) -> int:
     from dialog.rebuild import rebuild
 
     worker = DialogWorker.create(settings, region, snapshots=snapshots)
+    _serve_metrics(settings, worker)
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping after this batch", signum)
@@ -251,6 +256,21 @@ def serve(settings: Settings, region: str, *, snapshots: bool = True) -> int:
     finally:
         worker.close()
     return 0
+
+
+def _serve_metrics(settings: Settings, worker: DialogWorker) -> None:
+    """/metrics on the worker's port; the snapshot age starts from the newest snapshot in S3."""
+    from prometheus_client import start_http_server
+
+    if worker.snapshots is not None:
+        try:
+            found, _bad = worker.snapshots.manifests()
+            for manifest in found:
+                metrics.snapshot_seen(worker.region, manifest.created_ms / 1000)
+        except Exception as exc:  # noqa: BLE001 - a metric must not stop the worker
+            log.warning("reading snapshot manifests for the age metric: %s", exc)
+    metrics.track_snapshot_age(worker.region, since=time.time())
+    start_http_server(settings.metrics_port("dialog", worker.region), addr=settings.serve_host)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,7 +27,9 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from prometheus_client import start_http_server
 
+from indexer import metrics
 from indexer.errors import IndexerError, RegionUnavailable
 from indexer.schema import record_problem
 from indexer.sink import RegionSink
@@ -256,7 +258,17 @@ class RegionIndexer:
         self.stats.batches += 1
         self.stats.records += len(records)
         self.stats.dead_letters += len(letters)
+        self._observe(records, len(letters))
         return True
+
+    def _observe(self, records: Sequence[DocRecord], dead_letters: int) -> None:
+        now_ms = time.time() * 1000  # wall clock: compared with the source's commit time
+        metrics.RECORDS_APPLIED.labels(self.region).inc(len(records))
+        metrics.DEAD_LETTERS.labels(self.stage).inc(dead_letters)
+        for rec in records:
+            committed = rec.source.ts_ms or rec.produced_ms
+            if committed:
+                metrics.FRESHNESS.labels(self.region).observe(max(0.0, (now_ms - committed) / 1000))
 
     def _decode(self, msg: Message) -> tuple[DocRecord | None, DeadLetter | None]:
         key, value = msg.key(), msg.value()
@@ -359,6 +371,8 @@ class RegionIndexer:
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
             self.stats.commits += 1
+            for tp in offsets:
+                metrics.APPLIED_OFFSET.labels(self.region, str(tp.partition)).set(tp.offset)
         except KafkaException as exc:
             # E.g. the group rebalanced while Milvus was down (max.poll.interval.ms passed): the
             # new owner starts from the last commit, and re-applying is idempotent.
@@ -388,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     settings.milvus_uri(args.region)  # unknown region: fail now, with the configured ones listed
     indexer = RegionIndexer(settings, args.region)
+    start_http_server(settings.metrics_port("indexer", args.region), addr=settings.serve_host)
     signal.signal(signal.SIGTERM, lambda *_: indexer.stop())
     signal.signal(signal.SIGINT, lambda *_: indexer.stop())
     log.info("indexer for region %s: %s -> %s", args.region, settings.chunks_topic, settings.milvus_uri(args.region))

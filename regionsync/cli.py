@@ -41,6 +41,9 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:  # type: ignore
     from dialog import cli as dialog_cli
 
     dialog_cli.register(sub)
+    from serve import cli as serve_cli
+
+    serve_cli.register(sub)  # after indexer's: it routes `search` through the running service
     from regionsync import demo
 
     demo.register(sub)
@@ -80,9 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _package_errors() -> tuple[type[Exception], ...]:
     from connectors.errors import ConnectorError
     from indexer.errors import IndexerError
+    from serve.errors import ServeError
     from streams.errors import StreamsError
 
-    errors: list[type[Exception]] = [ConnectorError, IndexerError, StreamsError]
+    errors: list[type[Exception]] = [ConnectorError, IndexerError, ServeError, StreamsError]
     try:
         from dialog.errors import DialogError
 

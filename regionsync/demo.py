@@ -70,6 +70,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         info = stack.status(settings)
         for region, r in info["regions"].items():
             print(f"   {region:<6} lag={r['lag']}  milvus={r['milvus_uri']}")
+
+        _conversation(settings)
     finally:
         if not args.keep_up:
             _step("stopping the stack (data stays in the state dir; --keep-up leaves it running)")
@@ -110,6 +112,30 @@ def _search_all(settings: Settings, query: str) -> None:
                 where += f" lsn={src.get('lsn')}"
             print(f"     {rank}. {hit.title} ({hit.doc_id}#{hit.chunk_index}) score={hit.score:.3f} "
                   f"v={hit.version} <- {where}")
+
+
+def _conversation(settings: Settings) -> None:
+    """A customer talks to the active region's service: a cited answer, an order inquiry through
+    the order tool, then the session as the region holds it."""
+    import secrets
+
+    from serve.client import RegionClient
+    from serve.roles import ActiveRegionStore
+
+    active = ActiveRegionStore(settings).current().region
+    client = RegionClient(settings, active, timeout_s=120)
+    session = f"demo-{secrets.token_hex(3)}"
+    _step(f"6. a conversation in the active region ({active}, {client.base}), session {session}")
+    ask = client.ask("How do I read a JSON file?", session_id=session)
+    print(f"   customer: How do I read a JSON file?\n   assistant: {ask['answer']}")
+    for src in ask["sources"]:
+        print(f"      [{src['n']}] {src['title']} <- {src['label']}")
+    turn = client.json("POST", f"/sessions/{session}/turns", json={
+        "text": "And where is my order A-1001?", "intent": "inquire_order", "slots": {"order_id": "A-1001"}})
+    print(f"   customer: And where is my order A-1001?\n   assistant: {turn['reply']}  (tool order_lookup)")
+    state = client.json("GET", f"/sessions/{session}")
+    print(f"   GET /sessions/{session}: {len(state['turns'])} turns, tool calls "
+          f"{[c['name'] for c in state['tool_calls']]}, last_seq={state['last_seq']}, origin={state['origin']}")
 
 
 def _cms_seed(settings: Settings) -> None:

@@ -91,7 +91,7 @@ class Settings(BaseSettings):
 
     # --- Regions: one Milvus per region
     regions: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["east", "north"])
-    # "region=uri,region=uri"; when empty the embedded stack's milvus-lite servers are used.
+    # "region=uri,region=uri"; when empty the embedded stack's Milvus servers (regionsync/stack/milvus.py) are used.
     milvus_uris: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     milvus_token: SecretStr = SecretStr("")
     milvus_base_port: int = 19531
@@ -132,6 +132,51 @@ class Settings(BaseSettings):
             raise ConfigError(f"unknown region {region!r}; configured regions: {', '.join(self.regions)}")
         return f"{self.dialog_database_prefix}{region}"
     # --- end of Dialog block
+
+    # --- Region services (serve/): one HTTP service per region, and every worker's /metrics
+    serve_host: str = "127.0.0.1"
+    # Region i of ``regions`` listens on serve_base_port + i.
+    serve_base_port: int = 18700
+    # Metrics ports of the long-running workers: the change agent on metrics_base_port, then one
+    # indexer per region, then one dialog worker per region (see :meth:`metrics_port`).
+    metrics_base_port: int = 18720
+    # Promotion (POST /admin/promote, `regionsync region promote`) needs this token.
+    admin_token: SecretStr = SecretStr("regionsync-admin-local")
+    # /readyz: a region is ready while its index and dialog state are at most this far behind.
+    ready_max_index_lag: int = 1000
+    ready_max_dialog_lag: int = 1000
+    # How long a promotion waits for the region's dialog state to reach the end of the log.
+    promote_timeout_s: float = 60.0
+    query_max_chars: int = 2000
+    search_max_k: int = 50
+    # /ask composes an extractive answer from the best passages unless an OpenAI-compatible chat
+    # endpoint is set ("https://host/v1"); it then writes the answer from the same passages.
+    answer_llm_url: str = ""
+    answer_llm_model: str = ""
+    answer_llm_api_key: SecretStr = SecretStr("")
+    answer_llm_timeout_s: float = 20.0
+    # A Prometheus for the embedded stack (deploy/prometheus/, started by `regionsync stack up`).
+    prometheus_port: int = 19090
+
+    def serve_port(self, region: str) -> int:
+        return self.serve_base_port + self._region_index(region)
+
+    def serve_url(self, region: str) -> str:
+        return f"http://{self.serve_host}:{self.serve_port(region)}"
+
+    def metrics_port(self, worker: str, region: str | None = None) -> int:
+        """Port of a worker's /metrics: ``worker`` is "changes", "indexer" or "dialog"."""
+        if worker == "changes":
+            return self.metrics_base_port
+        offset = {"indexer": 1, "dialog": 1 + len(self.regions)}[worker]
+        return self.metrics_base_port + offset + self._region_index(region or "")
+
+    def _region_index(self, region: str) -> int:
+        if region not in self.regions:
+            from regionsync.errors import ConfigError
+
+            raise ConfigError(f"unknown region {region!r}; configured regions: {', '.join(self.regions)}")
+        return self.regions.index(region)
 
     _validate_csv = field_validator(
         "text_columns", "metadata_columns", "published_values", "regions", mode="before"

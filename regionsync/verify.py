@@ -234,7 +234,7 @@ def region_report(
     attempts: int = 3,
 ) -> RegionReport:
     """Compare one region with ``expected``. A region that does not answer is retried a few times
-    (a busy milvus-lite server can refuse a connection under load) before the error propagates."""
+    (a busy Milvus server can refuse a connection under load) before the error propagates."""
     from indexer.errors import RegionUnavailable
     from indexer.sink import RegionSink
 

@@ -14,6 +14,8 @@ need_apt=()
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
+# Prometheus + promtool: the embedded stack's metrics server and the alert-rule tests.
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} with apt-get"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -38,6 +40,10 @@ pip install --upgrade "pip>=24"
 # pull several GB of CUDA packages in as a dependency of sentence-transformers.
 .venv/bin/python -c "import torch" >/dev/null 2>&1 || pip install "torch==2.13.0"
 pip install -e ".${extras}"
+# The bench's peer (in the test extra): langchain-milvus 0.4.0, the only release that accepts
+# pymilvus 3, declares milvus-lite>=3.1, which it never imports (it hands the URI to pymilvus);
+# our regions run milvus-lite 2.5.1's C++ server. So it goes in without its declared dependencies.
+if [ -n "$extras" ]; then pip install --no-deps "langchain-milvus==0.4.0"; fi
 .venv/bin/python -c "import regionsync, torch, pymilvus, faust, confluent_kafka" \
   || { echo "setup: the Python environment is incomplete" >&2; exit 1; }
 .venv/bin/python scripts/fetch_connect_jars.py

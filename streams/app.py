@@ -22,6 +22,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from regionsync.settings import Settings
+from streams.metrics import observe_batch
 from streams.processor import ChangeProcessor, RawMessage
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def create_app(settings: Settings, processor: ChangeProcessor | None = None) -> 
                     log.exception("batch of %d failed; retrying in %.1fs", len(batch), delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
+            observe_batch(len(result.records), result.embedded, result.cached, len(result.dead_letters))
             log.info(
                 "batch: %d events -> %d records, %d embedded, %d cached, %d dead-lettered",
                 len(batch), len(result.records), result.embedded, result.cached, len(result.dead_letters),
@@ -134,6 +136,9 @@ def build_processor(settings: Settings) -> ChangeProcessor:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
+    from prometheus_client import start_http_server
+
+    start_http_server(settings.metrics_port("changes"), addr=settings.serve_host)
     app = create_app(settings)
     sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", "info", *(argv or [])]
     app.main()

@@ -28,10 +28,10 @@ import numpy as np
 import psycopg
 from pymilvus import MilvusClient
 
+from indexer.milvus_client import quiet_pymilvus
 from regionsync.bench.retry import Retries
 from regionsync.bench.tracker import Tracker
 from regionsync.settings import Settings
-from regionsync.stack.milvus import quiet_pymilvus
 from streams.events import chunk_id
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class _Prober(threading.Thread):
         quiet_pymilvus()
         self.region = region
         self.collection = settings.collection
-        # A milvus-lite server busy with its index may refuse a connection for a moment.
+        # A busy Milvus server may refuse a connection for a moment.
         self.client = retries.call(f"milvus connect ({region})", lambda: MilvusClient(
             uri=settings.milvus_uri(region), token=settings.milvus_token.get_secret_value()))
         self.retries = retries

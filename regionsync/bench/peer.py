@@ -3,8 +3,8 @@
 The peer is ``langchain_core.indexing.index()`` with LangChain's ``SQLRecordManager`` (on
 SQLite, the setup LangChain documents, in-process and so the fastest for it), the
 ``langchain_milvus.Milvus`` vector store (langchain-milvus 0.4 works with pymilvus 3.0.2: no
-adapter was needed) on the same Milvus server as our first region, with the same index (HNSW,
-COSINE), and the same model, batch size and threads (:class:`ModelEmbeddings` wraps
+adapter was needed) on the same Milvus server as our first region, with the same index (FLAT,
+COSINE: ``indexer.schema``), and the same model, batch size and threads (:class:`ModelEmbeddings` wraps
 :class:`indexer.embedder.SentenceTransformerEmbedder`). Its documents are the same passages:
 each published row's body cut by the same chunker, one LangChain ``Document`` per chunk with the
 row id as ``source``.
@@ -42,6 +42,7 @@ from langchain_core.embeddings import Embeddings
 
 from indexer.cache import PostgresEmbeddingCache, text_key
 from indexer.embedder import SentenceTransformerEmbedder
+from indexer.schema import DOCUMENTS_INDEX_TYPE, METRIC
 from regionsync.settings import Settings
 from streams.chunking import chunk_text
 
@@ -130,7 +131,7 @@ class Peer:
             collection_name=COLLECTION,
             connection_args={"uri": settings.milvus_uri(region), "token": settings.milvus_token.get_secret_value()},
             consistency_level="Strong",
-            index_params={"index_type": "HNSW", "metric_type": "COSINE", "params": {"M": 16, "efConstruction": 200}},
+            index_params={"index_type": DOCUMENTS_INDEX_TYPE, "metric_type": METRIC, "params": {}},
             auto_id=False,
             drop_old=True,
         )

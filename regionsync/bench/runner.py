@@ -4,12 +4,13 @@
 2. row 1, the embedding limit, measured in this process while the pipeline is idle;
 3. row 2, changed documents: the corpus is inserted (all new text) and flows to every region;
 4. row 1 again (the throughput is compared with the mean of the two: see embed_limit);
-5. row 4, freshness, at ``freshness_load`` x row 2's docs/s;
-6. row 5, the peer: seed LangChain's index from the same rows, change 1% of the documents in
+5. row 8, search latency per region at the full corpus (top-5, status filter);
+6. row 4, freshness, at ``freshness_load`` x row 2's docs/s;
+7. row 5, the peer: seed LangChain's index from the same rows, change 1% of the documents in
    Postgres, time ours (commit -> every region) then theirs (re-run of ``index()``), check both;
-7. row 3, updates that leave the text unchanged, then deletes, of every document;
-8. row 6, dialog rebuild (the dialog package's own benchmark) on the same stack;
-9. row 7, peak RSS of every process, sampled throughout; the stack is stopped.
+8. row 3, updates that leave the text unchanged, then deletes, of every document;
+9. row 6, dialog rebuild (the dialog package's own benchmark) on the same stack;
+10. row 7, peak RSS of every process, sampled throughout; the stack is stopped.
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ from typing import Any
 
 from pymilvus import MilvusClient
 
-from regionsync.bench import dialog_rebuild, embed_limit, freshness, rss, throughput, workload
+from indexer.milvus_client import quiet_pymilvus
+from regionsync.bench import dialog_rebuild, embed_limit, freshness, rss, search, throughput, workload
 from regionsync.bench.profiling import Profiler
 from regionsync.bench.retry import Retries
 from regionsync.bench.stackrun import BenchStack
 from regionsync.bench.tracker import Tracker
 from regionsync.corpus import CorpusDoc
 from regionsync.settings import Settings
-from regionsync.stack.milvus import quiet_pymilvus
 from streams.chunking import chunk_text
 from streams.events import chunk_id
 
@@ -49,7 +50,7 @@ class BenchOptions:
     freshness_s: float | None = None  # length of the freshness load (default 60 s; quick 8 s)
     freshness_load: float = 0.2  # fraction of row 2's docs/s
     embed_sample: int | None = None  # passages per embedding-limit measurement (default 1,000; quick 192)
-    peer_fraction: float = 0.01
+    peer_fractions: tuple[float, ...] = (0.001, 0.01)  # of the documents, changed for row 5 (5a, 5b)
     dialog_sessions: int | None = None  # default 10,000; quick 1,000
     profile_dir: Path | None = None
     state_dir: Path | None = None
@@ -188,6 +189,11 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
             progress(f"bench: row 2: {changed['docs_per_s']:.1f} docs/s, {changed['passages_per_s']:.1f} "
                      f"passages/s (row 1: {limit:.1f}); ratio {changed['ratio_to_limit']:.2f}")
 
+        n_queries = 50 if options.quick else 200
+        progress(f"bench: row 8: search latency per region ({n_queries} top-{search.K} queries)")
+        row("search", lambda: search.measure(s, model, search.queries_from([d.body for d in load.docs], n_queries),
+                                             retries))
+
         rng = random.Random(options.seed)
         ids = load.ids()
         order = ids[:]
@@ -279,47 +285,70 @@ def _peer(
         progress("bench: row 5: seeding LangChain's index (index() with vectors from our embedding cache)")
         seed = peer.reindex(cache=PostgresEmbeddingCache.from_settings(s))
         corpus_docs = len({d.metadata["source"] for d in peer.source_documents()})
-        n = max(2, round(options.peer_fraction * corpus_docs))
-        changed = [(doc_id, next(bodies)) for doc_id in candidates[:n]]
-        progress(f"bench: row 5: changing {n} documents; ours first")
-        with profiled("peer-ours"):
-            t0 = workload.update_bodies(s, changed)
-            applied = tracker.wait_applied([d for d, _ in changed], t0, _apply_timeout(40 * n))
-        ours_s = applied.done_s - t0
-        progress(f"bench: row 5: ours {ours_s:.2f}s; now LangChain's index() re-run")
-        with profiled("peer-theirs", {"bench": os.getpid()}):
-            theirs = peer.reindex()
-        expected = {doc_id: chunk_text(body, s.chunk_size, s.chunk_overlap) for doc_id, body in changed}
-        problems = (_checked(retries, "peer check", lambda: _check_peer(peer, expected))
-                    + _checked(retries, "region check", lambda: _check_regions(s, expected)))
+        runs = []
+        for fraction in options.peer_fractions:
+            n = max(2, round(fraction * corpus_docs))
+            changed = [(doc_id, next(bodies)) for doc_id in candidates[:n]]
+            candidates = candidates[n:]  # each run changes documents of its own
+            runs.append(_peer_run(s, tracker, peer, changed, fraction, progress, profiled, retries))
         return {
             "available": True,
             "corpus_docs": corpus_docs,
-            "changed_docs": n,
-            "changed_passages": sum(map(len, expected.values())),
-            "ours_s": round(ours_s, 3),
-            "ours_region_s": {r: round(t - t0, 3) for r, t in applied.region_done_s.items()},
-            "ours_embedded": applied.embedded,
-            "theirs_s": round(theirs.seconds, 3),
-            "theirs": theirs.to_dict(),
-            "speedup": round(theirs.seconds / ours_s, 2) if ours_s > 0 else None,
+            "runs": runs,
             "seed": seed.to_dict(),
-            "checked": not problems,
-            "problems": problems[:20],
             "setup": f"langchain_core.indexing.index(cleanup='incremental', batch_size={peer_mod.BATCH_SIZE}), "
-                     "SQLRecordManager on SQLite, langchain_milvus.Milvus (HNSW/COSINE) on region "
+                     f"SQLRecordManager on SQLite, langchain_milvus.Milvus ({peer_mod.DOCUMENTS_INDEX_TYPE}/"
+                     f"{peer_mod.METRIC}) on region "
                      f"{s.regions[0]}'s Milvus; ours updates {len(s.regions)} regions",
         }
     finally:
         peer.close()
 
 
+def _peer_run(
+    s: Settings,
+    tracker: Tracker,
+    peer: Any,
+    changed: list[tuple[str, str]],
+    fraction: float,
+    progress: Callable[[str], None],
+    profiled: Callable[..., AbstractContextManager[None]],
+    retries: Retries,
+) -> dict[str, Any]:
+    """Change ``changed`` in Postgres; time ours (commit -> every region), then theirs (a re-run of
+    LangChain's ``index()`` over the source), and check that both hold the new text."""
+    n = len(changed)
+    progress(f"bench: row 5 ({fraction:.1%}): changing {n} documents; ours first")
+    with profiled(f"peer-ours-{fraction:g}"):
+        t0 = workload.update_bodies(s, changed)
+        applied = tracker.wait_applied([d for d, _ in changed], t0, _apply_timeout(40 * n))
+    ours_s = applied.done_s - t0
+    progress(f"bench: row 5 ({fraction:.1%}): ours {ours_s:.2f}s; now LangChain's index() re-run")
+    with profiled(f"peer-theirs-{fraction:g}", {"bench": os.getpid()}):
+        theirs = peer.reindex()
+    expected = {doc_id: chunk_text(body, s.chunk_size, s.chunk_overlap) for doc_id, body in changed}
+    problems = (_checked(retries, "peer check", lambda: _check_peer(peer, expected))
+                + _checked(retries, "region check", lambda: _check_regions(s, expected)))
+    return {
+        "fraction": fraction,
+        "changed_docs": n,
+        "changed_passages": sum(map(len, expected.values())),
+        "ours_s": round(ours_s, 3),
+        "ours_region_s": {r: round(t - t0, 3) for r, t in applied.region_done_s.items()},
+        "ours_embedded": applied.embedded,
+        "theirs_s": round(theirs.seconds, 3),
+        "theirs": theirs.to_dict(),
+        "speedup": round(theirs.seconds / ours_s, 2) if ours_s > 0 else None,
+        "checked": not problems,
+        "problems": problems[:20],
+    }
+
 def _checked(retries: Retries, what: str, check: Callable[[], list[str]]) -> list[str]:
     """A check that cannot run (after its retries) is a problem to report, not a reason to lose
     the row's figures."""
     try:
         return retries.call(what, check)
-    except Exception as exc:  # noqa: BLE001 - e.g. a milvus-lite server busy building its index
+    except Exception as exc:  # noqa: BLE001 - e.g. a Milvus server too busy to answer in time
         return [f"check could not run: {type(exc).__name__}: {exc}"]
 
 

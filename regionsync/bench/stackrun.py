@@ -27,6 +27,7 @@ def bench_settings(base: Settings, state_dir: Path) -> Settings:
             "connect_url": f"http://127.0.0.1:{procs.free_port()}",
             "s3_endpoint": f"http://127.0.0.1:{procs.free_port()}",
             "milvus_uris": {region: f"http://127.0.0.1:{procs.free_port()}" for region in base.regions},
+            **procs.free_service_ports(len(base.regions)),
         }
     )
 

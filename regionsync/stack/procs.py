@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,12 +53,23 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie (exited child not yet reaped) still answers kill(0): look at its state.
+    # A zombie (exited child not yet reaped) still answers kill(0): look at its state. Look at
+    # every thread: when a multi-threaded process is killed its main thread turns zombie first
+    # while the others are still exiting and holding its files and sockets (seen: the Milvus
+    # server's port still accepted connections after its main thread was a zombie).
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
+        tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                state = fh.read().rsplit(") ", 1)[1][0]
+        except (OSError, IndexError):
+            continue  # the thread is gone
+        if state not in ("Z", "X"):
+            return True
+    return False
 
 
 def spawn(
@@ -66,8 +78,10 @@ def spawn(
     argv: Sequence[str],
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Proc:
-    """Start ``argv`` detached (own session) with output appended to its log file."""
+    """Start ``argv`` detached (own session) with output appended to its log file. ``pass_fds``
+    are inherited by the child (e.g. a lock file it must hold for its whole life)."""
     existing = read_proc(state_dir, name)
     if existing and existing.alive():
         raise StackError(f"{name} is already running (pid {existing.pid})")
@@ -81,6 +95,7 @@ def spawn(
             env=dict(env) if env is not None else None,
             cwd=str(cwd) if cwd else None,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
     (run_dir(state_dir) / f"{name}.pid").write_text(str(child.pid))
     log.info("started %s (pid %d)", name, child.pid)
@@ -181,3 +196,31 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_block(n: int) -> int:
+    """First of ``n`` consecutive free ports (settings place the region services and the workers'
+    metrics at a base port + an index). All are held open while checking, so none counts twice."""
+    for _ in range(200):
+        base = free_port()
+        if base + n >= 65000:
+            continue
+        with ExitStack() as held:
+            try:
+                for port in range(base, base + n):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return base
+    raise RuntimeError(f"no block of {n} free ports")
+
+
+def free_service_ports(regions: int) -> dict[str, int]:
+    """Settings updates that move every port a worker or region service listens on (besides the
+    infrastructure's) to free ones, so two stacks on one machine do not collide."""
+    return {
+        "serve_base_port": free_port_block(regions),
+        "metrics_base_port": free_port_block(1 + 2 * regions),
+        "prometheus_port": free_port(),
+    }

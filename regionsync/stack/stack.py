@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from regionsync.settings import Settings
-from regionsync.stack import broker, connect, milvus, postgres, procs, s3, topics
+from regionsync.stack import broker, connect, milvus, postgres, procs, prometheus, s3, topics
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,10 @@ def indexer_name(region: str) -> str:
 
 def dialog_name(region: str) -> str:
     return f"dialog-{region}"
+
+
+def service_name(region: str) -> str:
+    return f"serve-{region}"
 
 
 def start_infra(settings: Settings) -> None:
@@ -71,17 +75,34 @@ def start_dialog_worker(settings: Settings, region: str) -> procs.Proc:
     return _spawn_module(settings, dialog_name(region), "dialog.worker", "--region", region)
 
 
+def start_service(settings: Settings, region: str, wait: bool = True) -> procs.Proc:
+    proc = _spawn_module(settings, service_name(region), "serve", "--region", region)
+    if wait:
+        from serve.client import RegionClient
+
+        procs.wait_until(RegionClient(settings, region).is_up, 120, f"region service {region}", proc)
+    return proc
+
+
 def start_workers(settings: Settings) -> None:
-    """The change agent, one indexer per region, and the primary region's dialog worker (the
-    standby's dialog worker is started at failover: `regionsync dialog rebuild` / `worker`)."""
+    """The change agent, one indexer, one dialog worker and one region service per region.
+
+    Every region runs its dialog worker, the standby too: its state store follows the log all
+    the time (a warm standby), so its /readyz can say "caught up" and a promotion has only the
+    last few events to fold."""
     if not _alive(settings, CHANGES):
         start_changes_worker(settings)
     for region in settings.regions:
         if not _alive(settings, indexer_name(region)):
             start_indexer(settings, region)
-    primary = settings.regions[0]
-    if not _alive(settings, dialog_name(primary)):
-        start_dialog_worker(settings, primary)
+        if not _alive(settings, dialog_name(region)):
+            start_dialog_worker(settings, region)
+    started = [start_service(settings, r, wait=False) for r in settings.regions if not _alive(settings, service_name(r))]
+    from serve.client import RegionClient
+
+    for proc in started:
+        region = proc.name.removeprefix("serve-")
+        procs.wait_until(RegionClient(settings, region).is_up, 120, f"region service {region}", proc)
 
 
 def up(settings: Settings, workers: bool = True) -> dict[str, Any]:
@@ -89,12 +110,17 @@ def up(settings: Settings, workers: bool = True) -> dict[str, Any]:
     if workers:
         start_workers(settings)
     apply_connector(settings)
+    if workers and not prometheus.is_up(settings):
+        prometheus.start(settings)
     return status(settings)
 
 
 def down(settings: Settings) -> list[str]:
     stopped: list[str] = []
-    names = [CHANGES, *(indexer_name(r) for r in settings.regions), *(dialog_name(r) for r in settings.regions)]
+    names = [
+        prometheus.NAME, *(service_name(r) for r in settings.regions), CHANGES,
+        *(indexer_name(r) for r in settings.regions), *(dialog_name(r) for r in settings.regions),
+    ]
     for name in names:
         if procs.stop(settings.state_dir, name):
             stopped.append(name)
@@ -118,6 +144,8 @@ def status(settings: Settings) -> dict[str, Any]:
             "milvus_uri": settings.milvus_uri(region),
             "milvus_up": milvus.is_up(settings, region),
             "indexer_running": _alive(settings, indexer_name(region)),
+            "service_url": settings.serve_url(region),
+            "service_running": _alive(settings, service_name(region)),
         }
         try:
             from indexer.lag import region_lag
@@ -133,6 +161,7 @@ def status(settings: Settings) -> dict[str, Any]:
         "kafka": {"bootstrap": settings.kafka_bootstrap, "up": procs.port_open(*_host_port(settings.kafka_bootstrap))},
         "connect": {"url": settings.connect_url, "up": connect.is_up(settings), "connector": _connector_state(settings)},
         "s3": {"endpoint": settings.s3_endpoint, "up": s3.is_running(settings)},
+        "prometheus": {"url": prometheus.url(settings), "up": prometheus.is_up(settings)},
         "workers": {
             CHANGES: _alive(settings, CHANGES),
             **{dialog_name(r): _alive(settings, dialog_name(r)) for r in settings.regions},

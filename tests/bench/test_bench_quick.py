@@ -38,10 +38,17 @@ def test_quick_bench_prints_every_row_and_saves_the_json(tmp_path: Path, capsys:
     fresh = r["freshness"]
     assert fresh["changes"] >= 1 and fresh["not_seen"] == 0 and 0 < fresh["p50_ms"] <= fresh["p99_ms"]
     peer = r["peer"]
-    assert peer["available"] and peer["checked"], peer["problems"]
-    assert peer["ours_s"] > 0 and peer["theirs_s"] > 0 and peer["speedup"] > 0
-    assert peer["theirs"]["result"]["num_added"] >= peer["changed_passages"] > 0
+    assert peer["available"] and [run["fraction"] for run in peer["runs"]] == [0.001, 0.01]
+    for run in peer["runs"]:
+        assert run["checked"], run["problems"]
+        assert run["ours_s"] > 0 and run["theirs_s"] > 0 and run["speedup"] > 0
+        assert run["theirs"]["result"]["num_added"] >= run["changed_passages"] > 0
     assert peer["seed"]["served_from_cache"] > 0
+    search = r["search"]
+    assert set(search["regions"]) == set(r["settings"]["regions"])
+    for figures in search["regions"].values():
+        assert figures["searches"] > 0 and figures["empty_results"] == 0 and figures["rows"] > 0
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"]
     dialog = r["dialog"]
     assert dialog is not None and dialog["full_replay_events_per_s"] > 0 and dialog["restore_total_s"] > 0
     services = r["rss"]["services"]

@@ -27,6 +27,7 @@ def stack() -> Iterator[Settings]:
         pg_port=procs.free_port(),
         kafka_bootstrap=f"127.0.0.1:{procs.free_port()}",
         s3_endpoint=f"http://127.0.0.1:{procs.free_port()}",
+        **procs.free_service_ports(2),  # dialog workers' metrics ports: other stacks may run here
     )
     try:
         postgres.start(settings)

@@ -29,6 +29,8 @@ def e2e_settings(base: Path) -> Settings:
         # Small chunks: documents of a few paragraphs span several chunks, as in production.
         chunk_size=400,
         chunk_overlap=50,
+        # Region services and workers' metrics too: another stack may run on this machine.
+        **procs.free_service_ports(2),
     )
 
 

@@ -1,4 +1,4 @@
-"""Fixtures of the indexer tests: real Postgres, real tansu, real milvus-lite servers, real model.
+"""Fixtures of the indexer tests: real Postgres, real tansu, real Milvus servers (C++), real model.
 
 Every service gets a free port and a directory under pytest's tmp dir, so parallel test sessions
 on one machine never meet. Services are started once per session where tests can share them;
@@ -36,6 +36,7 @@ def make_settings(state_dir: Path, **overrides: object) -> Settings:
         chunks_topic=f"chunks-{uuid.uuid4().hex[:8]}",
         dlq_topic=f"dlq-{uuid.uuid4().hex[:8]}",
         topic_partitions=2,
+        **procs.free_service_ports(1),  # the worker's metrics port: other stacks may run here
     )
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -63,7 +64,7 @@ def pg_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 @pytest.fixture(scope="package")
 def shared_milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """One milvus-lite server for tests that do not stop it; each test uses its own collection."""
+    """One Milvus server for tests that do not stop it; each test uses its own collection."""
     settings = make_settings(tmp_path_factory.mktemp("milvus"))
     milvus.start(settings, REGION)
     try:
@@ -74,7 +75,7 @@ def shared_milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings
 
 @pytest.fixture
 def own_milvus(tmp_path: Path) -> Iterator[Settings]:
-    """A milvus-lite server this test may stop and start (``milvus.stop/start(settings, REGION)``)."""
+    """A Milvus server this test may stop and start (``milvus.stop/start(settings, REGION)``)."""
     settings = make_settings(tmp_path)
     milvus.start(settings, REGION)
     try:

@@ -1,4 +1,4 @@
-"""RegionSink against a real milvus-lite server process."""
+"""RegionSink against a real Milvus server process (the C++ core of milvus-lite 2.5.1)."""
 
 from __future__ import annotations
 
@@ -215,14 +215,14 @@ def test_killed_server_raises_then_recovers(own_milvus: Settings, hash_record: R
     with pytest.raises(RegionUnavailable):
         sink.apply([hash_record("d", 2, ["c"])])
     milvus.start(own_milvus, REGION)
-    # Data survived the kill -9; the restarted server has its collections released: the sink reloads.
+    # Data survived the kill -9; the sink reconnects to the restarted server.
     sink.apply([hash_record("d", 2, ["c"])])
     assert texts_of(sink, "d") == ["c"] and sink.doc_state("d").version == 2  # type: ignore[union-attr]
 
 
 class DroppingSink(RegionSink):
     """A sink whose first chunk write is acknowledged but never reaches Milvus: the failure seen
-    once on milvus-lite right after a restart."""
+    once on milvus-lite 3.x right after a restart."""
 
     dropped = 0
 
@@ -249,3 +249,27 @@ def test_a_lost_write_fails_the_batch_before_bookkeeping_and_a_retry_completes_i
         assert texts_of(sink, "lost") == ["one", "two"]
     finally:
         sink.close()
+
+
+def test_a_refused_connection_is_tried_again_before_the_region_counts_as_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pymilvus import MilvusException
+
+    import indexer.sink as sink_mod
+
+    attempts: list[str] = []
+
+    def flaky(**kwargs: object) -> str:
+        attempts.append(str(kwargs["uri"]))
+        if len(attempts) < 3:
+            raise MilvusException(message="Fail connecting to server")
+        return "client"
+
+    monkeypatch.setattr(sink_mod, "MilvusClient", flaky)
+    monkeypatch.setattr(sink_mod.time, "sleep", lambda _s: None)
+    assert RegionSink("http://127.0.0.1:1", connect_attempts=3)._connect() == "client"  # type: ignore[comparison-overlap]
+    attempts.clear()
+    with pytest.raises(RegionUnavailable, match="Fail connecting"):
+        RegionSink("http://127.0.0.1:1", connect_attempts=2)._connect()
+    assert len(attempts) == 2

@@ -1,4 +1,4 @@
-"""RegionIndexer end to end: real tansu broker, real milvus-lite server, real model vectors."""
+"""RegionIndexer end to end: real tansu broker, real Milvus server (C++), real model vectors."""
 
 from __future__ import annotations
 

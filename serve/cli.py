@@ -1,0 +1,198 @@
+"""``regionsync serve|ask|region``, and ``regionsync search`` through the running service.
+
+``search`` and ``ask`` use the region's service when it answers (the model is already loaded
+there: about 10 ms instead of seconds) and fall back to working in-process otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from regionsync.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("serve", help="run one region's HTTP service (health, search, ask, dialog, metrics)")
+    p.add_argument("--region", required=True, help="region to serve (one of REGIONSYNC_REGIONS)")
+    p.add_argument("--host", help="listen address (env REGIONSYNC_SERVE_HOST)")
+    p.add_argument("--port", type=int, help="port (default: REGIONSYNC_SERVE_BASE_PORT + the region's index)")
+    p.set_defaults(func=cmd_serve)
+
+    p = subparsers.add_parser("ask", help="an answer from a region's knowledge, citing its sources")
+    p.add_argument("question", metavar="QUESTION")
+    p.add_argument("--region", help="region to ask (default: first of REGIONSYNC_REGIONS)")
+    p.add_argument("--k", type=int, default=5, help="passages retrieved (default: 5)")
+    p.add_argument("--session", help="session id: the question and the answer become turns of that session")
+    p.add_argument("--json", action="store_true", help="print the response as JSON")
+    p.set_defaults(func=cmd_ask)
+
+    region = subparsers.add_parser("region", help="the active region (the one that writes dialog turns)")
+    sub = region.add_subparsers(dest="region_command", required=True)
+    p = sub.add_parser("promote", help="make REGION active: catch its dialog state up to the log, then accept turns")
+    p.add_argument("region", metavar="REGION")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_promote)
+    p = sub.add_parser("status", help="which region is active")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    search = subparsers.choices.get("search")
+    if search is not None:  # registered by indexer/cli.py: keep its flags and output, add the service path
+        search.set_defaults(func=cmd_search)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from serve.app import create_app
+    from serve.region import RegionService
+
+    service = RegionService(settings, args.region)
+    # Load the model while uvicorn starts (seconds; more on a busy machine), not on the first search.
+    threading.Thread(target=service.embedder, name="load-model", daemon=True).start()
+    app = create_app(service)
+    host = args.host or settings.serve_host
+    port = args.port or settings.serve_port(args.region)
+    log.info("region %s service on http://%s:%d", args.region, host, port)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        service.close()
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.cli import cmd_search as in_process
+    from indexer.search import format_hit, hit_to_json
+    from indexer.sink import Hit
+    from serve.client import RegionClient
+    from serve.errors import ServeError
+
+    region = args.region or settings.regions[0]
+    client = RegionClient(settings, region)
+    if not client.is_up():
+        log.debug("region %s service not running: searching in-process", region)
+        return int(in_process(args, settings))
+    try:
+        data = client.search(args.text, args.k)
+    except ServeError as exc:
+        print(f"regionsync: error: {exc}", file=sys.stderr)
+        return 2
+    hits = [
+        Hit(doc_id=h["doc_id"], chunk_index=h["chunk"], title=h["title"], text=h["text"], score=h["score"],
+            version=h["version"], source=h["source"], tags=tuple(h["tags"]))
+        for h in data["hits"]
+    ]
+    if args.json:
+        _print_json([hit_to_json(h) for h in hits])
+        return 0
+    if not hits:
+        print(f"no hits in region {region}")
+        return 0
+    print(f"region {region} (service): {len(hits)} hits for {args.text!r}")
+    for rank, hit in enumerate(hits, 1):
+        print(format_hit(rank, hit))
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from serve.client import RegionClient
+    from serve.errors import ServeError
+
+    region = args.region or settings.regions[0]
+    client = RegionClient(settings, region)
+    try:
+        if client.is_up():
+            data = client.ask(args.question, args.k, args.session)
+        else:
+            data = _ask_in_process(settings, region, args.question, args.k, args.session)
+    except ServeError as exc:
+        print(f"regionsync: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        _print_json(data)
+        return 0
+    print(data["answer"])
+    for src in data["sources"]:
+        print(f"  [{src['n']}] {src['title']}  {src['label']}")
+    return 0
+
+
+def _ask_in_process(settings: Settings, region: str, question: str, k: int, session: str | None) -> dict[str, Any]:
+    from serve.app import _ask_response
+    from serve.region import RegionService
+
+    service = RegionService(settings, region)
+    try:
+        if session is None:
+            return _ask_response(region, question, service.answer(question, k)).model_dump()
+        result = service.turn(session, {"text": question, "intent": "knowledge"})
+        assert result.answer is not None
+        return _ask_response(region, question, result.answer, session, result.reply.last_seq).model_dump()
+    finally:
+        service.close()
+
+
+def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
+    from serve.client import RegionClient
+    from serve.errors import ServeError
+
+    client = RegionClient(settings, args.region, timeout_s=settings.promote_timeout_s * 2 + 10)
+    try:
+        if client.is_up():
+            data = client.promote(settings.admin_token.get_secret_value())
+        else:
+            from serve.region import RegionService
+
+            service = RegionService(settings, args.region)
+            try:
+                data = service.promote()
+            finally:
+                service.close()
+    except ServeError as exc:
+        print(f"regionsync: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        _print_json(data)
+    elif data["changed"]:
+        print(f"region {data['active']} is active (epoch {data['epoch']}; was {data['previous']}); "
+              f"its dialog state is at the end of the log")
+    else:
+        print(f"region {data['active']} was already active (epoch {data['epoch']})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from serve.roles import ActiveRegionStore
+
+    active = ActiveRegionStore(settings).current()
+    standby = [r for r in settings.regions if r != active.region]
+    if args.json:
+        _print_json({"active": active.region, "epoch": active.epoch, "previous": active.previous, "standby": standby})
+    else:
+        print(f"active: {active.region} (epoch {active.epoch}); standby: {', '.join(standby)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m serve --region R``."""
+    parser = argparse.ArgumentParser(prog="python -m serve", description="run one region's HTTP service")
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return cmd_serve(args, Settings())

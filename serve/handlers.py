@@ -1,0 +1,42 @@
+"""The region service's intent handlers: knowledge (answers from this region's index, citing
+its sources) and the order-status tool. Registered on the dialog manager by intent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from dialog.manager import Answer
+from dialog.session import Session
+from serve.answers import Composed, source_label
+
+KNOWLEDGE = "knowledge"
+INQUIRE_ORDER = "inquire_order"
+
+# A stand-in for the order system the assistant calls as a tool (the demo and tests use it).
+DEMO_ORDERS: dict[str, dict[str, Any]] = {
+    "A-1001": {"status": "shipped", "eta": "2026-12-02"},
+    "A-1002": {"status": "being packed", "eta": "2026-12-05"},
+    "A-1003": {"status": "delivered"},
+}
+
+
+def demo_order_lookup(order_id: str) -> Mapping[str, Any]:
+    order = DEMO_ORDERS.get(str(order_id).strip().upper())
+    if order is None:
+        raise LookupError(f"no order {order_id}")
+    return order
+
+
+class KnowledgeHandler:
+    """Answers the customer's message from the region's index. ``last`` holds the full answer
+    (hits included) of the latest turn for the HTTP layer; turns are serialised by the service."""
+
+    def __init__(self, answer: Callable[[str], Composed]) -> None:
+        self._answer = answer
+        self.last: Composed | None = None
+
+    def handle(self, session: Session) -> Answer:
+        composed = self._answer(session.text)
+        self.last = composed
+        return Answer(composed.text, sources=tuple(source_label(h) for h in composed.cited))

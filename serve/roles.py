@@ -1,0 +1,143 @@
+"""Which region writes dialog turns: the "active region" fact, and the promotion that moves it.
+
+Where the fact lives: one row in regionsync's own Postgres database (``pg_state_database``),
+the same server both regions already depend on for the CMS and the embedding cache. Why a row
+and not a compacted Kafka topic: a topic has no conditional write, so two promotions racing
+would both "win" (last writer wins, each region briefly sure it is active), and a turn already
+being written by the old active region could not be fenced. Postgres gives both:
+
+* a turn is written while holding the row ``FOR SHARE`` and only if the row names this region;
+* a promotion takes the row ``FOR UPDATE`` (so it waits for turns in flight anywhere, and no new
+  one can start), names the new region and bumps ``epoch``. Once it commits, the old region
+  refuses the next turn (409 naming the new one): there is never a moment with two writers.
+
+After the flip the new region still refuses turns (503) until its dialog state store has folded
+the log to the end, which is now fixed, because nobody else may append (see ``RegionService``).
+
+The decisions are pure functions (:func:`may_write`, :func:`promotion`); :class:`ActiveRegionStore`
+is the Postgres I/O around them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+
+from regionsync.settings import Settings
+from serve.errors import NotActive, ServeError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS regionsync_active_region (
+    singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    region      text NOT NULL,
+    epoch       bigint NOT NULL,
+    previous    text,
+    promoted_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@dataclass(frozen=True)
+class Active:
+    region: str
+    epoch: int  # bumped by every promotion that moves the role: a fencing token
+    previous: str | None = None
+
+
+@dataclass(frozen=True)
+class Promotion:
+    before: Active
+    after: Active
+
+    @property
+    def changed(self) -> bool:
+        return self.after.epoch != self.before.epoch
+
+
+def may_write(active: Active, region: str) -> None:
+    """Raise :class:`NotActive` unless ``region`` is the one that writes turns."""
+    if active.region != region:
+        raise NotActive(region, active.region)
+
+
+def promotion(current: Active, region: str) -> Promotion:
+    """Promoting the active region again changes nothing (idempotent); otherwise a new epoch."""
+    if current.region == region:
+        return Promotion(current, current)
+    return Promotion(current, Active(region, current.epoch + 1, current.region))
+
+
+class ActiveRegionStore:
+    """The active-region row. The first region of ``settings.regions`` is active until a promotion."""
+
+    def __init__(self, settings: Settings, lock_timeout_s: float = 30.0) -> None:
+        self._dsn = settings.pg_dsn(settings.pg_state_database)
+        self._default = settings.regions[0]
+        self._lock_timeout_ms = int(lock_timeout_s * 1000)
+        try:
+            with psycopg.connect(self._dsn, autocommit=True) as conn, conn.transaction():
+                # Two services starting together would race CREATE TABLE IF NOT EXISTS (a known
+                # Postgres race on the type name): serialise them.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('regionsync_active_region'))")
+                conn.execute(SCHEMA)
+                conn.execute(
+                    "INSERT INTO regionsync_active_region (region, epoch) VALUES (%s, 1) ON CONFLICT DO NOTHING",
+                    (self._default,),
+                )
+        except psycopg.Error as exc:
+            raise ServeError(f"active-region store unavailable: {exc}") from exc
+        self._writer: psycopg.Connection | None = None
+
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self._dsn, autocommit=True)
+        conn.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
+        return conn
+
+    def current(self) -> Active:
+        with psycopg.connect(self._dsn, autocommit=True) as conn:
+            return _read(conn, "")
+
+    @contextmanager
+    def writing(self, region: str) -> Iterator[Active]:
+        """Hold the row shared while the caller writes a turn; raise :class:`NotActive` unless
+        ``region`` is active. One writer connection per service (turns are serialised)."""
+        if self._writer is None or self._writer.closed:
+            self._writer = self._connect()
+        conn = self._writer
+        try:
+            with conn.transaction():
+                active = _read(conn, "FOR SHARE")
+                may_write(active, region)
+                yield active
+        except psycopg.OperationalError:
+            conn.close()  # reconnect next time
+            raise
+
+    def promote(self, region: str) -> Promotion:
+        """Make ``region`` the active one (waits for turns in flight in any region)."""
+        with self._connect() as conn, conn.transaction():
+            plan = promotion(_read(conn, "FOR UPDATE"), region)
+            if plan.changed:
+                conn.execute(
+                    "UPDATE regionsync_active_region SET region = %s, epoch = %s, previous = %s, promoted_at = now()",
+                    (plan.after.region, plan.after.epoch, plan.after.previous),
+                )
+                log.info("active region: %s -> %s (epoch %d)", plan.before.region, region, plan.after.epoch)
+            return plan
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _read(conn: psycopg.Connection, lock: str) -> Active:
+    row = conn.execute(f"SELECT region, epoch, previous FROM regionsync_active_region {lock}").fetchone()
+    if row is None:
+        raise ServeError("active-region row missing")
+    return Active(str(row[0]), int(row[1]), row[2])

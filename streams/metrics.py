@@ -1,0 +1,18 @@
+"""The change agent's Prometheus metrics (exposed by ``python -m streams.app`` on
+``Settings.metrics_port("changes")``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+EMBEDDINGS_COMPUTED = Counter("regionsync_embeddings_computed_total", "Chunk vectors computed by the model")
+EMBEDDINGS_CACHED = Counter("regionsync_embeddings_cached_total", "Chunk vectors reused from the embedding cache")
+RECORDS_PRODUCED = Counter("regionsync_change_records_total", "Records sent to the chunks topic")
+DEAD_LETTERS = Counter("regionsync_dead_letters_total", "Records sent to the dead-letter topic", ["stage"])
+
+
+def observe_batch(records: int, embedded: int, cached: int, dead_letters: int) -> None:
+    RECORDS_PRODUCED.inc(records)
+    EMBEDDINGS_COMPUTED.inc(embedded)
+    EMBEDDINGS_CACHED.inc(cached)
+    DEAD_LETTERS.labels("changes").inc(dead_letters)

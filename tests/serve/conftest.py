@@ -1,0 +1,67 @@
+"""The embedded stack with the region services, started once for tests/serve/ on free ports."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+from pydantic import SecretStr
+
+from regionsync.settings import Settings
+from regionsync.stack import procs, stack
+from tests.e2e.conftest import SEED, e2e_settings, wait_for
+
+KNOWLEDGE = [
+    ("kb-returns", "Returning an order", "You can return any item within 30 days of delivery. Print the return "
+     "label from your account page and drop the parcel at a post office; the refund follows within five days.",
+     ["faq"]),
+    ("kb-shipping", "Shipping times", "Standard shipping takes three to five working days. Express parcels "
+     "arrive the next working day when ordered before 2 pm.", ["faq"]),
+]
+
+
+@pytest.fixture(scope="package")
+def settings() -> Iterator[Settings]:
+    # Not under pytest's tmp_path: every new pytest session on the machine chmods
+    # /tmp/pytest-of-USER to 0700, after which the postgres user can no longer reach its data dir.
+    state = Path(tempfile.mkdtemp(prefix="regionsync-serve-tests-"))
+    base = e2e_settings(state)
+    s = base.model_copy(update={
+        **procs.free_service_ports(len(base.regions)),
+        "admin_token": SecretStr("tok-" + base.pg_password.get_secret_value()),
+        # Snapshots often, so the snapshot-age metric has something to show.
+        "dialog_snapshot_every_s": 5.0,
+    })
+    try:
+        stack.start_infra(s)
+        with psycopg.connect(s.pg_dsn(), autocommit=True) as conn:
+            for doc_id, title, body, tags in [*SEED, *KNOWLEDGE]:
+                conn.execute("INSERT INTO documents (id, title, body, tags) VALUES (%s, %s, %s, %s)",
+                             (doc_id, title, body, tags))
+        stack.start_workers(s)
+        stack.apply_connector(s)
+        for region in s.regions:
+            # Generous: the first search waits for the model, and this machine may be shared.
+            wait_for(lambda r=region: _indexed(s, r), 600, f"knowledge searchable in {region}")
+        yield s
+    finally:
+        stack.down(s)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _indexed(settings: Settings, region: str) -> bool:
+    try:
+        resp = requests.get(f"{settings.serve_url(region)}/search", params={"q": "return an item", "k": 10}, timeout=120)
+    except requests.RequestException:
+        return False
+    return resp.status_code == 200 and {"kb-returns", "kb-shipping"} <= {h["doc_id"] for h in resp.json()["hits"]}
+
+
+@pytest.fixture(scope="package")
+def urls(settings: Settings) -> dict[str, str]:
+    return {r: settings.serve_url(r) for r in settings.regions}

@@ -1,0 +1,94 @@
+"""/metrics of the region services and of every worker, on the real stack, and a real
+Prometheus scraping all of them."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from confluent_kafka import Producer
+from prometheus_client.parser import text_string_to_metric_families
+
+from regionsync.settings import Settings
+from regionsync.stack import prometheus
+
+from .conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = requests.get(url, timeout=30).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
+
+
+def worker_url(settings: Settings, worker: str, region: str | None = None) -> str:
+    return f"http://{settings.serve_host}:{settings.metrics_port(worker, region)}/metrics"
+
+
+def test_a_search_moves_the_latency_histogram_of_its_route(urls: dict[str, str]) -> None:
+    for region, url in urls.items():
+        before = scrape(f"{url}/metrics")
+        count = "regionsync_http_request_duration_seconds_count"
+        assert requests.get(f"{url}/search", params={"q": "shipping"}, timeout=30).status_code == 200
+        after = scrape(f"{url}/metrics")
+        assert value(after, count, route="/search", region=region) == value(before, count, route="/search") + 1
+        assert value(after, "regionsync_http_requests_total", route="/search", status="200") >= 1
+        # Region gauges read at scrape time.
+        assert value(after, "regionsync_index_lag_records", region=region) >= 0
+        assert any(n == "regionsync_index_committed_offset" for n, _ in after)
+        assert value(after, "regionsync_region_active", region=region) == (1.0 if region == "east" else 0.0)
+        assert value(after, "regionsync_region_readings_up", region=region) == 1.0
+
+
+def test_a_poison_record_moves_the_dead_letter_counter(settings: Settings) -> None:
+    def dead(region: str) -> float:
+        return value(scrape(worker_url(settings, "indexer", region)), "regionsync_dead_letters_total",
+                     stage=f"indexer:{region}")
+
+    before = {r: dead(r) for r in settings.regions}
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer.produce(settings.chunks_topic, key=b"poison", value=b"this is not a record")
+    assert producer.flush(30) == 0
+    for region in settings.regions:
+        wait_for(lambda r=region: dead(r) == before[r] + 1, 60, f"dead letter counted in {region}")
+
+
+def test_every_worker_serves_metrics(settings: Settings) -> None:
+    changes = scrape(worker_url(settings, "changes"))
+    assert value(changes, "regionsync_embeddings_computed_total") > 0
+    assert ("regionsync_embeddings_cached_total", ()) in changes
+    for region in settings.regions:
+        indexer = scrape(worker_url(settings, "indexer", region))
+        assert value(indexer, "regionsync_freshness_seconds_count", region=region) > 0
+        assert value(indexer, "regionsync_index_records_applied_total", region=region) > 0
+        dialog = scrape(worker_url(settings, "dialog", region))
+        assert value(dialog, "regionsync_dialog_snapshot_age_seconds", region=region) >= 0
+        assert any(n == "regionsync_dialog_events_total" or n == "regionsync_dialog_events_created" for n, _ in dialog) \
+            or value(dialog, "regionsync_dead_letters_total") == 0
+
+
+def test_prometheus_scrapes_every_target_of_the_stack(settings: Settings) -> None:
+    prometheus.start(settings)
+    try:
+        expected = {t for found in prometheus.targets(settings).values() for t, _ in found}
+
+        def all_up() -> bool:
+            data = requests.get(f"{prometheus.url(settings)}/api/v1/targets", timeout=10).json()["data"]
+            up = {t["labels"]["instance"] for t in data["activeTargets"] if t["health"] == "up"}
+            return up == expected
+
+        wait_for(all_up, 90, "every target up in Prometheus")
+        rules = requests.get(f"{prometheus.url(settings)}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        names = {r["name"] for g in rules for r in g["rules"]}
+        assert {"RegionLatencyP99High", "RegionErrorRateHigh", "RegionIndexLagGrowing", "DialogSnapshotTooOld"} <= names
+    finally:
+        prometheus.stop(settings)
