@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from regionsync.settings import Settings
 from regionsync.stack import broker, connect, postgres, procs
+from tests.state_dirs import private_state_dir
 
 # Distinctive, so a test can prove it never reaches an output or a log.
 PG_PASSWORD = "pw-Int3gration-9c41"
@@ -35,26 +36,27 @@ class Stack:
 
 
 @pytest.fixture(scope="package")
-def connect_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    settings = Settings(
-        state_dir=tmp_path_factory.mktemp("connect-stack"),
-        pg_port=procs.free_port(),
-        pg_password=SecretStr(PG_PASSWORD),
-        kafka_bootstrap=f"127.0.0.1:{procs.free_port()}",
-        connect_url=f"http://127.0.0.1:{procs.free_port()}",
-    )
-    stack = Stack(settings)
-    try:
-        postgres.start(settings)
-        broker.start(settings)
-        started = time.monotonic()
-        connect.start(settings)
-        stack.timings["worker_rest_up_s"] = time.monotonic() - started
-        yield stack
-    finally:
-        connect.stop(settings)
-        broker.stop(settings)
-        postgres.stop(settings)
+def connect_stack() -> Iterator[Stack]:
+    with private_state_dir("connect-stack") as state:
+        settings = Settings(
+            state_dir=state,
+            pg_port=procs.free_port(),
+            pg_password=SecretStr(PG_PASSWORD),
+            kafka_bootstrap=f"127.0.0.1:{procs.free_port()}",
+            connect_url=f"http://127.0.0.1:{procs.free_port()}",
+        )
+        stack = Stack(settings)
+        try:
+            postgres.start(settings)
+            broker.start(settings)
+            started = time.monotonic()
+            connect.start(settings)
+            stack.timings["worker_rest_up_s"] = time.monotonic() - started
+            yield stack
+        finally:
+            connect.stop(settings)
+            broker.stop(settings)
+            postgres.stop(settings)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import pytest
 from indexer.errors import RegionUnavailable
 from regionsync.settings import Settings
 from regionsync.stack import procs, stack
+from tests.state_dirs import private_state_dir
 
 
 def e2e_settings(base: Path) -> Settings:
@@ -42,8 +43,12 @@ SEED = [
 
 
 @pytest.fixture(scope="package")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    s = e2e_settings(tmp_path_factory.mktemp("e2e"))
+def settings() -> Iterator[Settings]:
+    with private_state_dir("e2e-tests") as state:
+        yield from _stack(e2e_settings(state))
+
+
+def _stack(s: Settings) -> Iterator[Settings]:
     try:
         stack.start_infra(s)
         with psycopg.connect(s.pg_dsn(), autocommit=True) as conn:

@@ -21,6 +21,7 @@ from regionsync.settings import Settings
 from regionsync.stack import broker, milvus, postgres, procs
 from streams.events import Chunk, DocRecord, RecordOp, SourceRef
 from streams.events import content_hash as text_hash
+from tests.state_dirs import private_state_dir
 
 REGION = "east"
 
@@ -53,13 +54,14 @@ def hash_embedder() -> HashEmbedder:
 
 
 @pytest.fixture(scope="package")
-def pg_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = make_settings(tmp_path_factory.mktemp("pg"))
-    postgres.start(settings)
-    try:
-        yield settings
-    finally:
-        postgres.stop(settings)
+def pg_settings() -> Iterator[Settings]:
+    with private_state_dir("indexer-pg") as state:
+        settings = make_settings(state)
+        postgres.start(settings)
+        try:
+            yield settings
+        finally:
+            postgres.stop(settings)
 
 
 @pytest.fixture(scope="package")

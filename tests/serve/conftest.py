@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -15,6 +12,7 @@ from pydantic import SecretStr
 from regionsync.settings import Settings
 from regionsync.stack import procs, stack
 from tests.e2e.conftest import SEED, e2e_settings, wait_for
+from tests.state_dirs import private_state_dir
 
 KNOWLEDGE = [
     ("kb-returns", "Returning an order", "You can return any item within 30 days of delivery. Print the return "
@@ -27,10 +25,11 @@ KNOWLEDGE = [
 
 @pytest.fixture(scope="package")
 def settings() -> Iterator[Settings]:
-    # Not under pytest's tmp_path: every new pytest session on the machine chmods
-    # /tmp/pytest-of-USER to 0700, after which the postgres user can no longer reach its data dir.
-    state = Path(tempfile.mkdtemp(prefix="regionsync-serve-tests-"))
-    base = e2e_settings(state)
+    with private_state_dir("serve-tests") as state:
+        yield from _serve_stack(e2e_settings(state))
+
+
+def _serve_stack(base: Settings) -> Iterator[Settings]:
     s = base.model_copy(update={
         **procs.free_service_ports(len(base.regions)),
         "admin_token": SecretStr("tok-" + base.pg_password.get_secret_value()),
@@ -51,7 +50,6 @@ def settings() -> Iterator[Settings]:
         yield s
     finally:
         stack.down(s)
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def _indexed(settings: Settings, region: str) -> bool:
