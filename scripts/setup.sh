@@ -40,7 +40,7 @@ pip install --upgrade "pip>=24"
 # pull several GB of CUDA packages in as a dependency of sentence-transformers.
 .venv/bin/python -c "import torch" >/dev/null 2>&1 || pip install "torch==2.13.0"
 pip install -e ".${extras}"
-# The bench's peer (in the test extra): langchain-milvus 0.4.0, the only release that accepts
+# The bench's peer (the `peer` extra of pyproject.toml): langchain-milvus 0.4.0, the only release that accepts
 # pymilvus 3, declares milvus-lite>=3.1, which it never imports (it hands the URI to pymilvus);
 # our regions run milvus-lite 2.5.1's C++ server. So it goes in without its declared dependencies.
 if [ -n "$extras" ]; then pip install --no-deps "langchain-milvus==0.4.0"; fi
