@@ -7,11 +7,12 @@ import time
 
 from prometheus_client import Counter, Gauge
 
+from regionsync.metrics import DEAD_LETTERS  # noqa: F401 - one family for every worker (see there)
+
 EVENTS = Counter(
     "regionsync_dialog_events_total", "Session events folded into the region's state store, by outcome",
     ["region", "outcome"],
 )
-DEAD_LETTERS = Counter("regionsync_dead_letters_total", "Records sent to the dead-letter topic", ["stage"])
 SNAPSHOT_CREATED = Gauge(
     "regionsync_dialog_snapshot_created_timestamp_seconds",
     "Creation time of the newest dialog snapshot this worker knows (0: none yet)",

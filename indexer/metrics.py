@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from regionsync.metrics import DEAD_LETTERS  # noqa: F401 - one family for every worker (see there)
+
 # Commit at the source (Debezium's ts_ms, or the record's produced_ms for CMS events) -> the
 # region's Milvus write returned. Buckets span a lone change (tens of ms) to a backlog (minutes).
 FRESHNESS = Histogram(
@@ -19,4 +21,3 @@ APPLIED_OFFSET = Gauge(
     "Applied watermark: next offset of the chunks topic the region's indexer has committed",
     ["region", "partition"],
 )
-DEAD_LETTERS = Counter("regionsync_dead_letters_total", "Records sent to the dead-letter topic", ["stage"])

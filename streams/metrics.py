@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
+from regionsync.metrics import DEAD_LETTERS  # noqa: F401 - one family for every worker (see there)
+
 EMBEDDINGS_COMPUTED = Counter("regionsync_embeddings_computed_total", "Chunk vectors computed by the model")
 EMBEDDINGS_CACHED = Counter("regionsync_embeddings_cached_total", "Chunk vectors reused from the embedding cache")
 RECORDS_PRODUCED = Counter("regionsync_change_records_total", "Records sent to the chunks topic")
-DEAD_LETTERS = Counter("regionsync_dead_letters_total", "Records sent to the dead-letter topic", ["stage"])
 
 
 def observe_batch(records: int, embedded: int, cached: int, dead_letters: int) -> None:
