@@ -8,6 +8,7 @@ COPY pyproject.toml README.md ./
 COPY regionsync ./regionsync
 COPY connectors ./connectors
 COPY streams ./streams
+COPY embedding ./embedding
 COPY indexer ./indexer
 COPY dialog ./dialog
 RUN pip install --no-cache-dir .

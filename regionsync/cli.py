@@ -79,10 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _package_errors() -> tuple[type[Exception], ...]:
     from connectors.errors import ConnectorError
+    from embedding.errors import EmbeddingError
     from indexer.errors import IndexerError
     from streams.errors import StreamsError
 
-    errors: list[type[Exception]] = [ConnectorError, IndexerError, StreamsError]
+    errors: list[type[Exception]] = [ConnectorError, EmbeddingError, IndexerError, StreamsError]
     try:
         from dialog.errors import DialogError
 

@@ -93,7 +93,7 @@ def _converge(settings: Settings, verify: Any, started: float, timeout: float) -
 
 
 def _search_all(settings: Settings, query: str) -> None:
-    from indexer.embedder import SentenceTransformerEmbedder
+    from embedding.torch_embedder import SentenceTransformerEmbedder
     from indexer.search import search_region
 
     global _EMBEDDER

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from indexer.embedder import SentenceTransformerEmbedder
+from embedding.torch_embedder import SentenceTransformerEmbedder
 from regionsync.settings import Settings
 from streams.chunking import chunk_text
 

@@ -5,7 +5,7 @@ SQLite, the setup LangChain documents, in-process and so the fastest for it), th
 ``langchain_milvus.Milvus`` vector store (langchain-milvus 0.4 works with pymilvus 3.0.2: no
 adapter was needed) on the same Milvus server as our first region, with the same index (HNSW,
 COSINE), and the same model, batch size and threads (:class:`ModelEmbeddings` wraps
-:class:`indexer.embedder.SentenceTransformerEmbedder`). Its documents are the same passages:
+:class:`embedding.torch_embedder.SentenceTransformerEmbedder`). Its documents are the same passages:
 each published row's body cut by the same chunker, one LangChain ``Document`` per chunk with the
 row id as ``source``.
 
@@ -40,8 +40,8 @@ from typing import Any
 import psycopg
 from langchain_core.embeddings import Embeddings
 
-from indexer.cache import PostgresEmbeddingCache, text_key
-from indexer.embedder import SentenceTransformerEmbedder
+from embedding.cache import PostgresEmbeddingCache, text_key
+from embedding.torch_embedder import SentenceTransformerEmbedder
 from regionsync.settings import Settings
 from streams.chunking import chunk_text
 

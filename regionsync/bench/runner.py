@@ -272,7 +272,7 @@ def _peer(
         from regionsync.bench import peer as peer_mod
     except ImportError as exc:
         return {"available": False, "reason": f"{exc.name} not installed: pip install -e '.[bench]'"}
-    from indexer.cache import PostgresEmbeddingCache
+    from embedding.cache import PostgresEmbeddingCache
 
     peer = peer_mod.Peer(s, model)
     try:

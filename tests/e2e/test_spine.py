@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
-from indexer.embedder import SentenceTransformerEmbedder
+from embedding.torch_embedder import SentenceTransformerEmbedder
 from indexer.sink import RegionSink
 from regionsync import verify
 from regionsync.corpus import stdlib_documents

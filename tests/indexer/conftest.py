@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.embedder import Embedder, HashEmbedder, SentenceTransformerEmbedder
+from embedding.embedder import Embedder
+from embedding.hash_embedder import HashEmbedder
+from embedding.torch_embedder import SentenceTransformerEmbedder
 from regionsync.settings import Settings
 from regionsync.stack import broker, milvus, postgres, procs
 from streams.events import Chunk, DocRecord, RecordOp, SourceRef, content_hash

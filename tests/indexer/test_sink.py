@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pymilvus import MilvusClient
 
-from indexer.embedder import SentenceTransformerEmbedder
+from embedding.torch_embedder import SentenceTransformerEmbedder
 from indexer.errors import InvalidRecord, RegionUnavailable
 from indexer.plan import DocState
 from indexer.sink import RegionSink

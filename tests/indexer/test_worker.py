@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from indexer.embedder import SentenceTransformerEmbedder
+from embedding.torch_embedder import SentenceTransformerEmbedder
 from indexer.lag import lag_report, region_lag
 from indexer.plan import DocState
 from indexer.sink import RegionSink

@@ -6,7 +6,9 @@ import os
 
 import numpy as np
 
-from indexer.embedder import Embedder, HashEmbedder, SentenceTransformerEmbedder
+from embedding.embedder import Embedder
+from embedding.hash_embedder import HashEmbedder
+from embedding.torch_embedder import SentenceTransformerEmbedder
 from regionsync.verify import vectors_close
 
 TEXTS = [

