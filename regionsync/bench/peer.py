@@ -5,7 +5,7 @@ SQLite, the setup LangChain documents, in-process and so the fastest for it), th
 ``langchain_milvus.Milvus`` vector store (langchain-milvus 0.4 works with pymilvus 3.0.2: no
 adapter was needed) on the same Milvus server as our first region, with the same index (HNSW,
 COSINE), and the same model, batch size and threads (:class:`ModelEmbeddings` wraps
-:class:`embedding.torch_embedder.SentenceTransformerEmbedder`). Its documents are the same passages:
+:func:`embedding.runtime.embedder_from_settings`). Its documents are the same passages:
 each published row's body cut by the same chunker, one LangChain ``Document`` per chunk with the
 row id as ``source``.
 
@@ -41,7 +41,7 @@ import psycopg
 from langchain_core.embeddings import Embeddings
 
 from embedding.cache import PostgresEmbeddingCache, text_key
-from embedding.torch_embedder import SentenceTransformerEmbedder
+from embedding.embedder import Embedder
 from regionsync.settings import Settings
 from streams.chunking import chunk_text
 
@@ -55,7 +55,7 @@ class ModelEmbeddings(Embeddings):
     """LangChain ``Embeddings`` over our embedder. With ``cache`` (seeding only), vectors found
     in our pipeline's embedding cache are served from it and the model computes the rest."""
 
-    def __init__(self, model: SentenceTransformerEmbedder, cache: PostgresEmbeddingCache | None = None) -> None:
+    def __init__(self, model: Embedder, cache: PostgresEmbeddingCache | None = None) -> None:
         self.model = model
         self.cache = cache
         self.computed = 0
@@ -111,7 +111,7 @@ class Run:
 
 
 class Peer:
-    def __init__(self, settings: Settings, model: SentenceTransformerEmbedder, region: str | None = None) -> None:
+    def __init__(self, settings: Settings, model: Embedder, region: str | None = None) -> None:
         from langchain_classic.indexes import SQLRecordManager
         from langchain_milvus import Milvus
 

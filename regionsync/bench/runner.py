@@ -89,11 +89,11 @@ def machine_info() -> dict[str, Any]:
                 ram = int(line.split()[1]) / 1024**2
     except OSError:
         pass
-    import torch
+    import onnxruntime  # the run-time embedder's engine; torch is not loaded here (settings.embedder)
 
     return {
         "cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(ram, 1), "load_start": list(os.getloadavg()),
-        "python": platform.python_version(), "torch": torch.__version__,
+        "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
     }
 
 

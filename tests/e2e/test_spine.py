@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
-from embedding.torch_embedder import SentenceTransformerEmbedder
+from embedding.runtime import embedder_from_settings
 from indexer.sink import RegionSink
 from regionsync import verify
 from regionsync.corpus import stdlib_documents
@@ -243,7 +243,7 @@ def test_1000_mixed_changes_end_with_every_region_equal_to_postgres(settings: Se
     _mixed_changes(settings, 1000, seed=1)
     reports = converged(settings, timeout=240, with_versions=True)
     assert all(r.documents > 50 for r in reports.values())
-    model = SentenceTransformerEmbedder.from_settings(settings)
+    model = embedder_from_settings(settings)
     model.embed(["warm up"])
     expected = verify.expected_state(settings, with_versions=True)
     for region in settings.regions:

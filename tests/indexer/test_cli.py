@@ -7,7 +7,7 @@ import argparse
 import orjson
 import pytest
 
-from embedding.torch_embedder import SentenceTransformerEmbedder
+from embedding.embedder import Embedder
 from indexer import cli, search
 from indexer.sink import RegionSink
 from regionsync.settings import Settings
@@ -24,7 +24,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def test_search_prints_hits_with_their_source(
     shared_milvus: Settings,
     collection_name: str,
-    embedder: SentenceTransformerEmbedder,
+    embedder: Embedder,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -54,7 +54,7 @@ def test_search_prints_hits_with_their_source(
 
 
 def test_search_on_a_region_that_is_down_fails_cleanly(
-    shared_milvus: Settings, embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch,
+    shared_milvus: Settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from regionsync.stack import procs
