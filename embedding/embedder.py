@@ -5,10 +5,11 @@ torch), ``embedding.torch_embedder.SentenceTransformerEmbedder`` (the reference:
 sentence-transformers pipeline) and ``embedding.hash_embedder.HashEmbedder`` (a fake for unit
 tests). ``embedding.runtime.embedder_from_settings`` picks one by ``settings.embedder``.
 
-Every embedder returns L2-normalised float32 rows (cosine = dot product). On one machine the
-same text gives the same vector whatever its batch mates, so a replay or a second region rewrites
-identical rows; across CPUs the last bits differ (AMD and Intel kernels sum in other orders), so
-anything that compares vectors of two machines uses a tolerance (regionsync.verify.vectors_close).
+Every embedder returns L2-normalised float32 rows (cosine = dot product). A text's vector does
+not depend on its batch mates beyond the last bits: the float summation order changes with the
+batch's shape (and across CPUs: AMD and Intel kernels sum in other orders), so anything that
+compares vectors uses a tolerance (regionsync.verify.vectors_close). The embedding cache keeps the
+first vector computed for a text, so a replay or a second region gets that very vector back.
 """
 
 from __future__ import annotations
