@@ -35,13 +35,14 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from embedding.errors import EmbeddingError
     from indexer.errors import IndexerError
     from indexer.search import format_hit, hit_to_json, search_region
 
     region = args.region or settings.regions[0]
     try:
         hits = search_region(settings, region, args.text, args.k)
-    except IndexerError as exc:
+    except (IndexerError, EmbeddingError) as exc:
         print(f"regionsync: error: region {region}: {exc}", file=sys.stderr)
         return 2
     if args.json:

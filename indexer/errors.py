@@ -1,4 +1,4 @@
-"""Root exception of the indexer package (embedder, embedding cache, region sinks, region workers)."""
+"""Root exception of the indexer package (region sinks, region workers, search)."""
 
 from __future__ import annotations
 
@@ -34,11 +34,3 @@ class InvalidRecord(IndexerError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-class EmbedderError(IndexerError):
-    """The embedding model could not be loaded or run."""
-
-
-class CacheUnavailable(IndexerError):
-    """The embedding cache's store does not answer; the caller retries the batch."""

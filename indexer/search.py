@@ -1,11 +1,15 @@
-"""Search one region: embed the query with the real model, ask that region's Milvus."""
+"""Search one region: embed the query with the configured model, ask that region's Milvus.
+
+The one place the indexer needs an embedder: a query is text, the index holds vectors.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from typing import Any
 
-from indexer.embedder import Embedder, SentenceTransformerEmbedder
+from embedding.embedder import Embedder
+from embedding.runtime import embedder_from_settings
 from indexer.sink import Hit, RegionSink
 from regionsync.settings import Settings
 
@@ -13,8 +17,9 @@ from regionsync.settings import Settings
 def search_region(
     settings: Settings, region: str, text: str, k: int = 5, embedder: Embedder | None = None
 ) -> list[Hit]:
-    """Top-``k`` chunks of ``region`` for ``text``. Raises RegionUnavailable if its Milvus is down."""
-    model = embedder or SentenceTransformerEmbedder.from_settings(settings)
+    """Top-``k`` chunks of ``region`` for ``text``. Raises RegionUnavailable if its Milvus is down,
+    EmbeddingError if the model cannot be loaded."""
+    model = embedder or embedder_from_settings(settings)
     vector = model.embed([text])[0]
     sink = RegionSink.for_region(settings, region)
     try:

@@ -82,11 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _package_errors() -> tuple[type[Exception], ...]:
     from connectors.errors import ConnectorError
+    from embedding.errors import EmbeddingError
     from indexer.errors import IndexerError
     from serve.errors import ServeError
     from streams.errors import StreamsError
 
-    errors: list[type[Exception]] = [ConnectorError, IndexerError, ServeError, StreamsError]
+    errors: list[type[Exception]] = [ConnectorError, EmbeddingError, IndexerError, ServeError, StreamsError]
     try:
         from dialog.errors import DialogError
 

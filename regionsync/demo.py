@@ -95,12 +95,12 @@ def _converge(settings: Settings, verify: Any, started: float, timeout: float) -
 
 
 def _search_all(settings: Settings, query: str) -> None:
-    from indexer.embedder import SentenceTransformerEmbedder
+    from embedding.runtime import embedder_from_settings
     from indexer.search import search_region
 
     global _EMBEDDER
     if _EMBEDDER is None:
-        _EMBEDDER = SentenceTransformerEmbedder.from_settings(settings)
+        _EMBEDDER = embedder_from_settings(settings)
     print(f"   search {query!r}:")
     for region in settings.regions:
         hits = search_region(settings, region, query, 3, embedder=_EMBEDDER)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator
@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     embed_batch_size: int = 32
     embed_threads: int = 2
     embed_model: str = "all-MiniLM-L6-v2"
+    # "onnx": ONNX Runtime on the model exported at setup (no torch in the process, ~0.3 GB);
+    # "torch": sentence-transformers, the reference (needs the export extra, ~1.3 GB).
+    embedder: Literal["onnx", "torch"] = "onnx"
+    # Directory of the exported ONNX model; unset = the repository's vendor/models/<embed_model>
+    # (scripts/setup.sh exports it there). Set it where the code is installed elsewhere (images).
+    embed_onnx_dir: Path | None = None
     embedding_dim: int = 384
     # How long a region indexer's batch that is filling (more records came with the first) may
     # wait for the rest; a record that arrives alone is applied at once.
@@ -182,11 +188,11 @@ class Settings(BaseSettings):
         "text_columns", "metadata_columns", "published_values", "regions", mode="before"
     )(_csv)
 
-    @field_validator("state_dir", mode="after")
+    @field_validator("state_dir", "embed_onnx_dir", mode="after")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
+    def _absolute(cls, value: Path | None) -> Path | None:
         # Child processes run with other working directories: pin the path down once.
-        return value.expanduser().resolve()
+        return value.expanduser().resolve() if value is not None else None
 
     @field_validator("milvus_uris", mode="before")
     @classmethod
@@ -244,6 +250,8 @@ class Settings(BaseSettings):
         env: dict[str, str] = {}
         for key, value in self.model_dump().items():
             name = f"REGIONSYNC_{key.upper()}"
+            if value is None:  # unset: the child falls back to the same default
+                continue
             if isinstance(value, SecretStr):
                 env[name] = value.get_secret_value()
             elif isinstance(value, list):

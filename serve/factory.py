@@ -1,19 +1,20 @@
 """The one place serve/ constructs an embedder and a region's Milvus client.
 
-The embedder and the Milvus layer are moving (an ``embedding/`` package, the C++ Lite server);
-every caller in serve/ goes through these two functions, so such a move is a one-line change here.
+Every caller in serve/ goes through these two functions: the embedder is the one the settings
+choose (``embedding.runtime``: ONNX by default), the same the change agent embeds passages with.
 """
 
 from __future__ import annotations
 
-from indexer.embedder import Embedder, SentenceTransformerEmbedder
+from embedding.embedder import Embedder
+from embedding.runtime import embedder_from_settings
 from indexer.sink import RegionSink
 from regionsync.settings import Settings
 
 
 def make_embedder(settings: Settings) -> Embedder:
     """The query embedder: the same model the change agent embeds passages with."""
-    return SentenceTransformerEmbedder.from_settings(settings)
+    return embedder_from_settings(settings)
 
 
 def make_region_sink(settings: Settings, region: str) -> RegionSink:

@@ -17,7 +17,7 @@ from dialog.kafka_io import KafkaPublisher
 from dialog.manager import DialogManager, Reply
 from dialog.state import SessionState
 from dialog.store import PostgresStore
-from indexer.embedder import Embedder
+from embedding.embedder import Embedder
 from indexer.lag import lag_report
 from indexer.sink import Hit
 from regionsync.settings import Settings

@@ -123,7 +123,7 @@ def create_app(settings: Settings, processor: ChangeProcessor | None = None) -> 
 
 
 def build_processor(settings: Settings) -> ChangeProcessor:
-    from indexer.runtime import cached_embedder
+    from embedding.runtime import cached_embedder
     from streams.heal import KafkaSourceEvents, PostgresSourceRows
     from streams.output import KafkaRecordOutput
 

@@ -1,7 +1,7 @@
 """Row 1: the embedding limit, i.e. passages/s of the model alone, the pipeline's ceiling.
 
-The same embedder class, batch size and thread count as the change agent
-(``SentenceTransformerEmbedder.from_settings``), fed the way the agent feeds it: one call per
+The same embedder (``settings.embedder``), batch size and thread count as the change agent
+(``embedding.runtime.embedder_from_settings``), fed the way the agent feeds it: one call per
 agent batch, with the deduplicated chunk texts of up to ``batch_max_events`` documents. The
 texts are a stride sample of the chunks of the very documents the throughput row loads, so both
 rows embed passages of the same length distribution. The bench measures it twice, before and
@@ -15,7 +15,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from indexer.embedder import SentenceTransformerEmbedder
+from embedding.embedder import Embedder
+from embedding.runtime import embedder_from_settings
 from regionsync.settings import Settings
 from streams.chunking import chunk_text
 
@@ -51,13 +52,13 @@ def sample_blocks(settings: Settings, bodies: Sequence[str], max_passages: int) 
     return blocks
 
 
-def load_model(settings: Settings) -> SentenceTransformerEmbedder:
-    model = SentenceTransformerEmbedder.from_settings(settings)
+def load_model(settings: Settings) -> Embedder:
+    model = embedder_from_settings(settings)
     model.embed(["warm up the model before timing it"])
     return model
 
 
-def measure(model: SentenceTransformerEmbedder, blocks: Sequence[Sequence[str]]) -> EmbedLimit:
+def measure(model: Embedder, blocks: Sequence[Sequence[str]]) -> EmbedLimit:
     started = time.perf_counter()
     for block in blocks:
         model.embed(block)

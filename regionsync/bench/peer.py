@@ -5,7 +5,7 @@ SQLite, the setup LangChain documents, in-process and so the fastest for it), th
 ``langchain_milvus.Milvus`` vector store (langchain-milvus 0.4 works with pymilvus 3.0.2: no
 adapter was needed) on the same Milvus server as our first region, with the same index (FLAT,
 COSINE: ``indexer.schema``), and the same model, batch size and threads (:class:`ModelEmbeddings` wraps
-:class:`indexer.embedder.SentenceTransformerEmbedder`). Its documents are the same passages:
+:func:`embedding.runtime.embedder_from_settings`). Its documents are the same passages:
 each published row's body cut by the same chunker, one LangChain ``Document`` per chunk with the
 row id as ``source``.
 
@@ -40,8 +40,8 @@ from typing import Any
 import psycopg
 from langchain_core.embeddings import Embeddings
 
-from indexer.cache import PostgresEmbeddingCache, text_key
-from indexer.embedder import SentenceTransformerEmbedder
+from embedding.cache import PostgresEmbeddingCache, text_key
+from embedding.embedder import Embedder
 from indexer.schema import DOCUMENTS_INDEX_TYPE, METRIC
 from regionsync.settings import Settings
 from streams.chunking import chunk_text
@@ -56,7 +56,7 @@ class ModelEmbeddings(Embeddings):
     """LangChain ``Embeddings`` over our embedder. With ``cache`` (seeding only), vectors found
     in our pipeline's embedding cache are served from it and the model computes the rest."""
 
-    def __init__(self, model: SentenceTransformerEmbedder, cache: PostgresEmbeddingCache | None = None) -> None:
+    def __init__(self, model: Embedder, cache: PostgresEmbeddingCache | None = None) -> None:
         self.model = model
         self.cache = cache
         self.computed = 0
@@ -112,7 +112,7 @@ class Run:
 
 
 class Peer:
-    def __init__(self, settings: Settings, model: SentenceTransformerEmbedder, region: str | None = None) -> None:
+    def __init__(self, settings: Settings, model: Embedder, region: str | None = None) -> None:
         from langchain_classic.indexes import SQLRecordManager
         from langchain_milvus import Milvus
 

@@ -90,11 +90,11 @@ def machine_info() -> dict[str, Any]:
                 ram = int(line.split()[1]) / 1024**2
     except OSError:
         pass
-    import torch
+    import onnxruntime  # the run-time embedder's engine; torch is not loaded here (settings.embedder)
 
     return {
         "cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(ram, 1), "load_start": list(os.getloadavg()),
-        "python": platform.python_version(), "torch": torch.__version__,
+        "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
     }
 
 
@@ -278,7 +278,7 @@ def _peer(
         from regionsync.bench import peer as peer_mod
     except ImportError as exc:
         return {"available": False, "reason": f"{exc.name} not installed: pip install -e '.[bench]'"}
-    from indexer.cache import PostgresEmbeddingCache
+    from embedding.cache import PostgresEmbeddingCache
 
     peer = peer_mod.Peer(s, model)
     try:

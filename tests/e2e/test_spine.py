@@ -19,7 +19,8 @@ from confluent_kafka import Producer
 
 from connectors.client import ConnectClient
 from connectors.config import load as load_connector_config
-from indexer.embedder import SentenceTransformerEmbedder
+from embedding.embedder import Embedder
+from embedding.runtime import embedder_from_settings
 from indexer.sink import RegionSink
 from regionsync import verify
 from regionsync.corpus import stdlib_documents
@@ -203,7 +204,7 @@ def _assert_toasted(db: psycopg.Connection, doc_id: str) -> None:
     assert size is not None and size[0] > 2100, f"{doc_id}'s body is not TOASTed ({size})"
 
 
-def _assert_regions_hold(settings: Settings, doc_ids: Sequence[str], model: SentenceTransformerEmbedder) -> None:
+def _assert_regions_hold(settings: Settings, doc_ids: Sequence[str], model: Embedder) -> None:
     """Every region holds each document exactly as Postgres has it: chunk texts, title, tags, and
     vectors equal (within tolerance) to the model's embedding of each chunk; no placeholder."""
     expected = verify.expected_from_postgres(settings)
@@ -271,7 +272,7 @@ def test_replica_identity_default_insert_then_tags_update_and_late_title_updates
     finally:
         db.execute("ALTER TABLE documents REPLICA IDENTITY FULL")
     converged(settings, timeout=240)
-    model = SentenceTransformerEmbedder.from_settings(settings)
+    model = embedder_from_settings(settings)
     _assert_regions_hold(settings, fast + late, model)
 
 
@@ -297,7 +298,7 @@ def test_without_reselection_the_agent_merges_and_a_region_that_lacks_a_document
     assert events[-1]["after"]["body"] == PLACEHOLDER, "the tags update really carried the placeholder"
     requests = [m for m in verify.read_topic(settings, settings.heal_topic) if m.key() == healed.encode()]
     assert requests, "north asked for the document it lacked"
-    model = SentenceTransformerEmbedder.from_settings(settings)
+    model = embedder_from_settings(settings)
     _assert_regions_hold(settings, [*fast, healed], model)
 
 
@@ -440,7 +441,7 @@ def test_1000_mixed_changes_end_with_every_region_equal_to_postgres(settings: Se
     _mixed_changes(settings, 1000, seed=1)
     reports = converged(settings, timeout=240, with_versions=True)
     assert all(r.documents > 50 for r in reports.values())
-    model = SentenceTransformerEmbedder.from_settings(settings)
+    model = embedder_from_settings(settings)
     model.embed(["warm up"])
     expected = verify.expected_state(settings, with_versions=True)
     for region in settings.regions:
@@ -498,7 +499,7 @@ def test_two_change_agents_and_two_indexers_per_region_converge_like_one_of_each
         stopped = _log(logs / f"{stack.indexer_name(region)}-2.log")
         applied = re.search(r"stopped: WorkerStats\(batches=\d+, records=(\d+)", stopped)
         assert applied and int(applied.group(1)) > 0, f"the second {region} indexer applied records"
-    model = SentenceTransformerEmbedder.from_settings(settings)
+    model = embedder_from_settings(settings)
     expected = verify.expected_state(settings, with_versions=True)
     for region in settings.regions:
         report = verify.region_report(settings, region, expected, embed=model.embed)

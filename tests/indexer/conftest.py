@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.embedder import Embedder, HashEmbedder, SentenceTransformerEmbedder
+from embedding.embedder import Embedder
+from embedding.hash_embedder import HashEmbedder
+from embedding.runtime import embedder_from_settings
 from regionsync.settings import Settings
 from regionsync.stack import broker, milvus, postgres, procs
 from streams.events import Chunk, DocRecord, RecordOp, SourceRef
@@ -44,8 +46,9 @@ def make_settings(state_dir: Path, **overrides: object) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def embedder() -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder()
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
+    """The run-time model (ONNX by default), as the change agent and search load it."""
+    return embedder_from_settings(Settings(state_dir=tmp_path_factory.mktemp("model")))
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ import argparse
 import orjson
 import pytest
 
+from embedding.embedder import Embedder
 from indexer import cli, search
-from indexer.embedder import SentenceTransformerEmbedder
 from indexer.sink import RegionSink
 from regionsync.settings import Settings
 
@@ -24,7 +24,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def test_search_prints_hits_with_their_source(
     shared_milvus: Settings,
     collection_name: str,
-    embedder: SentenceTransformerEmbedder,
+    embedder: Embedder,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -38,7 +38,7 @@ def test_search_prints_hits_with_their_source(
         ]
     )
     sink.close()
-    monkeypatch.setattr(search.SentenceTransformerEmbedder, "from_settings", classmethod(lambda cls, s: embedder))
+    monkeypatch.setattr(search, "embedder_from_settings", lambda s: embedder)
 
     args = parse(["search", "why does the sea rise and fall", "--region", REGION, "--k", "2"])
     assert args.func(args, settings) == 0
@@ -54,13 +54,13 @@ def test_search_prints_hits_with_their_source(
 
 
 def test_search_on_a_region_that_is_down_fails_cleanly(
-    shared_milvus: Settings, embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch,
+    shared_milvus: Settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from regionsync.stack import procs
 
     settings = shared_milvus.model_copy(update={"milvus_base_port": procs.free_port()})
-    monkeypatch.setattr(search.SentenceTransformerEmbedder, "from_settings", classmethod(lambda cls, s: embedder))
+    monkeypatch.setattr(search, "embedder_from_settings", lambda s: embedder)
     args = parse(["search", "anything", "--region", REGION])
     assert args.func(args, settings) == 2
     assert "unavailable" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pymilvus import MilvusClient
 
-from indexer.embedder import SentenceTransformerEmbedder
+from embedding.embedder import Embedder
 from indexer.errors import InvalidRecord, RegionUnavailable
 from indexer.plan import DocState
 from indexer.sink import RegionSink
@@ -186,7 +186,7 @@ def test_invalid_record_is_refused_before_any_write(sink: RegionSink, hash_recor
     assert sink.count() == 0
 
 
-def test_search_finds_the_document(sink: RegionSink, embedder: SentenceTransformerEmbedder) -> None:
+def test_search_finds_the_document(sink: RegionSink, embedder: Embedder) -> None:
     make = record_factory(embedder)
     sink.apply(
         [

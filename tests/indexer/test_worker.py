@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from indexer.embedder import SentenceTransformerEmbedder
+from embedding.embedder import Embedder
 from indexer.lag import lag_report, region_lag
 from indexer.plan import DocState
 from indexer.sink import RegionSink
@@ -133,7 +133,7 @@ def run_in_thread() -> Iterator[Callable[[RegionIndexer], threading.Thread]]:
 
 
 def test_applies_records_dead_letters_poison_and_commits(
-    shared_milvus: Settings, kafka: Settings, embedder: SentenceTransformerEmbedder
+    shared_milvus: Settings, kafka: Settings, embedder: Embedder
 ) -> None:
     settings = with_topics(shared_milvus, kafka)
     make = record_factory(embedder)

@@ -1,4 +1,4 @@
-"""The real model (offline) and the fake."""
+"""The reference model (sentence-transformers on torch, offline), the tolerance, and the fake."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import os
 
 import numpy as np
 
-from indexer.embedder import Embedder, HashEmbedder, SentenceTransformerEmbedder
+from embedding.embedder import Embedder
+from embedding.hash_embedder import HashEmbedder
+from embedding.torch_embedder import SentenceTransformerEmbedder
 from regionsync.verify import vectors_close
 
 TEXTS = [
@@ -19,39 +21,39 @@ TEXTS = [
 ]
 
 
-def test_real_model_loads_offline_and_embeds(embedder: SentenceTransformerEmbedder) -> None:
+def test_real_model_loads_offline_and_embeds(torch_embedder: SentenceTransformerEmbedder) -> None:
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
-    assert isinstance(embedder, Embedder)
-    assert embedder.dim == 384 and embedder.name == "all-MiniLM-L6-v2"
-    out = embedder.embed(TEXTS)
+    assert isinstance(torch_embedder, Embedder)
+    assert torch_embedder.dim == 384 and torch_embedder.name == "all-MiniLM-L6-v2"
+    out = torch_embedder.embed(TEXTS)
     assert out.shape == (len(TEXTS), 384) and out.dtype == np.float32
     assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
-    assert embedder.embed([]).shape == (0, 384)
+    assert torch_embedder.embed([]).shape == (0, 384)
     # Semantics, roughly: related sentences are closer than unrelated ones.
-    a, b, c = embedder.embed(["The cat sat on the mat.", "A kitten rests on a rug.", "Quarterly tax filing deadlines."])
+    a, b, c = torch_embedder.embed(["The cat sat on the mat.", "A kitten rests on a rug.", "Quarterly tax filing deadlines."])
     assert float(a @ b) > float(a @ c) + 0.2
 
 
-def test_vectors_agree_across_batch_sizes_within_tolerance(embedder: SentenceTransformerEmbedder) -> None:
+def test_vectors_agree_across_batch_sizes_within_tolerance(torch_embedder: SentenceTransformerEmbedder) -> None:
     # Float results differ in the last bits between CPUs and batch shapes (shared/STACK.md), so
     # "the same vector" means within the tolerance, on any machine.
     rng = np.random.default_rng(7)
     words = " ".join(TEXTS).split()
     texts = TEXTS + [" ".join(rng.choice(words, int(n))) for n in rng.integers(1, 260, 30)]
-    alone = np.stack([embedder.embed([t])[0] for t in texts])
-    original = embedder.batch_size
+    alone = np.stack([torch_embedder.embed([t])[0] for t in texts])
+    original = torch_embedder.batch_size
     try:
         for batch_size in (2, 7, 32):
-            embedder.batch_size = batch_size
+            torch_embedder.batch_size = batch_size
             order = rng.permutation(len(texts))
-            shuffled = embedder.embed([texts[i] for i in order])
+            shuffled = torch_embedder.embed([texts[i] for i in order])
             back = np.empty_like(shuffled)
             back[order] = shuffled
             assert vectors_close(back, alone), f"batch size {batch_size}"
     finally:
-        embedder.batch_size = original
+        torch_embedder.batch_size = original
     # Same vectors as sentence-transformers' own encode.
-    reference = embedder._model.encode(texts, convert_to_numpy=True)
+    reference = torch_embedder._model.encode(texts, convert_to_numpy=True)
     assert vectors_close(reference, alone)
 
 

