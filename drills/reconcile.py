@@ -26,7 +26,7 @@ from drills import progress
 from drills.diff import Drift, classify_region, counts_by_kind
 from drills.errors import BadInput, DrillsError
 from drills.plan import RepairPlan, plan_repair
-from drills.signal import request_snapshot
+from drills.reread import request_reread
 from drills.source import SourceSnapshot, read_source
 from regionsync.settings import Settings
 from streams.events import DocRecord, RecordOp, SourceRef
@@ -136,10 +136,10 @@ def reconcile(
 
 
 def execute(settings: Settings, plan: RepairPlan, source: SourceSnapshot) -> None:
-    """Send the plan through the pipeline: snapshot signals, CMS events again, delete records."""
-    if plan.snapshot_ids:
-        signals = request_snapshot(settings, plan.snapshot_ids)
-        log.info("asked Debezium to re-read %d rows (%d signals)", len(plan.snapshot_ids), len(signals))
+    """Send the plan through the pipeline: rows re-read, CMS events again, delete records."""
+    if plan.reread_ids:
+        version = request_reread(settings, plan.reread_ids)
+        log.info("asked the change agent to re-read %d rows at WAL position %d", len(plan.reread_ids), version)
     if not (plan.republish_ids or plan.deletes):
         return
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
@@ -214,7 +214,7 @@ def summary_lines(report: ReconcileReport) -> list[str]:
     if report.plan is not None:
         p = report.plan
         out.append(
-            f"repair: {len(p.snapshot_ids)} rows re-read by Debezium, {len(p.republish_ids)} CMS events "
+            f"repair: {len(p.reread_ids)} rows re-read from the table, {len(p.republish_ids)} CMS events "
             f"published again, {len(p.deletes)} delete records; {len(p.unrepairable)} not repairable"
         )
         for doc_id, why in p.unrepairable:

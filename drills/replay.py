@@ -40,7 +40,10 @@ from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
 
-FLUSH_EVERY = 500  # records between acknowledged flushes (and checkpoint writes)
+# An acknowledged flush (and a checkpoint write) every this many records or seconds, whichever
+# comes first: at a low --rate the checkpoint still moves every second.
+FLUSH_EVERY = 500
+FLUSH_EVERY_S = 1.0
 
 
 class Interrupted(ReplayFailed):
@@ -196,7 +199,7 @@ def _into_topic(
     limiter = RateLimiter(req.rate)
     todo = cp.remaining()
     consumer = kafka_io.reader(settings.kafka_bootstrap)
-    since_flush = 0
+    since_flush, last_flush = 0, time.monotonic()
     try:
         with progress.bar(sum(r.count for r in cp.ranges), f"replay {req.topic} -> {req.to_topic}", initial=cp.sent) as pbar:
             for rng in todo:
@@ -214,9 +217,9 @@ def _into_topic(
                     result.sent += 1
                     since_flush += 1
                     pbar.update(1)
-                    if since_flush >= FLUSH_EVERY:
+                    if since_flush >= FLUSH_EVERY or time.monotonic() - last_flush >= FLUSH_EVERY_S:
                         flush()
-                        since_flush = 0
+                        since_flush, last_flush = 0, time.monotonic()
                 if stop.is_set():
                     break
                 # a range is done when its end is reached, even where compaction left gaps

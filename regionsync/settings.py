@@ -63,8 +63,6 @@ class Settings(BaseSettings):
         default_factory=lambda: ["tags", "status", "updated_at"]
     )
     tags_column: str = "tags"
-    # Debezium's signal table in the CMS database (incremental snapshots: drills/signal.py).
-    signal_table: str = "public.debezium_signal"
     status_column: str = "status"
     published_values: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["published"])
     # A record carries every chunk with its vector (~3 KB per 800-char chunk): 200 KB of text

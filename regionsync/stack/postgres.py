@@ -35,13 +35,6 @@ CREATE TABLE IF NOT EXISTS documents (
 -- Debezium needs the full old row: without it an update has before=null, a delete's before
 -- holds only the key, and unchanged TOASTed columns arrive as a placeholder.
 ALTER TABLE documents REPLICA IDENTITY FULL;
--- Debezium's signal table (connector setting signal.data.collection): `regionsync reconcile
--- --repair` inserts execute-snapshot signals here, Debezium writes its snapshot watermarks here.
-CREATE TABLE IF NOT EXISTS debezium_signal (
-    id    varchar(64) PRIMARY KEY,
-    type  varchar(32) NOT NULL,
-    data  text
-);
 """
 
 

@@ -39,8 +39,7 @@ def test_default_template_renders_from_settings(settings: Settings) -> None:
     assert config["database.password"] == SECRET
     assert config["database.dbname"] == settings.pg_database
     assert config["topic.prefix"] == "cms"
-    assert config["table.include.list"] == "public.documents,public.debezium_signal"
-    assert config["signal.data.collection"] == "public.debezium_signal"
+    assert config["table.include.list"] == "public.documents"
     assert config["slot.name"] == settings.replication_slot
     assert config["publication.name"] == settings.publication
     assert config["topic.creation.default.partitions"] == "3"

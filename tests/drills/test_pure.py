@@ -13,7 +13,7 @@ from drills.errors import BadInput
 from drills.plan import plan_repair
 from drills.ranges import PartitionRange, resolve_ranges
 from drills.rate import RateLimiter, parse_rate
-from drills.signal import snapshot_signal
+from drills.reread import heal_requests
 from drills.timeparse import parse_duration, parse_time_ms
 from regionsync.verify import ExpectedDoc
 from streams.events import content_hash
@@ -86,7 +86,7 @@ def test_repair_plan_routes_each_origin_through_its_own_path() -> None:
     drifts = classify_region("east", SOURCE, region_rows)
     held = {"east": {"old": 10, "hidden": 10, "cms-doc": 5, "cms-deleted": 8, "orphan": 40}, "north": {"orphan": 44}}
     plan = plan_repair(drifts, {"cms-doc": 7, "cms-deleted": 9}, held)
-    assert set(plan.snapshot_ids) == {"old", "hidden", "gone-from-region", "retitled", "broken"}
+    assert set(plan.reread_ids) == {"old", "hidden", "gone-from-region", "retitled", "broken"}
     assert set(plan.republish_ids) == {"cms-doc", "cms-deleted"}  # both newer than what the region holds
     assert plan.deletes == (("orphan", 45),)  # above the highest version any region holds
     assert not plan.unrepairable
@@ -108,12 +108,10 @@ def test_repair_plan_republishes_a_cms_document_one_region_lacks() -> None:
     assert plan.republish_ids == ("c",) and not plan.unrepairable  # east skips it, north applies it
 
 
-def test_snapshot_signal_quotes_ids() -> None:
-    data = snapshot_signal("public.documents", "id", ["a", "o'neil"])
-    assert data["type"] == "incremental" and data["data-collections"] == ["public.documents"]
-    assert data["additional-conditions"] == [
-        {"data-collection": "public.documents", "filter": "\"id\"::text IN ('a', 'o''neil')"}
-    ]
+def test_reread_requests_carry_one_version_for_every_row() -> None:
+    reqs = heal_requests(["a", "b"], 123456, 7)
+    assert [(r.doc_id, r.version, r.source_kind, r.region) for r in reqs] == [
+        ("a", 123456, "debezium", "reconcile"), ("b", 123456, "debezium", "reconcile")]
 
 
 MARKS = {0: (0, 10), 1: (5, 8), 2: (0, 0)}
