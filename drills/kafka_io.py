@@ -28,17 +28,76 @@ def reader(bootstrap: str, group: str = "regionsync-drills-reader", **extra: obj
     return Consumer(config)
 
 
-def watermarks(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
-    """partition -> (low, high) as the broker reports them; :class:`BadInput` for an unknown topic."""
+def watermarks(bootstrap: str, topic: str, probe: bool = False) -> dict[int, tuple[int, int]]:
+    """partition -> (low, end); :class:`BadInput` for an unknown topic.
+
+    tansu reports the last batch's base offset + 1 as the high watermark (shared/STACK.md), below
+    the real end when the last batch held several records. With ``probe`` the end is where
+    reading from the reported one finds nothing more (a few empty polls): exact on both brokers.
+    """
     consumer = reader(bootstrap)
     try:
         meta = consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
             raise BadInput(f"unknown topic {topic!r} at {bootstrap}")
-        return {
+        out = {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT_S, cached=False)
             for p in sorted(meta.partitions)
         }
+        if probe:
+            out = {p: (low, _probe_end(consumer, topic, p, high)) for p, (low, high) in out.items()}
+        return out
+    finally:
+        consumer.close()
+
+
+def _probe_end(consumer: Consumer, topic: str, partition: int, high: int, idle_polls: int = 3) -> int:
+    consumer.assign([TopicPartition(topic, partition, high)])
+    end, empty = high, 0
+    while empty < idle_polls:
+        msgs = consumer.consume(500, 0.2)
+        if not msgs:
+            empty += 1
+            continue
+        empty = 0
+        end = max([end] + [(m.offset() or 0) + 1 for m in msgs if m.error() is None])
+    return end
+
+
+def timestamp_at(bootstrap: str, topic: str, partition: int, offset: int) -> int | None:
+    consumer = reader(bootstrap)
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        for _ in range(10):
+            for msg in consumer.consume(1, 0.5):
+                if msg.error() is None:
+                    return int(msg.timestamp()[1]) if msg.offset() == offset else None
+        return None
+    finally:
+        consumer.close()
+
+
+def first_offset_at_or_after(bootstrap: str, topic: str, partition: int, start: int, end: int, ts_ms: int) -> int:
+    """Scan ``[start, end)`` for the first record with a timestamp >= ``ts_ms`` (``end`` if none)."""
+    consumer = reader(bootstrap)
+    try:
+        consumer.assign([TopicPartition(topic, partition, start)])
+        empty = 0
+        while empty < 5:
+            msgs = consumer.consume(500, 0.2)
+            if not msgs:
+                empty += 1
+                continue
+            empty = 0
+            for msg in msgs:
+                if msg.error() is not None:
+                    continue
+                offset = msg.offset() or 0
+                if offset >= end:
+                    return end
+                if msg.timestamp()[1] >= ts_ms:
+                    return offset
+        return end
     finally:
         consumer.close()
 

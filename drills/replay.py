@@ -32,7 +32,7 @@ from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 
 from drills import checkpoint as ckpt
 from drills import kafka_io, progress
-from drills.errors import BadInput, GroupActive, ReplayFailed
+from drills.errors import BadInput, DrillsError, GroupActive, ReplayFailed
 from drills.ranges import PartitionRange, resolve_ranges
 from drills.rate import RateLimiter
 from drills.reconcile import origin_headers
@@ -117,7 +117,7 @@ def plan(settings: Settings, req: ReplayRequest) -> list[PartitionRange]:
             )
         if req.rate is not None:
             raise BadInput("--rate applies to a replay into a topic; a region's consumer reads at its own pace")
-    marks = kafka_io.watermarks(settings.kafka_bootstrap, req.topic)
+    marks = kafka_io.watermarks(settings.kafka_bootstrap, req.topic, probe=True)
     if req.to_topic is not None:
         target_bootstrap = req.to_bootstrap or settings.kafka_bootstrap
         if req.to_topic == req.topic and target_bootstrap == settings.kafka_bootstrap:
@@ -128,13 +128,24 @@ def plan(settings: Settings, req: ReplayRequest) -> list[PartitionRange]:
     starts: dict[int, int | None] = {p: req.from_offset for p in known}
     ends: dict[int, int | None] = {p: req.to_offset for p in known}
     if req.from_time_ms is not None:
-        found = kafka_io.offsets_for_time(settings.kafka_bootstrap, req.topic, known, req.from_time_ms)
-        # no record at or after the time: the range starts at the end (empty)
-        starts = {p: (marks[p][1] if found.get(p) is None else found[p]) for p in known}
+        starts = {p: _offset_for_time(settings, req.topic, p, marks[p], req.from_time_ms) for p in known}
     if req.to_time_ms is not None:
-        found = kafka_io.offsets_for_time(settings.kafka_bootstrap, req.topic, known, req.to_time_ms)
-        ends = {p: found.get(p) for p in known}
+        ends = {p: _offset_for_time(settings, req.topic, p, marks[p], req.to_time_ms) for p in known}
     return resolve_ranges(req.topic, marks, wanted, starts, ends)
+
+
+def _offset_for_time(settings: Settings, topic: str, partition: int, marks: tuple[int, int], ts_ms: int) -> int:
+    """The first offset at or after ``ts_ms`` (the end if none). The broker's answer is checked
+    against the record it names, and the partition scanned from there if it is wrong: tansu
+    answers a time lookup with the low watermark whatever the time."""
+    low, end = marks
+    found = kafka_io.offsets_for_time(settings.kafka_bootstrap, topic, [partition], ts_ms).get(partition)
+    if found is None:
+        return end
+    ts = kafka_io.timestamp_at(settings.kafka_bootstrap, topic, partition, found) if found < end else None
+    if ts is not None and ts >= ts_ms:
+        return found
+    return kafka_io.first_offset_at_or_after(settings.kafka_bootstrap, topic, partition, max(found, low), end, ts_ms)
 
 
 def run(settings: Settings, req: ReplayRequest, stop: threading.Event | None = None) -> ReplayResult:
@@ -274,7 +285,9 @@ def _into_indexer(settings: Settings, req: ReplayRequest, ranges: list[Partition
     assert req.region is not None
     group = settings.region_group(req.region)
     name = stack.indexer_name(req.region)
-    members = kafka_io.group_members(settings.kafka_bootstrap, group)
+    # tansu's DescribeGroups lists no members even for a running group: the embedded stack's
+    # process table is asked too.
+    members = kafka_io.group_members(settings.kafka_bootstrap, group) or (1 if _stack_proc(settings, name) else 0)
     stopped = False
     if members:
         if not (req.stop_consumer and _stack_proc(settings, name)):
@@ -286,12 +299,24 @@ def _into_indexer(settings: Settings, req: ReplayRequest, ranges: list[Partition
         stopped = True
         _wait_empty(settings.kafka_bootstrap, group)
     offsets = {r.partition: r.start for r in ranges}
-    kafka_io.move_group(settings.kafka_bootstrap, group, req.topic, offsets)
+    # A stopped consumer's membership can outlive it until the broker's session timeout (tansu:
+    # its leave is not always seen), and the commit is refused meanwhile: retry for a while.
+    deadline = time.monotonic() + (60.0 if stopped else 0.0)
+    while True:
+        try:
+            kafka_io.move_group(settings.kafka_bootstrap, group, req.topic, offsets)
+            break
+        except DrillsError:
+            if time.monotonic() > deadline:
+                if stopped:
+                    stack.start_indexer(settings, req.region)
+                raise
+            time.sleep(1.0)
     result.moved = offsets
     log.info("moved %s on %s back to %s", group, req.topic, offsets)
     if stopped:
         stack.start_indexer(settings, req.region)
-    if req.wait and (stopped or kafka_io.group_members(settings.kafka_bootstrap, group)):
+    if req.wait and stopped:
         result.applied_to_end = _wait_committed(settings, group, req.topic, ranges)
 
 
