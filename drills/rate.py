@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from drills.errors import BadInput
 
+EPSILON = 1e-9
+
 
 class RateLimiter:
     """At most ``rate`` acquisitions per second on average, bursts up to one second's worth.
@@ -32,13 +34,15 @@ class RateLimiter:
         now = self._clock()
         self._tokens = min(self._burst, self._tokens + (now - self._last) * self.rate)
         self._last = now
-        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.rate
+        # Refills are float sums: 0.1 s x 10/s can come out a hair under one token, and a wait of
+        # 1e-17 s would not move a clock: within EPSILON of a token counts as a token.
+        return 0.0 if self._tokens >= 1.0 - EPSILON else (1.0 - self._tokens) / self.rate
 
     def acquire(self) -> None:
         while (delay := self.wait_time()) > 0:
             self._sleep(delay)
         if self.rate is not None:
-            self._tokens -= 1.0
+            self._tokens = max(0.0, self._tokens - 1.0)
 
 
 def parse_rate(text: str) -> float:

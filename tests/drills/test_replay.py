@@ -87,6 +87,20 @@ def test_replay_into_a_topic_keeps_records_and_adds_origin(settings: Settings, t
         assert msg.partition() == origin.partition() and origin.offset() >= 5
 
 
+def test_replay_range_by_time(settings: Settings) -> None:
+    src = _topic(settings, "drills.src-c")
+    _fill(settings, src, 40)  # record i at BASE_TS + i, partition i % 2
+    wait_for(lambda: len(_records(settings, src)) == 40, 60, "40 source records")
+    out = cli(settings, "replay", src, "--to-topic", "drills.copy-a", "--from-time", str(BASE_TS + 30),
+              "--to-time", str(BASE_TS + 36), "--dry-run", "--json")
+    assert out.returncode == 0, out.stderr
+    # records 30..35: offsets 15..17 of each partition
+    assert orjson.loads(out.stdout)["partitions"] == {
+        "0": {"start": 15, "end": 18, "count": 3}, "1": {"start": 15, "end": 18, "count": 3}}
+    late = cli(settings, "replay", src, "--to-topic", "drills.copy-a", "--from-time", str(BASE_TS + 10_000), "--dry-run")
+    assert late.returncode == 2 and "nothing to replay" in late.stderr
+
+
 def test_replay_resumes_from_its_checkpoint_after_an_interruption(settings: Settings, tmp_path: Path) -> None:
     src, dst = _topic(settings, "drills.src-b"), _topic(settings, "drills.copy-b")
     _fill(settings, src, 120)
