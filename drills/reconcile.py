@@ -85,13 +85,7 @@ def scan(
     drifts: list[Drift] = []
     held: dict[str, dict[str, int]] = {}
     for region in regions:
-        sink = RegionSink.for_region(settings, region)
-        try:
-            with progress.bar(None, f"reading {region}", unit="chunk") as pbar:
-                rows = sink.dump_chunks(on_page=pbar.update)
-            states = sink.doc_states()
-        finally:
-            sink.close()
+        rows, states = _read_region(RegionSink.for_region(settings, region), region)
         mine = held.setdefault(region, {})
         for doc_id, state in states.items():
             mine[doc_id] = max(mine.get(doc_id, state.version), state.version)
@@ -100,6 +94,27 @@ def scan(
             mine[doc_id] = max(mine.get(doc_id, version), version)
         drifts.extend(classify_region(region, source.view, rows))
     return source, drifts, held
+
+
+def _read_region(sink: Any, region: str, attempts: int = 5, pause_s: float = 2.0) -> tuple[list[dict[str, Any]], Any]:
+    """Every chunk row and bookkeeping row of a region. A region that does not answer is tried
+    again a few times (a busy milvus-lite server refuses connections under load) before the error
+    propagates: a reconcile must not report a region it could not read as drifted."""
+    from indexer.errors import RegionUnavailable
+
+    try:
+        for attempt in range(attempts):
+            try:
+                with progress.bar(None, f"reading {region}", unit="chunk") as pbar:
+                    rows = sink.dump_chunks(on_page=pbar.update)
+                return rows, sink.doc_states()
+            except RegionUnavailable:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(pause_s)
+        raise AssertionError("unreachable")
+    finally:
+        sink.close()
 
 
 def _key(d: Drift) -> tuple[str, str, str]:
