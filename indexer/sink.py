@@ -435,10 +435,11 @@ class RegionSink:
         """Every bookkeeping row: doc_id -> (version, content_hash, n_chunks, deleted)."""
         return {str(row["doc_id"]): _state(row) for row in self._scan(self.versions, VERSION_FIELDS)}
 
-    def dump_chunks(self) -> list[dict[str, Any]]:
-        """Every chunk row, vectors included (float32 arrays), sorted by (doc_id, chunk_index)."""
+    def dump_chunks(self, on_page: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+        """Every chunk row, vectors included (float32 arrays), sorted by (doc_id, chunk_index).
+        ``on_page(n)`` is called after each page of ``n`` rows (a progress bar on long scans)."""
         rows = []
-        for row in self._scan(self.collection, CHUNK_FIELDS):
+        for row in self._scan(self.collection, CHUNK_FIELDS, on_page=on_page):
             row = dict(row)
             row["embedding"] = np.asarray(row["embedding"], dtype=np.float32)
             row["tags"] = list(row.get("tags") or [])
@@ -453,7 +454,9 @@ class RegionSink:
         )
         return int(res[0]["count(*)"])
 
-    def _scan(self, collection: str, fields: list[str], batch: int = 1000) -> list[dict[str, Any]]:
+    def _scan(
+        self, collection: str, fields: list[str], batch: int = 1000, on_page: Callable[[int], None] | None = None
+    ) -> list[dict[str, Any]]:
         def scan(mc: MilvusClient) -> list[dict[str, Any]]:
             it = mc.query_iterator(collection, batch_size=batch, filter="", output_fields=fields, timeout=self.timeout_s)
             out: list[dict[str, Any]] = []
@@ -463,6 +466,8 @@ class RegionSink:
                     if not page:
                         return out
                     out.extend(dict(r) for r in page)
+                    if on_page is not None:
+                        on_page(len(page))
             finally:
                 it.close()
 

@@ -50,6 +50,9 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:  # type: ignore
     from regionsync.bench import cli as bench_cli
 
     bench_cli.register(sub)
+    from drills import cli as drills_cli
+
+    drills_cli.register(sub)
 
 
 def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
@@ -94,6 +97,9 @@ def _package_errors() -> tuple[type[Exception], ...]:
         errors.append(DialogError)
     except ImportError:  # pragma: no cover
         pass
+    from drills.errors import DrillsError
+
+    errors.append(DrillsError)
     return tuple(errors)
 
 

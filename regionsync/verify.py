@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,10 +144,13 @@ def read_topic(settings: Settings, topic: str, idle_polls: int = 5, timeout: flo
         consumer.close()
 
 
-def fold_topic_versions(settings: Settings, topic: str, parse: Callable[..., DocumentChange]) -> dict[str, DocumentChange]:
-    """Newest change per document on a source topic (poison skipped: it is in the dead-letter topic)."""
+def newest_events(
+    settings: Settings, topic: str, parse: Callable[..., DocumentChange]
+) -> dict[str, tuple[DocumentChange, Any]]:
+    """Newest change per document on a source topic, with the message it came from (so a
+    reconcile can publish that very event again). Poison is skipped: it is in the dead-letter topic."""
     spec = CaptureSpec.from_settings(settings)
-    newest: dict[str, DocumentChange] = {}
+    newest: dict[str, tuple[DocumentChange, Any]] = {}
     for msg in read_topic(settings, topic):
         try:
             change = parse(msg.key(), msg.value(), spec, msg.topic(), msg.partition(), msg.offset())
@@ -156,13 +159,21 @@ def fold_topic_versions(settings: Settings, topic: str, parse: Callable[..., Doc
         if change.version is None:
             continue
         current = newest.get(change.doc_id)
-        if current is None or current.version is None or change.version >= current.version:
-            newest[change.doc_id] = change
+        if current is None or current[0].version is None or change.version >= current[0].version:
+            newest[change.doc_id] = (change, msg)
     return newest
 
 
-def expected_state(settings: Settings, with_versions: bool = False) -> dict[str, ExpectedDoc]:
-    """What every region must hold: the table's published rows, plus CMS-published documents."""
+def fold_topic_versions(settings: Settings, topic: str, parse: Callable[..., DocumentChange]) -> dict[str, DocumentChange]:
+    """Newest change per document on a source topic (poison skipped: it is in the dead-letter topic)."""
+    return {doc_id: change for doc_id, (change, _msg) in newest_events(settings, topic, parse).items()}
+
+
+def expected_state(
+    settings: Settings, with_versions: bool = False, cms_newest: Mapping[str, DocumentChange] | None = None
+) -> dict[str, ExpectedDoc]:
+    """What every region must hold: the table's published rows, plus CMS-published documents
+    (``cms_newest``: the newest CMS change per document, when the caller has read the topic already)."""
     expected = expected_from_postgres(settings)
     if with_versions:
         lsn = fold_topic_versions(settings, settings.cdc_topic, debezium.parse)
@@ -170,13 +181,55 @@ def expected_state(settings: Settings, with_versions: bool = False) -> dict[str,
             k: ExpectedDoc(v.doc_id, v.content_hash, v.chunks, v.title, v.tags, lsn[k].version if k in lsn else None)
             for k, v in expected.items()
         }
-    for doc_id, change in fold_topic_versions(settings, settings.cms_topic, cms.parse).items():
+    if cms_newest is None:
+        cms_newest = fold_topic_versions(settings, settings.cms_topic, cms.parse)
+    for doc_id, change in cms_newest.items():
         if doc_id in expected:
             continue
         exp = expected_from_change(change, settings)
         if exp is not None:
             expected[doc_id] = exp
     return expected
+
+
+# Kinds of difference for a document both the source and the region hold (drills/diff.py
+# classifies on them): the chunk set is inconsistent in itself, or the region's copy is older.
+CHUNKS_WRONG = "chunks_wrong"
+STALE = "stale"
+
+
+def document_differences(
+    region: str, exp: ExpectedDoc, doc_rows: Sequence[dict[str, Any]]
+) -> list[tuple[str, str]]:
+    """Every difference between one document's chunk rows in ``region`` and ``exp``, as
+    (kind, message): ``chunks_wrong`` when the rows do not form one whole state (gaps in the chunk
+    indexes, several versions, the right text hash over the wrong chunk texts), ``stale`` when
+    they form one but not the source's (other text, title, tags or version)."""
+    doc_id = exp.doc_id
+    out: list[tuple[str, str]] = []
+    rows = sorted(doc_rows, key=lambda r: int(r["chunk_index"]))
+    texts = tuple(str(r["text"]) for r in rows)
+    hashes = {r["content_hash"] for r in rows}
+    versions = {int(r["version"]) for r in rows}
+    if [int(r["chunk_index"]) for r in rows] != list(range(len(rows))):
+        out.append((CHUNKS_WRONG, f"{region}: {doc_id} chunk indexes {[r['chunk_index'] for r in rows]} are not 0..n-1"))
+    if hashes != {exp.content_hash}:
+        kind = CHUNKS_WRONG if len(hashes) > 1 else STALE
+        out.append((kind, f"{region}: {doc_id} content hash {sorted(hashes)} != {exp.content_hash}"))
+    if texts != exp.chunks:
+        kind = CHUNKS_WRONG if hashes == {exp.content_hash} else STALE
+        out.append((kind, f"{region}: {doc_id} has {len(texts)} chunks that differ from the source's {len(exp.chunks)}"))
+    if len(versions) != 1:
+        out.append((CHUNKS_WRONG, f"{region}: {doc_id} chunks carry several versions {sorted(versions)}"))
+    elif exp.version is not None and versions != {exp.version}:
+        out.append((STALE, f"{region}: {doc_id} version {next(iter(versions))} != source version {exp.version}"))
+    titles = {r["title"] for r in rows}
+    if titles != {exp.title}:
+        out.append((STALE, f"{region}: {doc_id} title {sorted(titles)} != {exp.title!r}"))
+    tags = {tuple(r.get("tags") or ()) for r in rows}
+    if tags != {exp.tags}:
+        out.append((STALE, f"{region}: {doc_id} tags {sorted(tags)} != {list(exp.tags)}"))
+    return out
 
 
 def compare_region(
@@ -196,27 +249,7 @@ def compare_region(
     for doc_id in sorted(set(by_doc) - set(expected)):
         diffs.append(f"{region}: document {doc_id} should not be there (deleted or unpublished)")
     for doc_id in sorted(set(expected) & set(by_doc)):
-        exp = expected[doc_id]
-        rows = sorted(by_doc[doc_id], key=lambda r: int(r["chunk_index"]))
-        texts = tuple(str(r["text"]) for r in rows)
-        hashes = {r["content_hash"] for r in rows}
-        versions = {int(r["version"]) for r in rows}
-        if [int(r["chunk_index"]) for r in rows] != list(range(len(rows))):
-            diffs.append(f"{region}: {doc_id} chunk indexes {[r['chunk_index'] for r in rows]} are not 0..n-1")
-        if hashes != {exp.content_hash}:
-            diffs.append(f"{region}: {doc_id} content hash {sorted(hashes)} != {exp.content_hash}")
-        if texts != exp.chunks:
-            diffs.append(f"{region}: {doc_id} has {len(texts)} chunks that differ from the source's {len(exp.chunks)}")
-        if len(versions) != 1:
-            diffs.append(f"{region}: {doc_id} chunks carry several versions {sorted(versions)}")
-        elif exp.version is not None and versions != {exp.version}:
-            diffs.append(f"{region}: {doc_id} version {versions.pop()} != source version {exp.version}")
-        titles = {r["title"] for r in rows}
-        if titles != {exp.title}:
-            diffs.append(f"{region}: {doc_id} title {sorted(titles)} != {exp.title!r}")
-        tags = {tuple(r.get("tags") or ()) for r in rows}
-        if tags != {exp.tags}:
-            diffs.append(f"{region}: {doc_id} tags {sorted(tags)} != {list(exp.tags)}")
+        diffs.extend(message for _kind, message in document_differences(region, expected[doc_id], by_doc[doc_id]))
     if embed is not None and chunk_rows:
         want = embed([str(r["text"]) for r in chunk_rows])
         for row, vec in zip(chunk_rows, want, strict=True):

@@ -1,0 +1,242 @@
+"""`regionsync reconcile`: compare every region with the source of truth, and repair it.
+
+The incremental half of the sync (Debezium -> change agent -> indexers) cannot see what it was
+never told: after the embedded broker and the Connect worker restarted (topics and Connect's
+offsets live in the broker's memory), Debezium took a new snapshot, which carries no deletes,
+and rows deleted meanwhile stayed in every region while lag read 0. This is the full half: read
+the table and the CMS topic, read every region document by document, classify the differences
+(drills/diff.py), and with ``repair`` re-drive them through the pipeline's own path
+(drills/plan.py), then scan again until the regions match or the timeout passes.
+
+A change in flight looks like drift for a moment; a difference counts only if it is still there
+after ``settle_s`` (a second scan), unless the first scan found nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from drills import progress
+from drills.diff import Drift, classify_region, counts_by_kind
+from drills.errors import BadInput, DrillsError
+from drills.plan import RepairPlan, plan_repair
+from drills.reread import request_reread
+from drills.source import SourceSnapshot, read_source
+from regionsync.settings import Settings
+from streams.events import DocRecord, RecordOp, SourceRef
+
+log = logging.getLogger(__name__)
+
+ORIGIN_HEADER = "regionsync-origin"
+
+
+@dataclass
+class ReconcileReport:
+    regions: list[str]
+    documents_in_source: int = 0
+    drifts: list[Drift] = field(default_factory=list)
+    plan: RepairPlan | None = None
+    remaining: list[Drift] | None = None  # after a repair: what still differs
+    seconds: float = 0.0
+
+    @property
+    def drift_found(self) -> bool:
+        return bool(self.drifts)
+
+    @property
+    def repaired(self) -> bool:
+        return self.plan is not None and self.remaining is not None and not self.remaining
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "regions": self.regions,
+            "documents_in_source": self.documents_in_source,
+            "drift_found": self.drift_found,
+            "counts": {r: counts_by_kind([d for d in self.drifts if d.region == r]) for r in self.regions},
+            "drifts": [d.to_dict() for d in self.drifts],
+            "repair": None if self.plan is None else self.plan.to_dict(),
+            "remaining": None if self.remaining is None else [d.to_dict() for d in self.remaining],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def check_regions(settings: Settings, region: str | None) -> list[str]:
+    if region is None:
+        return list(settings.regions)
+    if region not in settings.regions:
+        raise BadInput(f"unknown region {region!r}; configured regions: {', '.join(settings.regions)}")
+    return [region]
+
+
+def scan(
+    settings: Settings, regions: Sequence[str]
+) -> tuple[SourceSnapshot, list[Drift], dict[str, dict[str, int]]]:
+    """One pass: the source, then each region. Returns the drifts and, per region and document,
+    the highest version the region holds (chunks or bookkeeping, deleted markers included)."""
+    from indexer.sink import RegionSink
+
+    source = read_source(settings)
+    drifts: list[Drift] = []
+    held: dict[str, dict[str, int]] = {}
+    for region in regions:
+        rows, states = _read_region(RegionSink.for_region(settings, region), region)
+        mine = held.setdefault(region, {})
+        for doc_id, state in states.items():
+            mine[doc_id] = max(mine.get(doc_id, state.version), state.version)
+        for row in rows:
+            doc_id, version = str(row["doc_id"]), int(row["version"])
+            mine[doc_id] = max(mine.get(doc_id, version), version)
+        drifts.extend(classify_region(region, source.view, rows))
+    return source, drifts, held
+
+
+def _read_region(sink: Any, region: str, attempts: int = 5, pause_s: float = 2.0) -> tuple[list[dict[str, Any]], Any]:
+    """Every chunk row and bookkeeping row of a region. A region that does not answer is tried
+    again a few times (a busy milvus-lite server refuses connections under load) before the error
+    propagates: a reconcile must not report a region it could not read as drifted."""
+    from indexer.errors import RegionUnavailable
+
+    try:
+        for attempt in range(attempts):
+            try:
+                with progress.bar(None, f"reading {region}", unit="chunk") as pbar:
+                    rows = sink.dump_chunks(on_page=pbar.update)
+                return rows, sink.doc_states()
+            except RegionUnavailable:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(pause_s)
+        raise AssertionError("unreachable")
+    finally:
+        sink.close()
+
+
+def _key(d: Drift) -> tuple[str, str, str]:
+    return d.region, d.doc_id, d.kind.value
+
+
+def reconcile(
+    settings: Settings,
+    region: str | None = None,
+    repair: bool = False,
+    settle_s: float = 2.0,
+    timeout_s: float = 300.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> ReconcileReport:
+    regions = check_regions(settings, region)
+    started = clock()
+    source, drifts, held = scan(settings, regions)
+    if drifts and settle_s > 0:
+        sleep(settle_s)
+        first = {_key(d) for d in drifts}
+        source, drifts, held = scan(settings, regions)
+        drifts = [d for d in drifts if _key(d) in first]
+    report = ReconcileReport(regions, len(source.view.expected), drifts)
+    for d in drifts:
+        log.info("drift %s %s %s (%s): %s", d.region, d.kind.value, d.doc_id, d.origin.value, d.detail)
+    if repair and drifts:
+        cms_versions = {doc_id: v for doc_id, (v, _op) in source.view.cms_versions.items()}
+        report.plan = plan_repair(drifts, cms_versions, held)
+        execute(settings, report.plan, source)
+        report.remaining = wait_repaired(settings, regions, report.plan, timeout_s, sleep, clock)
+    report.seconds = clock() - started
+    return report
+
+
+def execute(settings: Settings, plan: RepairPlan, source: SourceSnapshot) -> None:
+    """Send the plan through the pipeline: rows re-read, CMS events again, delete records."""
+    if plan.reread_ids:
+        version = request_reread(settings, plan.reread_ids)
+        log.info("asked the change agent to re-read %d rows at WAL position %d", len(plan.reread_ids), version)
+    if not (plan.republish_ids or plan.deletes):
+        return
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
+    failures: list[str] = []
+
+    def delivered(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            failures.append(f"{msg.topic()} {msg.key()!r}: {err}")
+
+    for doc_id in plan.republish_ids:
+        msg = source.cms_messages[doc_id]
+        headers = list(msg.headers() or []) + origin_headers(msg.topic(), msg.partition(), msg.offset(), "reconcile")
+        producer.produce(settings.cms_topic, key=msg.key(), value=msg.value(), headers=headers, on_delivery=delivered)
+        producer.poll(0)
+    now_ms = int(time.time() * 1000)
+    for doc_id, version in plan.deletes:
+        record = DocRecord(
+            doc_id, version, RecordOp.DELETE, SourceRef("reconcile", settings.chunks_topic, -1, -1, op="delete"),
+            produced_ms=now_ms,
+        )
+        producer.produce(
+            settings.chunks_topic, key=doc_id.encode("utf-8"), value=record.to_bytes(),
+            headers=[(ORIGIN_HEADER, b"reconcile")], on_delivery=delivered,
+        )
+        producer.poll(0)
+    remaining = producer.flush(30.0)
+    if remaining or failures:
+        raise DrillsError(f"repair: {remaining} records unacknowledged, {len(failures)} failed: {'; '.join(failures[:3])}")
+    log.info("published %d CMS events again, %d delete records", len(plan.republish_ids), len(plan.deletes))
+
+
+def origin_headers(topic: str, partition: int, offset: int, origin: str) -> list[tuple[str, bytes]]:
+    """Where a re-driven record came from (replay and repair add these; existing headers are kept)."""
+    return [
+        (ORIGIN_HEADER, origin.encode()),
+        ("regionsync-origin-topic", topic.encode()),
+        ("regionsync-origin-partition", str(partition).encode()),
+        ("regionsync-origin-offset", str(offset).encode()),
+    ]
+
+
+def wait_repaired(
+    settings: Settings,
+    regions: Sequence[str],
+    plan: RepairPlan,
+    timeout_s: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+    interval_s: float = 1.0,
+) -> list[Drift]:
+    """Scan until nothing differs but what the plan could not repair, or the timeout passes."""
+    skip = {doc_id for doc_id, _why in plan.unrepairable}
+    deadline = clock() + timeout_s
+    while True:
+        _source, drifts, _held = scan(settings, regions)
+        left = [d for d in drifts if d.doc_id not in skip]
+        if not left or clock() > deadline:
+            return drifts
+        sleep(interval_s)
+
+
+def summary_lines(report: ReconcileReport) -> list[str]:
+    out = [f"source: {report.documents_in_source} documents; regions: {', '.join(report.regions)}"]
+    for region in report.regions:
+        counts = counts_by_kind([d for d in report.drifts if d.region == region])
+        found = ", ".join(f"{k} {n}" for k, n in counts.items() if n) or "none"
+        out.append(f"{region}: drift: {found}")
+    for d in report.drifts[:50]:
+        out.append(f"  {d.region} {d.kind.value:<23} {d.doc_id} [{d.origin.value}] {d.detail}")
+    if len(report.drifts) > 50:
+        out.append(f"  ... {len(report.drifts) - 50} more (use --json for all)")
+    if report.plan is not None:
+        p = report.plan
+        out.append(
+            f"repair: {len(p.reread_ids)} rows re-read from the table, {len(p.republish_ids)} CMS events "
+            f"published again, {len(p.deletes)} delete records; {len(p.unrepairable)} not repairable"
+        )
+        for doc_id, why in p.unrepairable:
+            out.append(f"  not repairable: {doc_id}: {why}")
+        remaining = report.remaining or []
+        out.append("after repair: every region equals the source" if not remaining else f"after repair: {len(remaining)} differences remain")
+    out.append(f"{report.seconds:.1f}s")
+    return out
+
+

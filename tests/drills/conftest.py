@@ -1,0 +1,59 @@
+"""The whole embedded stack, once for the drills tests (the same start as tests/e2e)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from regionsync.settings import Settings
+from regionsync.stack import stack
+from tests.e2e.conftest import SEED, e2e_settings, wait_for
+
+__all__ = ["wait_for", "cli", "apply_connector"]
+
+
+@pytest.fixture(scope="package")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    s = e2e_settings(tmp_path_factory.mktemp("drills"))
+    try:
+        stack.start_infra(s)
+        with psycopg.connect(s.pg_dsn(), autocommit=True) as conn:
+            for doc_id, title, body, tags in SEED:
+                conn.execute("INSERT INTO documents (id, title, body, tags) VALUES (%s, %s, %s, %s)",
+                             (doc_id, title, body, tags))
+        stack.start_workers(s)
+        apply_connector(s)
+        yield s
+    finally:
+        stack.down(s)
+
+
+def apply_connector(settings: Settings, attempts: int = 3) -> None:
+    """Register the connector; on a machine loaded by other test runs Connect's validate call can
+    outlast the client's read timeout, so a timed-out attempt is retried (the call is idempotent)."""
+    from connectors.errors import ConnectRestError
+
+    for attempt in range(attempts):
+        try:
+            stack.apply_connector(settings)
+            return
+        except ConnectRestError:
+            if attempt == attempts - 1:
+                raise
+
+
+@pytest.fixture()
+def db(settings: Settings) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
+        yield conn
+
+
+def cli(settings: Settings, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "regionsync.cli", *args],
+        capture_output=True, text=True, env=settings.child_env(), timeout=timeout,
+    )
