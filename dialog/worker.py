@@ -260,7 +260,7 @@ def serve(settings: Settings, region: str, *, snapshots: bool = True) -> int:
 
 def _serve_metrics(settings: Settings, worker: DialogWorker) -> None:
     """/metrics on the worker's port; the snapshot age starts from the newest snapshot in S3."""
-    from prometheus_client import start_http_server
+    from regionsync.metrics import serve_metrics
 
     if worker.snapshots is not None:
         try:
@@ -270,7 +270,7 @@ def _serve_metrics(settings: Settings, worker: DialogWorker) -> None:
         except Exception as exc:  # noqa: BLE001 - a metric must not stop the worker
             log.warning("reading snapshot manifests for the age metric: %s", exc)
     metrics.track_snapshot_age(worker.region, since=time.time())
-    start_http_server(settings.metrics_port("dialog", worker.region), addr=settings.serve_host)
+    serve_metrics(settings.metrics_port("dialog", worker.region), settings.serve_host, f"dialog worker {worker.region}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,12 +27,12 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from prometheus_client import start_http_server
 
 from indexer import metrics
 from indexer.errors import IndexerError, RegionUnavailable
 from indexer.schema import record_problem
 from indexer.sink import RegionSink
+from regionsync.metrics import serve_metrics
 from regionsync.settings import Settings
 from streams.deadletter import DeadLetter
 from streams.events import DocRecord, RecordOp, SourceRef
@@ -402,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     settings.milvus_uri(args.region)  # unknown region: fail now, with the configured ones listed
     indexer = RegionIndexer(settings, args.region)
-    start_http_server(settings.metrics_port("indexer", args.region), addr=settings.serve_host)
+    serve_metrics(settings.metrics_port("indexer", args.region), settings.serve_host, f"indexer {args.region}")
     signal.signal(signal.SIGTERM, lambda *_: indexer.stop())
     signal.signal(signal.SIGINT, lambda *_: indexer.stop())
     log.info("indexer for region %s: %s -> %s", args.region, settings.chunks_topic, settings.milvus_uri(args.region))

@@ -136,9 +136,9 @@ def build_processor(settings: Settings) -> ChangeProcessor:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
-    from prometheus_client import start_http_server
+    from regionsync.metrics import serve_metrics
 
-    start_http_server(settings.metrics_port("changes"), addr=settings.serve_host)
+    serve_metrics(settings.metrics_port("changes"), settings.serve_host, "change agent")
     app = create_app(settings)
     sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", "info", *(argv or [])]
     app.main()

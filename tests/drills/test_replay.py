@@ -164,7 +164,10 @@ def _holds(settings: Settings, region: str, doc_id: str) -> bool:
 def test_replay_dialog_log_rebuilds_a_standby_store(settings: Settings) -> None:
     events = make_log(6, seed=7, prefix="rp")
     publish(settings, events)
-    out = cli(settings, "replay", settings.dialog_topic, "--region", "north", "--json")
+    # Every region runs a dialog worker (a warm standby): moving its positions under it is refused.
+    refused = cli(settings, "replay", settings.dialog_topic, "--region", "north", "--json")
+    assert refused.returncode == 2 and "dialog worker is running" in refused.stderr
+    out = cli(settings, "replay", settings.dialog_topic, "--region", "north", "--stop-consumer", "--json")
     assert out.returncode == 0, out.stderr
     store = PostgresStore.for_region(settings, "north")
     try:

@@ -19,3 +19,19 @@ def test_all_metrics_modules_import_together_and_share_the_dead_letter_family() 
     from streams import metrics as streams_metrics
 
     assert streams_metrics.DEAD_LETTERS is indexer_metrics.DEAD_LETTERS is dialog_metrics.DEAD_LETTERS
+
+
+def test_a_second_instance_serves_its_metrics_on_a_free_port_instead_of_dying() -> None:
+    import socket
+    import urllib.request
+
+    from regionsync.metrics import serve_metrics
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        port = serve_metrics(busy, "127.0.0.1", "test worker")
+        assert port != busy
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert "regionsync_dead_letters_total" in body
