@@ -11,25 +11,16 @@ import pytest
 
 from regionsync.settings import Settings
 from regionsync.stack import stack
-from tests.e2e.conftest import SEED, e2e_settings, wait_for
+from tests.e2e.conftest import e2e_settings, run_stack, wait_for
+from tests.state_dirs import private_state_dir
 
 __all__ = ["wait_for", "cli", "apply_connector"]
 
 
 @pytest.fixture(scope="package")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    s = e2e_settings(tmp_path_factory.mktemp("drills"))
-    try:
-        stack.start_infra(s)
-        with psycopg.connect(s.pg_dsn(), autocommit=True) as conn:
-            for doc_id, title, body, tags in SEED:
-                conn.execute("INSERT INTO documents (id, title, body, tags) VALUES (%s, %s, %s, %s)",
-                             (doc_id, title, body, tags))
-        stack.start_workers(s)
-        apply_connector(s)
-        yield s
-    finally:
-        stack.down(s)
+def settings() -> Iterator[Settings]:
+    with private_state_dir("drills-tests") as state:
+        yield from run_stack(e2e_settings(state), apply_connector)
 
 
 def apply_connector(settings: Settings, attempts: int = 3) -> None:

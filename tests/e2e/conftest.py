@@ -45,10 +45,11 @@ SEED = [
 @pytest.fixture(scope="package")
 def settings() -> Iterator[Settings]:
     with private_state_dir("e2e-tests") as state:
-        yield from _stack(e2e_settings(state))
+        yield from run_stack(e2e_settings(state))
 
 
-def _stack(s: Settings) -> Iterator[Settings]:
+def run_stack(s: Settings, apply_connector: Callable[[Settings], object] = stack.apply_connector) -> Iterator[Settings]:
+    """The whole embedded stack with the seed rows, for a package-scoped fixture to yield from."""
     try:
         stack.start_infra(s)
         with psycopg.connect(s.pg_dsn(), autocommit=True) as conn:
@@ -56,7 +57,7 @@ def _stack(s: Settings) -> Iterator[Settings]:
                 conn.execute("INSERT INTO documents (id, title, body, tags) VALUES (%s, %s, %s, %s)",
                              (doc_id, title, body, tags))
         stack.start_workers(s)
-        stack.apply_connector(s)
+        apply_connector(s)
         yield s
     finally:
         stack.down(s)
