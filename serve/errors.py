@@ -16,6 +16,10 @@ class NotActive(ServeError):
         self.active = active
 
 
+class Fenced(ServeError):
+    """This region's turn was stopped because a promotion elsewhere fenced its writer (HTTP 503)."""
+
+
 class NotCaughtUp(ServeError):
     """The region's dialog state has not reached the end of the log yet (HTTP 503, retry)."""
 

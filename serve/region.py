@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dialog.events import DialogEvent
 from dialog.kafka_io import KafkaPublisher
 from dialog.manager import DialogManager, Reply
 from dialog.state import SessionState
@@ -40,6 +41,19 @@ class TurnResult:
     reply: Reply
     state: SessionState
     answer: Composed | None  # the knowledge answer, when the knowledge handler replied
+
+
+class FencedPublisher:
+    """Publishes a turn's events only while this region's writer session still holds the
+    active-region row (a promotion elsewhere may have fenced it while the turn was computed)."""
+
+    def __init__(self, inner: KafkaPublisher, roles: ActiveRegionStore) -> None:
+        self._inner = inner
+        self._roles = roles
+
+    def publish(self, events: Sequence[DialogEvent]) -> Any:
+        self._roles.check_writer()
+        return self._inner.publish(events)
 
 
 class RegionService:
@@ -103,7 +117,7 @@ class RegionService:
         return self._manager, self._knowledge
 
     def _new_manager(self) -> tuple[DialogManager, KnowledgeHandler]:
-        manager = DialogManager(self._publisher, sessions=self.store, region=self.region)
+        manager = DialogManager(FencedPublisher(self._publisher, self.roles), sessions=self.store, region=self.region)
         knowledge = KnowledgeHandler(lambda text: self.answer(text))
         manager.register_handler(KNOWLEDGE, knowledge)
         from dialog.handlers.order_status import InquireOrderHandler

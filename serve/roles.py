@@ -14,6 +14,18 @@ being written by the old active region could not be fenced. Postgres gives both:
 After the flip the new region still refuses turns (503) until its dialog state store has folded
 the log to the end, which is now fixed, because nobody else may append (see ``RegionService``).
 
+**Fencing a hung writer.** A region whose process hangs in the middle of a turn (frozen, a VM
+paused) keeps its transaction open and the row ``FOR SHARE``; a promotion would wait for it
+forever (seen in the failover drill's freeze mode). Each region's writer session is named
+(``application_name`` ``regionsync-writer-<region>``), so a promotion that has waited
+``promote_fence_after_s`` for the row terminates the other regions' writer sessions that hold it,
+then takes it. The fenced region's turn cannot finish: it checks its session right before it
+publishes the turn's events (:meth:`ActiveRegionStore.check_writer`) and its commit fails, so the
+customer never sees it acknowledged. What no row lock can stop: a process frozen *between* that
+check and the publish and thawed after the promotion would still append that turn's events; the
+failover drill kills a frozen region before starting it again, and a log with a producer epoch
+(Kafka transactions, which the embedded broker does not honour) would close that gap.
+
 The decisions are pure functions (:func:`may_write`, :func:`promotion`); :class:`ActiveRegionStore`
 is the Postgres I/O around them.
 """
@@ -28,7 +40,7 @@ from dataclasses import dataclass
 import psycopg
 
 from regionsync.settings import Settings
-from serve.errors import NotActive, ServeError
+from serve.errors import Fenced, NotActive, ServeError
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +92,7 @@ class ActiveRegionStore:
         self._dsn = settings.pg_dsn(settings.pg_state_database)
         self._default = settings.regions[0]
         self._lock_timeout_ms = int(lock_timeout_s * 1000)
+        self._fence_after_ms = int(settings.promote_fence_after_s * 1000)
         try:
             with psycopg.connect(self._dsn, autocommit=True) as conn, conn.transaction():
                 # Two services starting together would race CREATE TABLE IF NOT EXISTS (a known
@@ -94,8 +107,8 @@ class ActiveRegionStore:
             raise ServeError(f"active-region store unavailable: {exc}") from exc
         self._writer: psycopg.Connection | None = None
 
-    def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(self._dsn, autocommit=True)
+    def _connect(self, application_name: str = "regionsync-serve") -> psycopg.Connection:
+        conn = psycopg.connect(self._dsn, autocommit=True, application_name=application_name)
         conn.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
         return conn
 
@@ -108,20 +121,45 @@ class ActiveRegionStore:
         """Hold the row shared while the caller writes a turn; raise :class:`NotActive` unless
         ``region`` is active. One writer connection per service (turns are serialised)."""
         if self._writer is None or self._writer.closed:
-            self._writer = self._connect()
+            self._writer = self._connect(writer_name(region))
         conn = self._writer
         try:
             with conn.transaction():
                 active = _read(conn, "FOR SHARE")
                 may_write(active, region)
                 yield active
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
             conn.close()  # reconnect next time
-            raise
+            raise Fenced(f"region {region}'s turn was not written: its session with the active-region row ended "
+                         f"(fenced by a promotion elsewhere, or the database restarted): {exc}") from exc
+
+    def check_writer(self) -> None:
+        """Called inside :meth:`writing`, right before a turn's events are published: raise
+        :class:`Fenced` if a promotion has terminated this writer's session meanwhile."""
+        conn = self._writer
+        if conn is None or conn.closed:
+            raise Fenced("no writer session")
+        try:
+            conn.execute("SELECT 1")
+        except psycopg.OperationalError as exc:
+            raise Fenced(f"this region's writer session was fenced: {exc}") from exc
 
     def promote(self, region: str) -> Promotion:
-        """Make ``region`` the active one (waits for turns in flight in any region)."""
-        with self._connect() as conn, conn.transaction():
+        """Make ``region`` the active one. Waits for turns in flight in any region; one that holds
+        the row longer than ``promote_fence_after_s`` is fenced (its writer session terminated)."""
+        with self._connect() as conn:
+            conn.execute(f"SET lock_timeout = {self._fence_after_ms}")
+            try:
+                return self._flip(conn, region)
+            except psycopg.errors.LockNotAvailable:
+                fenced = fence_writers(conn, region)
+                log.warning("promotion of %s waited %.1fs for the active-region row: fenced the writer sessions %s",
+                            region, self._fence_after_ms / 1000, fenced)
+            conn.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
+            return self._flip(conn, region)
+
+    def _flip(self, conn: psycopg.Connection, region: str) -> Promotion:
+        with conn.transaction():
             plan = promotion(_read(conn, "FOR UPDATE"), region)
             if plan.changed:
                 conn.execute(
@@ -134,6 +172,29 @@ class ActiveRegionStore:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+WRITER_PREFIX = "regionsync-writer-"
+
+
+def writer_name(region: str) -> str:
+    """``application_name`` of a region's writer session (Postgres keeps at most 63 bytes)."""
+    return f"{WRITER_PREFIX}{region}"[:63]
+
+
+def fence_writers(conn: psycopg.Connection, promoting: str) -> list[str]:
+    """Terminate the writer sessions of other regions that hold a lock on the active-region row."""
+    rows = conn.execute(
+        """
+        SELECT a.application_name, a.pid, pg_terminate_backend(a.pid)
+        FROM pg_stat_activity a
+        WHERE starts_with(a.application_name, %s) AND a.application_name <> %s AND a.pid <> pg_backend_pid()
+          AND a.pid IN (SELECT l.pid FROM pg_locks l
+                        WHERE l.relation = 'regionsync_active_region'::regclass AND l.granted)
+        """,
+        (WRITER_PREFIX, writer_name(promoting)),
+    ).fetchall()
+    return [f"{name} (pid {pid})" for name, pid, _ok in rows]
 
 
 def _read(conn: psycopg.Connection, lock: str) -> Active:

@@ -1,0 +1,491 @@
+"""``regionsync drill --fail REGION``: a regional failover, practised on the running embedded stack.
+
+The steps, in order (each recorded with its time):
+
+1. checks before anything is touched (:func:`check_options`, :func:`preflight`): a configured
+   region that is the active one, a standby that is ready, sane intervals, every process of the
+   region running; otherwise :class:`drills.errors.BadInput` and nothing has changed;
+2. a live workload (drills/workload.py) and the GSLB's prober (drills/prober.py) start; the drill
+   waits until the customers have answers from the active region;
+3. the failure (drills/inject.py), at a random phase of the probe schedule: every process of the
+   region killed or frozen;
+4. when the prober declares the region down, the standby is promoted through its service
+   (``POST /admin/promote``: the dialog state is brought to the end of the log first); the
+   customers find it by themselves (a failed region makes them move, the standby's 409 names
+   the active region);
+5. once every customer has had an answer from the new region (or ``max_outage_s`` passed), the
+   workload runs ``after_s`` more and stops;
+6. the new region is checked against what was acknowledged and committed (RPO), its sessions
+   against a fold of the whole log (drills/measure.py), and reconciled with the source;
+7. failback: the failed region's processes are started again; it comes back as a standby and
+   catches up (index and dialog state); then every region is reconciled with the source.
+
+If anything fails after the failure was injected, the region's processes are started again
+before the error propagates, so the stack is not left broken.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from dialog.errors import DialogError
+from dialog.events import decode
+from dialog.reducer import fold
+from dialog.state import SessionState
+from dialog.store import PostgresStore
+from drills import inject, measure, report
+from drills.errors import BadInput, DrillsError
+from drills.gslb import Health, Transition
+from drills.inject import Mode
+from drills.prober import Prober
+from drills.workload import Workload, WorkloadConfig, WorkloadResult
+from regionsync.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DrillOptions:
+    fail: str
+    mode: Mode = Mode.KILL
+    probe_interval_s: float = 10.0
+    probe_timeout_s: float | None = None  # default: min(2 s, the interval)
+    misses: int = 3
+    users: int = 10
+    think_s: float = 1.0
+    doc_rate: float = 1.0
+    search_rate: float = 2.0
+    warmup_s: float = 10.0  # workload before the failure
+    after_s: float = 10.0  # workload after every customer reached the new region
+    max_outage_s: float = 120.0  # give up waiting for customers this long after the failure
+    failback: bool = True
+    seed: int | None = None
+    run_id: str = field(default_factory=lambda: os.urandom(4).hex())
+
+    @property
+    def timeout_s(self) -> float:
+        return self.probe_timeout_s if self.probe_timeout_s is not None else min(2.0, self.probe_interval_s)
+
+
+def check_options(settings: Settings, opts: DrillOptions) -> None:
+    """Bad input, found without touching anything."""
+    if opts.fail not in settings.regions:
+        raise BadInput(f"unknown region {opts.fail!r}; configured regions: {', '.join(settings.regions)}")
+    if len(settings.regions) < 2:
+        raise BadInput(f"region {opts.fail} is the only region: there is no standby to fail over to")
+
+    def positive(name: str, value: float, upper: float | None = None) -> None:
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise BadInput(f"{name} must be a positive number of seconds, got {value!r}")
+        if upper is not None and value > upper:
+            raise BadInput(f"{name} must be at most {upper:g} s, got {value:g}")
+
+    positive("--probe-interval", opts.probe_interval_s, 300)
+    if opts.probe_timeout_s is not None:
+        positive("--probe-timeout", opts.probe_timeout_s)
+        if opts.probe_timeout_s > opts.probe_interval_s:
+            raise BadInput(f"--probe-timeout ({opts.probe_timeout_s:g} s) must not exceed --probe-interval "
+                           f"({opts.probe_interval_s:g} s): a probe would overlap the next one")
+    if not 1 <= opts.misses <= 100:
+        raise BadInput(f"--misses must be between 1 and 100, got {opts.misses}")
+    if not 1 <= opts.users <= 500:
+        raise BadInput(f"--users must be between 1 and 500, got {opts.users}")
+    positive("--think", opts.think_s, 60)
+    positive("--warmup", opts.warmup_s, 3600)
+    positive("--after", opts.after_s, 3600)
+    positive("--max-outage", opts.max_outage_s, 3600)
+    for name, rate in (("--doc-rate", opts.doc_rate), ("--search-rate", opts.search_rate)):
+        if not (math.isfinite(rate) and 0 <= rate <= 100):
+            raise BadInput(f"{name} must be between 0 and 100 per second, got {rate!r}")
+
+
+def preflight(settings: Settings, opts: DrillOptions) -> str:
+    """Read-only checks on the running stack; returns the region to promote."""
+    states: dict[str, dict[str, Any]] = {}
+    for region in settings.regions:
+        try:
+            resp = requests.get(f"{settings.serve_url(region)}/readyz", timeout=10)
+            states[region] = {"ready": resp.status_code == 200, **resp.json()}
+        except (requests.RequestException, ValueError) as exc:
+            states[region] = {"ready": False, "role": None, "error": str(exc)}
+    failing = states[opts.fail]
+    if failing.get("role") is None:
+        raise BadInput(f"region {opts.fail}'s service does not answer at {settings.serve_url(opts.fail)} "
+                       f"(is the stack up? `regionsync stack up`): {failing.get('error', '')}")
+    if failing["role"] != "active":
+        active = [r for r, s in states.items() if s.get("role") == "active"]
+        raise BadInput(f"region {opts.fail} is a standby (active: {', '.join(active) or 'none'}); "
+                       "a failover drill fails the active region")
+    standbys = [r for r in settings.regions if r != opts.fail]
+    ready = [r for r in standbys if states[r]["ready"] and states[r].get("role") == "standby"]
+    if not ready:
+        why = "; ".join(f"{r}: {_why_not_ready(states[r])}" for r in standbys)
+        raise BadInput(f"region {opts.fail} is the only active region and no standby is ready to take over ({why})")
+    missing = [n for n in inject.region_workers(settings, opts.fail) if inject.main_pid(settings, n) is None]
+    if missing:
+        raise BadInput(f"region {opts.fail} is not whole: {', '.join(missing)} not running (`regionsync stack up`)")
+    return ready[0]
+
+
+def _why_not_ready(state: Mapping[str, Any]) -> str:
+    if state.get("error"):
+        return f"no answer ({state['error']})"
+    bad = [name for name, c in (state.get("checks") or {}).items() if not c.get("ok")]
+    return "not ready: " + (", ".join(bad) or "?")
+
+
+class _Flag:
+    """The moment the prober declared the failed region down."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self.event = threading.Event()
+        self.transition: Transition | None = None
+
+    def __call__(self, t: Transition) -> None:
+        if t.region == self.region and t.health is Health.DOWN and self.transition is None:
+            self.transition = t
+            self.event.set()
+
+
+def run(settings: Settings, opts: DrillOptions, clock: Callable[[], float] = time.time) -> dict[str, Any]:
+    """The whole drill; returns the report model (drills/report.py)."""
+    check_options(settings, opts)
+    new_region = preflight(settings, opts)
+    rng = random.Random(opts.seed)
+    load_before = os.getloadavg()
+    started = clock()
+    flag = _Flag(opts.fail)
+    urls = {r: settings.serve_url(r) for r in settings.regions}
+    prober = Prober(urls, opts.probe_interval_s, opts.timeout_s, opts.misses, flag, clock)
+    workload = Workload(settings, WorkloadConfig(
+        regions=tuple(settings.regions), start_region=opts.fail, users=opts.users, think_s=opts.think_s,
+        doc_rate=opts.doc_rate, search_rate=opts.search_rate, seed=rng.randrange(1 << 30), run_id=opts.run_id,
+    ), urls=urls, clock=clock)
+    fault: inject.Fault | None = None
+    times: dict[str, float | None] = {"promote_started_at": None, "promoted_at": None}
+    promotion: dict[str, Any] = {}
+    prober.start()
+    workload.start()
+    try:
+        _warm_up(workload, opts)
+        time.sleep(rng.uniform(0, opts.probe_interval_s))  # a random phase of the probe schedule
+        log.info("drill: failing region %s (%s)", opts.fail, opts.mode.value)
+        fault = inject.fail_region(settings, opts.fail, opts.mode, clock)
+        if not flag.event.wait(opts.misses * opts.probe_interval_s + opts.timeout_s + 60):
+            raise DrillsError(f"the prober never declared region {opts.fail} down")
+        times["promote_started_at"] = clock()
+        promotion = _promote(settings, new_region, opts)
+        times["promoted_at"] = clock()
+        _wait_moved(workload, opts, new_region, fault.at, clock)
+        time.sleep(opts.after_s)
+    except BaseException:
+        workload.stop()
+        prober.stop()
+        if fault is not None:
+            log.error("drill failed after the failure was injected: starting region %s again", opts.fail)
+            inject.restart_region(settings, opts.fail, clock)
+        raise
+    result = workload.stop()
+    probes, transitions = prober.stop()
+    log.info("drill: workload stopped (%d turns acknowledged); checking %s", len(result.acks), new_region)
+    try:
+        checks = _check_new_region(settings, new_region, result, clock)
+        surviving = _reconcile(settings, [r for r in settings.regions if r != opts.fail], repair=False)
+    finally:
+        failback = _failback(settings, opts, clock) if opts.failback else None
+    final = _reconcile(settings, list(settings.regions), repair=True) if opts.failback else None
+    model = _model(settings, opts, new_region, started, fault, times, promotion, result, probes, transitions,
+                   checks, surviving, final, failback, load_before, os.getloadavg())
+    model["verdict"] = report.verdict(model)
+    model["targets"] = report.targets(model)
+    return model
+
+
+def _warm_up(workload: Workload, opts: DrillOptions) -> None:
+    """The workload runs ``warmup_s``, and at least until every customer had one answer."""
+    deadline = time.monotonic() + max(opts.warmup_s, 0) + 120
+    time.sleep(opts.warmup_s)
+    while len({a.customer for a in workload.snapshot().acks}) < opts.users:
+        if time.monotonic() > deadline:
+            snap = workload.snapshot()
+            raise DrillsError(f"the customers get no answers from region {opts.fail} before the failure "
+                              f"({len(snap.acks)} turns acknowledged; errors: {snap.errors[:3]})")
+        time.sleep(0.2)
+
+
+def _promote(settings: Settings, region: str, opts: DrillOptions) -> dict[str, Any]:
+    """POST /admin/promote on the new region, again on a 503 (not caught up yet) until it works."""
+    from serve.client import RegionClient
+    from serve.errors import ServeError
+
+    client = RegionClient(settings, region, timeout_s=settings.promote_timeout_s * 2 + 10)
+    deadline = time.monotonic() + settings.promote_timeout_s * 2 + 30
+    while True:
+        try:
+            out: dict[str, Any] = client.promote(settings.admin_token.get_secret_value())
+            log.info("drill: region %s promoted (epoch %s)", region, out.get("epoch"))
+            return out
+        except ServeError as exc:
+            if time.monotonic() > deadline:
+                raise DrillsError(f"promoting region {region} failed: {exc}") from exc
+            log.warning("drill: promoting %s: %s; again", region, exc)
+            time.sleep(0.5)
+
+
+def _wait_moved(workload: Workload, opts: DrillOptions, new_region: str, fail_at: float, clock: Callable[[], float]) -> None:
+    while clock() - fail_at < opts.max_outage_s:
+        moved = {a.customer for a in workload.snapshot().acks if a.region == new_region and a.acked_at >= fail_at}
+        if len(moved) >= opts.users:
+            return
+        time.sleep(0.2)
+    log.warning("drill: not every customer reached %s within %.0f s", new_region, opts.max_outage_s)
+
+
+# ---------------------------------------------------------------------------- after the failover
+
+
+@dataclass(frozen=True)
+class RegionChecks:
+    turns: measure.TurnLoss
+    docs: measure.DocLoss
+    docs_complete_after_s: float | None
+    sessions: measure.SessionCheck
+    views_checked: int
+    views_differing: tuple[str, ...]
+    log_events: int
+
+
+def read_log(settings: Settings) -> tuple[dict[str, SessionState], dict[int, int], int]:
+    """Fold the whole dialog log: states by session, the end offset per partition, events read."""
+    from regionsync.verify import read_topic
+
+    ends: dict[int, int] = {}
+    events = []
+    for msg in read_topic(settings, settings.dialog_topic):
+        ends[msg.partition()] = max(ends.get(msg.partition(), 0), (msg.offset() or 0) + 1)
+        try:
+            events.append(decode(msg.key(), msg.value()))
+        except DialogError:
+            continue  # poison: the dialog workers dead-letter it too
+    return fold(events), ends, len(events)
+
+
+def wait_store(settings: Settings, region: str, ends: Mapping[int, int], timeout_s: float = 120.0) -> dict[str, SessionState]:
+    """The region's dialog store once it has folded the log up to ``ends``."""
+    store = PostgresStore.for_region(settings, region)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            held = store.offsets()
+            if all(held.get(p, 0) >= end for p, end in ends.items()):
+                return {s.session_id: s for s in store.all_states()}
+            if time.monotonic() > deadline:
+                raise DrillsError(f"region {region}'s dialog store did not reach the end of the log within "
+                                  f"{timeout_s:.0f} s (at {held}, end {dict(ends)})")
+            time.sleep(0.2)
+    finally:
+        store.close()
+
+
+def region_docs(settings: Settings, region: str) -> dict[str, Any]:
+    from indexer.sink import RegionSink
+
+    sink = RegionSink.for_region(settings, region)
+    try:
+        return sink.doc_states()
+    finally:
+        sink.close()
+
+
+def _check_new_region(settings: Settings, region: str, result: WorkloadResult, clock: Callable[[], float],
+                      timeout_s: float = 120.0) -> RegionChecks:
+    # Documents: changes committed just before the workload stopped are still in flight.
+    stopped = result.stopped_at
+    deadline = time.monotonic() + timeout_s
+    while True:
+        docs = measure.lost_documents(result.doc_changes, region_docs(settings, region))
+        if not docs.missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    complete_after = None if docs.missing else max(0.0, clock() - stopped)
+    folded, ends, n_events = read_log(settings)
+    held = wait_store(settings, region, ends)
+    sessions = measure.compare_sessions(held, folded)
+    turns = measure.lost_turns(result.acks, held)
+    checked, differing = _compare_views(settings, region, result.sessions(), folded)
+    return RegionChecks(turns, docs, complete_after, sessions, checked, differing, n_events)
+
+
+VIEW_FIELDS = ("status", "intent", "slots", "last_seq", "turns", "tool_calls", "confirmed", "handoff_reason", "origin")
+
+
+def _compare_views(settings: Settings, region: str, sessions: list[str], folded: Mapping[str, SessionState]
+                   ) -> tuple[int, tuple[str, ...]]:
+    """What the region's service shows a customer (GET /sessions/{id}) against the fold."""
+    http = requests.Session()
+    differing: list[str] = []
+    for sid in sessions:
+        resp = http.get(f"{settings.serve_url(region)}/sessions/{sid}", timeout=30)
+        expected = folded.get(sid)
+        if resp.status_code != 200 or expected is None:
+            differing.append(sid)
+            continue
+        want = expected.to_dict()
+        got = resp.json()
+        if any(_norm(got.get(k)) != _norm(want.get(k)) for k in VIEW_FIELDS):
+            differing.append(sid)
+    return len(sessions), tuple(differing)
+
+
+def _norm(value: Any) -> Any:
+    """JSON-shaped (tuples as lists) for comparing a service's view with a state's dict."""
+    import orjson
+
+    return orjson.loads(orjson.dumps(value))
+
+
+def _reconcile(settings: Settings, regions: list[str], repair: bool) -> dict[str, Any]:
+    from drills.reconcile import ReconcileReport, reconcile
+
+    reports: list[ReconcileReport] = [reconcile(settings, r, repair=repair) for r in regions]
+    merged = ReconcileReport(regions, reports[0].documents_in_source if reports else 0,
+                             [d for rep in reports for d in rep.drifts])
+    if repair:
+        merged.remaining = [d for rep in reports for d in (rep.remaining or [])]
+    merged.seconds = sum(rep.seconds for rep in reports)
+    return merged.to_dict()
+
+
+def _failback(settings: Settings, opts: DrillOptions, clock: Callable[[], float], timeout_s: float = 300.0
+              ) -> dict[str, Any]:
+    """Start the failed region's processes again and wait until it is a standby that caught up."""
+    from indexer.lag import region_lag
+
+    region = opts.fail
+    started = clock()
+    log.info("drill: failback: starting region %s again", region)
+    inject.restart_region(settings, region, clock)
+    deadline = time.monotonic() + timeout_s
+    state: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            state = requests.get(f"{settings.serve_url(region)}/readyz", timeout=10).json()
+            if state.get("ready") and region_lag(settings, region) == 0:
+                break
+        except (requests.RequestException, ValueError, Exception):  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(0.5)
+    ready_at = clock()
+    folded, ends, _n = read_log(settings)
+    try:
+        held = wait_store(settings, region, ends, timeout_s=max(10.0, deadline - time.monotonic()))
+        sessions = measure.compare_sessions(held, folded)
+    except DrillsError as exc:
+        log.error("drill: failback: %s", exc)
+        sessions = None
+    caught_up = bool(state.get("ready")) and sessions is not None and not sessions.differing and not sessions.absent
+    return {
+        "region": region, "started_at": started, "ready_at": ready_at, "seconds": ready_at - started,
+        "role": state.get("role"), "ready": bool(state.get("ready")), "caught_up": caught_up,
+        "sessions": None if sessions is None else asdict(sessions),
+    }
+
+
+# ---------------------------------------------------------------------------- the report model
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_gb, 1), "python": platform.python_version()}
+
+
+def _model(
+    settings: Settings, opts: DrillOptions, new_region: str, started: float, fault: inject.Fault | None,
+    times: Mapping[str, float | None], promotion: Mapping[str, Any], result: WorkloadResult, probes: list[Any],
+    transitions: list[Transition], checks: RegionChecks, surviving: dict[str, Any], final: dict[str, Any] | None,
+    failback: dict[str, Any] | None, load_before: tuple[float, ...], load_after: tuple[float, ...],
+) -> dict[str, Any]:
+    assert fault is not None
+    detected = next((t for t in transitions if t.region == opts.fail and t.health is Health.DOWN), None)
+    rec = measure.recovery(result.acks, opts.fail, new_region, fault.at, detected.at if detected else None,
+                           times["promote_started_at"], times["promoted_at"])
+    custs = measure.customers(opts.users, result.acks, result.outages, new_region, fault.at, result.stopped_at)
+    before = [p.at for p in probes if p.region == opts.fail and p.at <= fault.at]
+    outage_end = rec.first_good_new or result.stopped_at
+    m = machine()
+    m["load_before"] = [round(x, 2) for x in load_before]
+    m["load_after"] = [round(x, 2) for x in load_after]
+    m["description"] = (f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; load average {m['load_before'][0]} "
+                        f"before, {m['load_after'][0]} after; the whole embedded stack on the same machine")
+    acks_by_customer: dict[int, dict[str, list[float]]] = {}
+    for a in result.acks:
+        acks_by_customer.setdefault(a.customer, {}).setdefault(a.region, []).append(a.acked_at)
+    return {
+        "drill": {
+            "failed_region": opts.fail, "new_region": new_region, "mode": opts.mode.value,
+            "regions": list(settings.regions), "probe_interval_s": opts.probe_interval_s,
+            "probe_timeout_s": opts.timeout_s, "misses": opts.misses, "users": opts.users, "think_s": opts.think_s,
+            "doc_rate": opts.doc_rate, "search_rate": opts.search_rate, "run_id": opts.run_id,
+            "fail_phase_s": fault.at - max(before) if before else 0.0,
+        },
+        "machine": m,
+        "timeline": {
+            "started_at": started, "fail_at": fault.at, "fault_done_at": fault.done_at,
+            "detected_at": rec.detected_at, "promote_started_at": rec.promote_started_at,
+            "promoted_at": rec.promoted_at, "last_good_failed": rec.last_good_failed,
+            "first_good_new": rec.first_good_new, "stopped_at": result.stopped_at,
+        },
+        "fault": fault.to_dict(),
+        "promotion": dict(promotion),
+        "results": {
+            "recovery": asdict(rec),
+            "customers": {k: v for k, v in asdict(custs).items() if k != "customers"},
+            "rpo": {
+                "acknowledged_turns": checks.turns.acknowledged, "turns_lost": len(checks.turns.missing),
+                "missing_turns": list(checks.turns.missing), "doc_changes": checks.docs.changes,
+                "documents": checks.docs.documents, "docs_missing": len(checks.docs.missing),
+                "missing_docs": list(checks.docs.missing), "docs_complete_after_s": checks.docs_complete_after_s,
+            },
+            "sessions": {
+                "held": checks.sessions.sessions, "folded": checks.sessions.folded,
+                "differing": list(checks.sessions.differing), "absent": list(checks.sessions.absent),
+                "log_events": checks.log_events, "views_checked": checks.views_checked,
+                "views_differing": list(checks.views_differing),
+            },
+            "search": {
+                "drill": asdict(measure.search_stats(result.searches)),
+                "outage": asdict(measure.search_stats(result.searches, fault.at, outage_end)),
+            },
+            "workload_errors": list(result.errors),
+        },
+        "reconcile": {"surviving": surviving, "final": final},
+        "failback": failback,
+        "customers": [
+            {**asdict(c), "acks": acks_by_customer.get(c.customer, {})} for c in custs.customers
+        ],
+        "probes": [asdict(p) for p in probes],
+        "transitions": [{**asdict(t), "health": t.health.value} for t in transitions],
+        "searches": [asdict(s) for s in result.searches],
+        "attempts": [asdict(a) for a in result.attempts],
+    }
