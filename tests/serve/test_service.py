@@ -4,11 +4,14 @@ input, the standby's refusal and the promotion."""
 from __future__ import annotations
 
 import secrets
+import time
 
+import psycopg
 import pytest
 import requests
 
 from regionsync.settings import Settings
+from serve.roles import writer_name
 
 from .conftest import wait_for
 
@@ -165,3 +168,26 @@ def test_promotion_moves_the_single_writer(settings: Settings, urls: dict[str, s
         back = requests.post(f"{urls['east']}/admin/promote", headers={"X-Admin-Token": token}, timeout=180)
         assert back.status_code == 200, back.text
     assert requests.post(f"{urls['east']}/sessions/{session}/turns", json={"text": "thanks"}, timeout=30).status_code == 200
+
+
+def test_a_promotion_fences_a_hung_writer_of_the_old_region(settings: Settings, urls: dict[str, str]) -> None:
+    """East hangs in the middle of a turn, holding the active-region row (its process frozen, say):
+    the promotion of north does not wait for it forever, it ends that session and takes over."""
+    token = settings.admin_token.get_secret_value()
+    hung = psycopg.connect(settings.pg_dsn(settings.pg_state_database), application_name=writer_name("east"))
+    try:
+        hung.execute("SELECT region FROM regionsync_active_region FOR SHARE")  # a transaction left open
+        started = time.monotonic()
+        promoted = requests.post(f"{urls['north']}/admin/promote", headers={"X-Admin-Token": token}, timeout=180)
+        assert promoted.status_code == 200, promoted.text
+        assert promoted.json()["active"] == "north"
+        assert time.monotonic() - started >= settings.promote_fence_after_s  # it did wait for the turn first
+        with pytest.raises(psycopg.OperationalError):
+            hung.execute("SELECT 1")  # fenced
+        # East's own (idle) writer session was not in the way: it answers, naming the new region.
+        refused = requests.post(f"{urls['east']}/sessions/{sid('fence')}/turns", json={"text": "hello"}, timeout=30)
+        assert refused.status_code == 409 and refused.json()["active_region"] == "north"
+    finally:
+        hung.close()
+        back = requests.post(f"{urls['east']}/admin/promote", headers={"X-Admin-Token": token}, timeout=180)
+        assert back.status_code == 200, back.text
