@@ -1,18 +1,22 @@
 """The GSLB's prober: every region's ``/readyz`` every interval, in background threads.
 
-One thread per region sends a probe at each tick of a fixed schedule (``interval_s`` apart,
-whatever the previous probe took) and gives up after ``timeout_s`` (at most the interval, so a
-hung region cannot delay the next tick). Each result goes through the region's
-:class:`drills.gslb.HealthState`; a transition (region declared down, or up again) is recorded
-and handed to ``on_transition`` in the prober's thread (keep it short: set an event).
+Per region, a scheduler thread sends a probe at each tick of a fixed schedule (``interval_s``
+apart) in a small thread pool, so a probe still waiting for a hung region never delays the next
+one (a GSLB probes on its schedule; an earlier version that probed in line skipped every other
+tick of a frozen region); each gives up after ``timeout_s``. A second thread feeds the results to
+the region's :class:`drills.gslb.HealthState` in the order the probes were sent; a transition
+(region declared down, or up again) is recorded and handed to ``on_transition`` in that thread
+(keep it short: set an event).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import requests
 
@@ -45,9 +49,11 @@ class Prober:
 
     def start(self) -> None:
         for region in self.urls:
-            t = threading.Thread(target=self._run, args=(region,), name=f"probe-{region}", daemon=True)
-            self._threads.append(t)
-            t.start()
+            pending: queue.Queue[Future[ProbeResult] | None] = queue.Queue()
+            for name, target in ((f"probe-{region}", self._schedule), (f"probe-{region}-results", self._consume)):
+                t = threading.Thread(target=target, args=(region, pending), name=name, daemon=True)
+                self._threads.append(t)
+                t.start()
 
     def stop(self) -> tuple[list[ProbeResult], list[Transition]]:
         self._stop.set()
@@ -59,13 +65,31 @@ class Prober:
         with self._lock:
             return list(self._results), list(self._transitions)
 
-    def _run(self, region: str) -> None:
-        state = HealthState(region, self.misses)
-        http = requests.Session()
+    def _schedule(self, region: str, pending: queue.Queue[Future[ProbeResult] | None]) -> None:
         url = f"{self.urls[region]}/readyz"
-        next_tick = time.monotonic()
-        while not self._stop.is_set():
-            result = probe(http, region, url, self.timeout_s, self._clock)
+        local = threading.local()
+
+        def one() -> ProbeResult:
+            if not hasattr(local, "http"):  # a session per pool thread: requests.Session is not thread-safe
+                local.http = requests.Session()
+            return probe(local.http, region, url, self.timeout_s, self._clock)
+
+        # Two probes can be in flight (timeout <= interval); a third thread is slack for a stall.
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix=f"probe-{region}") as pool:
+            next_tick = time.monotonic()
+            while not self._stop.is_set():
+                pending.put(pool.submit(one))
+                next_tick += self.interval_s
+                now = time.monotonic()
+                if next_tick < now:  # the machine stalled past a tick: keep the schedule's phase
+                    next_tick += ((now - next_tick) // self.interval_s + 1) * self.interval_s
+                self._stop.wait(next_tick - now)
+            pending.put(None)
+
+    def _consume(self, region: str, pending: queue.Queue[Future[ProbeResult] | None]) -> None:
+        state = HealthState(region, self.misses)
+        while (future := pending.get()) is not None:
+            result = future.result()
             transition = state.observe(result)
             with self._lock:
                 self._results.append(result)
@@ -74,11 +98,6 @@ class Prober:
             if transition is not None:
                 log.info("GSLB: region %s is %s (%d misses in a row)", region, transition.health.value, transition.misses)
                 self._on_transition(transition)
-            next_tick += self.interval_s
-            now = time.monotonic()
-            if next_tick < now:  # a tick was missed (the machine stalled): keep the schedule's phase
-                next_tick += ((now - next_tick) // self.interval_s + 1) * self.interval_s
-            self._stop.wait(next_tick - now)
 
 
 def probe(http: requests.Session, region: str, url: str, timeout_s: float, clock: Callable[[], float]) -> ProbeResult:

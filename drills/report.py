@@ -61,7 +61,8 @@ def targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def verdict(report: Mapping[str, Any]) -> dict[str, Any]:
-    failed = [t["name"] for t in targets(report) if t["kind"] == "correctness" and t["met"] is not True]
+    # A check that was not run (None: e.g. no failback asked) is not a failure; it says "not done".
+    failed = [t["name"] for t in targets(report) if t["kind"] == "correctness" and t["met"] is False]
     missed = [t["name"] for t in targets(report) if t["kind"] == "timing" and t["met"] is False]
     return {"ok": not failed, "failed": failed, "timing_missed": missed}
 
@@ -171,7 +172,8 @@ def _recon(data: Mapping[str, Any] | None) -> str:
 def summary_lines(report: Mapping[str, Any]) -> list[str]:
     """The drill's outcome for a terminal."""
     d, rec = report["drill"], report["results"]["recovery"]
-    out = [f"drill: {d['failed_region']} {d['mode']}ed, {d['new_region']} promoted "
+    verb = {"kill": "killed", "freeze": "frozen"}.get(d["mode"], d["mode"])
+    out = [f"drill: {d['failed_region']} {verb}, {d['new_region']} promoted "
            f"(probes every {d['probe_interval_s']:g} s, {d['misses']} misses, {d['users']} customers)"]
     out += [f"  {t['name']}: {_fmt(t['value'])} (target {t['target']}: "
             f"{'met' if t['met'] else ('-' if t['met'] is None else 'MISSED')})" for t in targets(report)]

@@ -74,7 +74,8 @@ def render_svg(report: Mapping[str, Any]) -> str:
     ax.broken_barh([], (0, 0), facecolors="#d62728", alpha=0.35, label="customer waiting (outage)")
 
     ax.set_yticks([y[n] for n in rows], rows, fontsize=8)
-    start = t["started_at"] - zero
+    # The story is around the failure: show a few probe intervals before it, not the whole warm-up.
+    start = max(t["started_at"] - zero, -max(10.0, 3 * float(report["drill"]["probe_interval_s"])))
     ax.set_xlim(start - 1, end + 1)
     ax.set_ylim(0.3, len(rows) + 0.7)
     ax.set_xlabel(f"seconds from the failure of {report['drill']['failed_region']} ({report['drill']['mode']})")

@@ -130,7 +130,11 @@ class WorkloadConfig:
     request_timeout_s: float = 3.0
     connect_timeout_s: float = 1.0
     retry_pause_s: float = 0.2
-    avoid_s: float = 60.0  # a region that failed a customer is not followed on a 409 hint for this long
+    # A region that failed a customer is not followed on a 409 hint for a while: avoid_min_s after
+    # its first failure, doubling with each failure in a row up to avoid_max_s (a slow first answer
+    # does not keep a customer away for long; a dead region is not hammered).
+    avoid_min_s: float = 5.0
+    avoid_max_s: float = 60.0
     max_busy: int = 5  # consecutive 503s tolerated from one region before moving on
     doc_rate: float = 1.0  # committed document changes per second (0: none)
     doc_pool: int = 20  # documents the editor keeps alive
@@ -174,26 +178,37 @@ class WorkloadResult:
 class Route:
     """Which region a client talks to next. Pure: the caller passes the time of each outcome."""
 
-    def __init__(self, regions: Sequence[str], start: str, avoid_s: float, retry_pause_s: float, max_busy: int) -> None:
+    def __init__(
+        self, regions: Sequence[str], start: str, avoid_min_s: float, avoid_max_s: float, retry_pause_s: float,
+        max_busy: int,
+    ) -> None:
         self.regions = tuple(regions)
         self.current = start
-        self._avoid_s = avoid_s
+        self._avoid_min_s = avoid_min_s
+        self._avoid_max_s = avoid_max_s
         self._pause = retry_pause_s
         self._max_busy = max_busy
         self._failed_at: dict[str, float] = {}
+        self._streak: dict[str, int] = {}  # failures in a row per region
         self._busy = 0
+
+    def avoid_s(self, region: str) -> float:
+        streak = self._streak.get(region, 0)
+        return 0.0 if streak == 0 else min(self._avoid_max_s, self._avoid_min_s * 2 ** (streak - 1))
 
     def recently_failed(self, region: str, now: float) -> bool:
         at = self._failed_at.get(region)
-        return at is not None and now - at < self._avoid_s
+        return at is not None and now - at < self.avoid_s(region)
 
     def ok(self, region: str) -> None:
         self._failed_at.pop(region, None)
+        self._streak.pop(region, None)
         self._busy = 0
 
     def failed(self, region: str, now: float) -> float:
         """No answer, a timeout or a 5xx: move to the next region. Returns the pause before the next try."""
         self._failed_at[region] = now
+        self._streak[region] = self._streak.get(region, 0) + 1
         self._busy = 0
         i = self.regions.index(region) if region in self.regions else -1
         others = [self.regions[(i + k) % len(self.regions)] for k in range(1, len(self.regions) + 1)]
@@ -349,7 +364,7 @@ class Workload:
 
     def _route(self) -> Route:
         c = self.config
-        return Route(c.regions, c.start_region, c.avoid_s, c.retry_pause_s, c.max_busy)
+        return Route(c.regions, c.start_region, c.avoid_min_s, c.avoid_max_s, c.retry_pause_s, c.max_busy)
 
     # -------------------------------------------------------------- customers
     def _customer(self, i: int) -> None:

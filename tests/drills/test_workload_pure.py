@@ -14,7 +14,8 @@ from regionsync.settings import Settings
 
 
 def route(**kw: object) -> Route:
-    args: dict = {"regions": ("east", "north"), "start": "east", "avoid_s": 60.0, "retry_pause_s": 0.2, "max_busy": 2}
+    args: dict = {"regions": ("east", "north"), "start": "east", "avoid_min_s": 2.0, "avoid_max_s": 60.0,
+                  "retry_pause_s": 0.2, "max_busy": 2}
     args.update(kw)
     return Route(**args)
 
@@ -31,9 +32,22 @@ def test_a_409_naming_the_failed_region_keeps_the_customer_waiting_at_the_standb
     # north is not promoted yet: it names east, which just failed us: wait here and ask again.
     assert r.refused("north", "east", now=101.0) == 0.2
     assert r.current == "north"
-    # Long after, the hint is followed again.
-    assert r.refused("north", "east", now=200.0) == 0.0
+    # After the avoidance window (2 s after a first failure), the hint is followed again.
+    assert r.refused("north", "east", now=102.5) == 0.0
     assert r.current == "east"
+
+
+def test_the_avoidance_window_doubles_with_failures_in_a_row_and_resets_on_an_answer() -> None:
+    r = route()
+    assert [r.avoid_s("east") for _ in range(1)] == [0.0]
+    windows = []
+    for i in range(8):
+        r.failed("east", now=float(i))
+        windows.append(r.avoid_s("east"))
+    assert windows == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+    assert r.recently_failed("east", 7.0 + 59.0) and not r.recently_failed("east", 7.0 + 61.0)
+    r.ok("east")
+    assert r.avoid_s("east") == 0.0 and not r.recently_failed("east", 8.0)
 
 
 def test_a_409_naming_a_healthy_region_is_followed_at_once() -> None:
