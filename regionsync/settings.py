@@ -155,8 +155,9 @@ class Settings(BaseSettings):
     promote_timeout_s: float = 60.0
     # A promotion that waits this long for the active-region row is held up by a turn of the old
     # active region that does not finish (its process hangs): it then fences that region's
-    # writer sessions (serve/roles.py). Far longer than a turn holds the row (milliseconds).
-    promote_fence_after_s: float = 3.0
+    # writer sessions (serve/roles.py). A turn holds the row for milliseconds to a few hundred;
+    # one still running after this is cut (503, the customer retries on the new region).
+    promote_fence_after_s: float = 0.5
     query_max_chars: int = 2000
     search_max_k: int = 50
     # /ask composes an extractive answer from the best passages unless an OpenAI-compatible chat
