@@ -103,7 +103,8 @@ def html(report: Mapping[str, Any]) -> str:
     )
     figures = [
         ("detection (failure -> declared down)", _fmt(rec["detection_s"], " s")),
-        ("promotion (asked -> accepted)", _fmt(rec["promotion_s"], " s")),
+        ("promotion (the promote call, asked -> answered)", _fmt(rec["promotion_s"], " s")),
+        ("  of which, inside the new region", _steps(report.get("promotion", {}).get("seconds"))),
         ("RTO (last answer from the failed region -> first from the new one)", _fmt(rec["rto_s"], " s")),
         ("failure -> first answer from the new region", _fmt(rec["failure_to_first_answer_s"], " s")),
         ("customer outage p50 / max", f"{_fmt(r['customers']['outage_p50_s'], ' s')} / "
@@ -156,6 +157,14 @@ def html(report: Mapping[str, Any]) -> str:
         f"<p>Run {_html.escape(d['run_id'])}; full data in the JSON report.</p></body></html>",
     ]
     return "".join(parts)
+
+
+def _steps(steps: Mapping[str, float] | None) -> str:
+    if not steps:
+        return "-"
+    names = {"lag_check": "lag check", "flip": "flip of the active-region row (incl. a fence)",
+             "turn_in_flight": "a turn of its own in flight", "catch_up": "dialog state to the end of the log"}
+    return ", ".join(f"{names.get(k, k)} {v:.2f} s" for k, v in steps.items())
 
 
 def _recon(data: Mapping[str, Any] | None) -> str:

@@ -175,6 +175,9 @@ class Promoted(BaseModel):
     previous: str | None
     changed: bool
     dialog_positions: dict[str, int]
+    # How long each step took: the lag check, the flip of the active-region row (including any wait
+    # for a turn in flight elsewhere, and a fence), a turn of this region in flight, the catch-up.
+    seconds: dict[str, float] = {}
 
 
 SlotValue = Annotated[str, Field(max_length=200)] | bool | Annotated[int, Field(ge=-(2**53), le=2**53)] | None
