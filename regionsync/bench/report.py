@@ -209,7 +209,21 @@ def render(r: dict[str, Any]) -> str:
         f"{name} {v['peak_bytes'] / 1024**2:,.0f} MB" + (f" ({v['processes']} procs, {v['how']})" if v["processes"] > 1 else "")
         for name, v in services
     ))
+    lines.extend(cpu_lines(r))
     return "\n".join(head + lines)
+
+
+def cpu_lines(r: dict[str, Any], top: int = 6) -> list[str]:
+    """Per phase: the services that used the most CPU seconds, and the machine's other work."""
+    out = []
+    for phase, ph in (r.get("cpu") or {}).items():
+        busiest = list(ph["services_cpu_s"].items())[:top]
+        out.append(
+            f"cpu, {phase} ({ph['seconds']:.0f} s wall, {ph['machine_cpu_s']:.0f} s machine): "
+            + ", ".join(f"{name} {cpu:.1f} s" for name, cpu in busiest)
+            + f"; not the stack: {ph['other_cpu_s']:.0f} s"
+        )
+    return out
 
 
 def markdown(r: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ import platform
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from pymilvus import MilvusClient
 
 from indexer.milvus_client import quiet_pymilvus
 from regionsync.bench import dialog_rebuild, embed_limit, freshness, rss, search, throughput, workload
+from regionsync.bench.cpu import CpuMeter
 from regionsync.bench.profiling import Profiler
 from regionsync.bench.retry import Retries
 from regionsync.bench.stackrun import BenchStack
@@ -130,6 +131,7 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
                          "unique_chunks": len({t for c in chunks_per_doc for t in c}), "reserve_docs": len(load.reserve)}
     sampler = rss.RssSampler(s.state_dir).start()
     profiler = Profiler(options.profile_dir) if options.profile_dir else None
+    cpu_meter = CpuMeter(lambda: {**rss.stack_pids(s.state_dir), "bench": os.getpid()})
     tracker: Tracker | None = None
     retries = Retries()
 
@@ -162,8 +164,12 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
             return {k: v for k, v in rss.stack_pids(s.state_dir).items()
                     if k == "changes" or k.startswith("indexer-") or k.startswith("milvus-")}
 
-        def profiled(name: str, extra: dict[str, int] | None = None) -> AbstractContextManager[None]:
-            return profiler.phase(name, {**pids(), **(extra or {})}) if profiler else nullcontext()
+        @contextmanager
+        def profiled(name: str, extra: dict[str, int] | None = None) -> Iterator[None]:
+            # CPU seconds of every service always; py-spy's stacks of the Python ones with --profile.
+            with cpu_meter.phase(name), (profiler.phase(name, {**pids(), **(extra or {})}) if profiler
+                                         else nullcontext()):
+                yield
 
         trk = tracker
         total_chunks = results["corpus"]["chunks"]
@@ -232,7 +238,11 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
         row("deletes", deletes_row)
 
         progress(f"bench: row 6: dialog rebuild ({options.n_sessions} sessions)")
-        row("dialog", lambda: dialog_rebuild.measure(s, options.n_sessions))
+        def dialog_row() -> dict[str, Any] | None:
+            with profiled("dialog"):
+                return dialog_rebuild.measure(s, options.n_sessions)
+
+        row("dialog", dialog_row)
     finally:
         if tracker is not None:
             tracker.close()
@@ -246,6 +256,7 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
         progress("bench: stopping the stack")
         bench.stop(keep_state=options.keep_state)
     results["retries"] = retries.to_dict()
+    results["cpu"] = cpu_meter.phases
     if profiler is not None:
         results["profile"] = profiler.summaries
     results["machine"]["load_end"] = list(os.getloadavg())
