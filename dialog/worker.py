@@ -112,9 +112,10 @@ class DialogWorker:
         return dict(self._positions)
 
     # ------------------------------------------------------------------ consuming
-    def poll_once(self) -> int:
+    def poll_once(self, max_events: int | None = None) -> int:
         """Consume and commit one batch; returns how many records it held (0: nothing came)."""
-        msgs = self._consumer.consume(self.settings.dialog_batch_max_events, self.settings.dialog_poll_timeout_s)
+        msgs = self._consumer.consume(max_events or self.settings.dialog_batch_max_events,
+                                      self.settings.dialog_poll_timeout_s)
         if msgs:
             self._process(msgs)
         self._maybe_snapshot()
@@ -124,7 +125,7 @@ class DialogWorker:
         """Consume to the end of the log (see the module docstring); returns records consumed."""
         consumed = idle = 0
         while idle < self.settings.dialog_idle_polls and not self.stopping.is_set():
-            got = self.poll_once()
+            got = self.poll_once(self.settings.dialog_catchup_batch_events)
             if got:
                 consumed += got
                 idle = 0

@@ -95,7 +95,7 @@ class CrashingStore:
 
 
 def test_a_restarted_worker_applies_no_event_twice(settings: Settings) -> None:
-    settings = settings.model_copy(update={"dialog_batch_max_events": 150})
+    settings = settings.model_copy(update={"dialog_batch_max_events": 150, "dialog_catchup_batch_events": 150})
     events = make_log(300, seed=3)
     ends = ends_of(publish(settings, events))
 
@@ -124,7 +124,7 @@ def test_a_restarted_worker_applies_no_event_twice(settings: Settings) -> None:
 
 
 def test_rebuild_falls_back_past_a_corrupt_snapshot_then_to_a_full_replay(settings: Settings) -> None:
-    settings = settings.model_copy(update={"dialog_batch_max_events": 500, "dialog_snapshot_every_events": 1000,
+    settings = settings.model_copy(update={"dialog_batch_max_events": 500, "dialog_catchup_batch_events": 500, "dialog_snapshot_every_events": 1000,
                                            "dialog_snapshot_retention": 10})  # fmt: skip
     events = make_log(400, seed=4)
     ends = ends_of(publish(settings, events))
