@@ -215,7 +215,8 @@ def create_app(service: RegionService) -> FastAPI:
         version="1",
         description="Health, search and answers with sources, dialog turns, promotion and metrics of one region.",
     )
-    metrics = ServiceMetrics(region, service.readings)
+    metrics = ServiceMetrics(region, service.readings,
+                             answer_outcomes=service.chat.outcomes if service.chat is not None else None)
     app.state.service = service
 
     @app.middleware("http")
