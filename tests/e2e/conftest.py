@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psycopg
@@ -48,12 +48,17 @@ def settings() -> Iterator[Settings]:
         yield from run_stack(e2e_settings(state))
 
 
-def run_stack(s: Settings, apply_connector: Callable[[Settings], object] = stack.apply_connector) -> Iterator[Settings]:
-    """The whole embedded stack with the seed rows, for a package-scoped fixture to yield from."""
+def run_stack(
+    s: Settings,
+    apply_connector: Callable[[Settings], object] = stack.apply_connector,
+    rows: Sequence[tuple[str, str, str, list[str]]] = SEED,
+) -> Iterator[Settings]:
+    """The whole embedded stack with the seed ``rows`` in the CMS table before capture starts, for
+    a package-scoped fixture to yield from."""
     try:
         stack.start_infra(s)
         with psycopg.connect(s.pg_dsn(), autocommit=True) as conn:
-            for doc_id, title, body, tags in SEED:
+            for doc_id, title, body, tags in rows:
                 conn.execute("INSERT INTO documents (id, title, body, tags) VALUES (%s, %s, %s, %s)",
                              (doc_id, title, body, tags))
         stack.start_workers(s)

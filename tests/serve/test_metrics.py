@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import requests
+import yaml
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -89,6 +90,9 @@ def test_prometheus_scrapes_every_target_of_the_stack(settings: Settings) -> Non
         wait_for(all_up, 90, "every target up in Prometheus")
         rules = requests.get(f"{prometheus.url(settings)}/api/v1/rules", timeout=10).json()["data"]["groups"]
         names = {r["name"] for g in rules for r in g["rules"]}
-        assert {"RegionLatencyP99High", "RegionErrorRateHigh", "RegionIndexLagGrowing", "DialogSnapshotTooOld"} <= names
+        defined = {r["alert"] for g in yaml.safe_load(prometheus.RULES.read_text())["groups"] for r in g["rules"]}
+        assert {"RegionLatencyP99High", "RegionErrorRateHigh", "RegionIndexLagGrowing", "DialogSnapshotTooOld",
+                "RegionAnswerLlmFailing", "RegionsyncTargetDown"} <= defined
+        assert names == defined  # every rule of deploy/prometheus/alerts.yml loaded, nothing else
     finally:
         prometheus.stop(settings)
