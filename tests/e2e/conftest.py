@@ -48,9 +48,23 @@ def settings() -> Iterator[Settings]:
         yield from run_stack(e2e_settings(state))
 
 
+def apply_connector_patiently(settings: Settings, attempts: int = 3) -> None:
+    """Register the connector; on a machine loaded by other test runs Connect's validate call can
+    outlast the client's read timeout, so a timed-out attempt is retried (the call is idempotent)."""
+    from connectors.errors import ConnectRestError
+
+    for attempt in range(attempts):
+        try:
+            stack.apply_connector(settings)
+            return
+        except ConnectRestError:
+            if attempt == attempts - 1:
+                raise
+
+
 def run_stack(
     s: Settings,
-    apply_connector: Callable[[Settings], object] = stack.apply_connector,
+    apply_connector: Callable[[Settings], object] = apply_connector_patiently,
     rows: Sequence[tuple[str, str, str, list[str]]] = SEED,
 ) -> Iterator[Settings]:
     """The whole embedded stack with the seed ``rows`` in the CMS table before capture starts, for

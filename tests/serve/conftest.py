@@ -10,8 +10,7 @@ import requests
 from pydantic import SecretStr
 
 from regionsync.settings import Settings
-from regionsync.stack import stack
-from tests.e2e.conftest import SEED, e2e_settings, run_stack, wait_for
+from tests.e2e.conftest import SEED, apply_connector_patiently, e2e_settings, run_stack, wait_for
 from tests.state_dirs import private_state_dir
 
 KNOWLEDGE = [
@@ -35,7 +34,7 @@ def settings() -> Iterator[Settings]:
 
 
 def _connector_then_knowledge_searchable(s: Settings) -> None:
-    stack.apply_connector(s)
+    apply_connector_patiently(s)
     for region in s.regions:
         # Generous: the first search waits for the model, and this machine may be shared.
         wait_for(lambda r=region: _indexed(s, r), 600, f"knowledge searchable in {region}")
