@@ -39,6 +39,7 @@ from dialog import metrics, reducer
 from dialog.errors import DialogError, MalformedEvent, SnapshotError
 from dialog.events import decode
 from dialog.kafka_io import DeadLetters, consumer_config, dead_letter, ensure_topic, partitions_of, where
+from dialog.rebuild import RebuildReport, restore
 from dialog.reducer import Outcome
 from dialog.snapshots import Manifest, SnapshotStore
 from dialog.state import SessionState
@@ -46,7 +47,6 @@ from dialog.store import PostgresStore, StateStore, Stats
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
-
 
 
 class DeadLetterSink(Protocol):
@@ -91,7 +91,7 @@ class DialogWorker:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Load the stored states and positions and assign every partition at its position.
-        Call after the store holds what it should (see :func:`dialog.rebuild.rebuild`)."""
+        Call after the store holds what it should (:meth:`rebuild` does both)."""
         self._partitions = partitions_of(self._consumer, self.topic)
         self._positions = self.store.offsets()
         self._states = {s.session_id: s for s in self.store.all_states()}
@@ -102,6 +102,30 @@ class DialogWorker:
         log.info(
             "dialog worker %s: %d sessions, positions %s", self.region, len(self._states), self._positions or "start"
         )
+
+    def rebuild(self) -> RebuildReport:
+        """Restore the store if it is empty (:func:`dialog.rebuild.restore`: the newest usable
+        snapshot, or nothing), start, and fold the log to its end; report how."""
+        t0 = time.monotonic()
+        restored = restore(self.store, self.snapshots, self.region)
+        t_restored = time.monotonic()
+        self.start()
+        replayed = self.catch_up()
+        report = RebuildReport(
+            region=self.region,
+            source=restored.source,
+            snapshot_id=restored.snapshot_id,
+            skipped_snapshots=restored.skipped,
+            sessions_restored=self.store.count(),
+            sessions_from_snapshot=restored.sessions,
+            events_replayed=replayed,
+            seconds=round(time.monotonic() - t0, 3),
+            restore_seconds=round(t_restored - t0, 3),
+            positions=self.positions,
+        )
+        log.info("region %s rebuilt from %s: %d sessions, %d events replayed in %.2fs",
+                 self.region, restored.source, report.sessions_restored, replayed, report.seconds)
+        return report
 
     def close(self) -> None:
         self._consumer.close()
@@ -239,8 +263,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(settings: Settings, region: str, *, snapshots: bool = True) -> int:
     """Rebuild if the store is empty, catch up, then consume until SIGTERM/SIGINT."""
-    from dialog.rebuild import rebuild
-
     worker = DialogWorker.create(settings, region, snapshots=snapshots)
     _serve_metrics(settings, worker)
 
@@ -251,7 +273,7 @@ def serve(settings: Settings, region: str, *, snapshots: bool = True) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        report = rebuild(worker)
+        report = worker.rebuild()
         log.info("ready: %s", orjson.dumps(report.to_dict()).decode())
         worker.run()
     finally:

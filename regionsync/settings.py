@@ -160,7 +160,9 @@ class Settings(BaseSettings):
     query_max_chars: int = 2000
     search_max_k: int = 50
     # /ask composes an extractive answer from the best passages unless an OpenAI-compatible chat
-    # endpoint is set ("https://host/v1"); it then writes the answer from the same passages.
+    # endpoint is set ("https://host/v1"); it then writes the answer from the same passages. When
+    # it fails or takes longer than answer_llm_timeout_s, the answer is the extractive one (same
+    # sources, composer "extractive (llm failed)"), counted in regionsync_answer_llm_requests_total.
     answer_llm_url: str = ""
     answer_llm_model: str = ""
     answer_llm_api_key: SecretStr = SecretStr("")

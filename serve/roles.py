@@ -107,17 +107,21 @@ class ActiveRegionStore:
     def writing(self, region: str) -> Iterator[Active]:
         """Hold the row shared while the caller writes a turn; raise :class:`NotActive` unless
         ``region`` is active. One writer connection per service (turns are serialised)."""
-        if self._writer is None or self._writer.closed:
-            self._writer = self._connect()
+        try:
+            if self._writer is None or self._writer.closed:
+                self._writer = self._connect()
+        except psycopg.Error as exc:
+            raise ServeError(f"active-region store unavailable: {exc}") from exc
         conn = self._writer
         try:
             with conn.transaction():
                 active = _read(conn, "FOR SHARE")
                 may_write(active, region)
                 yield active
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
             conn.close()  # reconnect next time
-            raise
+            # Postgres down, or a promotion holding the row past lock_timeout: retry later (503).
+            raise ServeError(f"active-region store unavailable: {exc}") from exc
 
     def promote(self, region: str) -> Promotion:
         """Make ``region`` the active one (waits for turns in flight in any region)."""

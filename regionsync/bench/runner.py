@@ -4,7 +4,8 @@
 2. row 1, the embedding limit, measured in this process while the pipeline is idle;
 3. row 2, changed documents: the corpus is inserted (all new text) and flows to every region;
 4. row 1 again (the throughput is compared with the mean of the two: see embed_limit);
-5. row 8, search latency per region at the full corpus (top-5, status filter);
+5. row 8, search latency per region at the full corpus (top-5, status filter), then row 9, the
+   same queries through each region's running service (GET /search);
 6. row 4, freshness, at ``freshness_load`` x row 2's docs/s;
 7. row 5, the peer: seed LangChain's index from the same rows, change 1% of the documents in
    Postgres, time ours (commit -> every region) then theirs (re-run of ``index()``), check both;
@@ -30,7 +31,16 @@ from typing import Any
 from pymilvus import MilvusClient
 
 from indexer.milvus_client import quiet_pymilvus
-from regionsync.bench import dialog_rebuild, embed_limit, freshness, rss, search, throughput, workload
+from regionsync.bench import (
+    dialog_rebuild,
+    embed_limit,
+    freshness,
+    http_search,
+    rss,
+    search,
+    throughput,
+    workload,
+)
 from regionsync.bench.cpu import CpuMeter
 from regionsync.bench.profiling import Profiler
 from regionsync.bench.retry import Retries
@@ -196,9 +206,11 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
                      f"passages/s (row 1: {limit:.1f}); ratio {changed['ratio_to_limit']:.2f}")
 
         n_queries = 50 if options.quick else 200
+        queries = search.queries_from([d.body for d in load.docs], n_queries)
         progress(f"bench: row 8: search latency per region ({n_queries} top-{search.K} queries)")
-        row("search", lambda: search.measure(s, model, search.queries_from([d.body for d in load.docs], n_queries),
-                                             retries))
+        row("search", lambda: search.measure(s, model, queries, retries))
+        progress("bench: row 9: search through each region's service (the same queries, GET /search)")
+        row("http_search", lambda: http_search.measure(s, queries, retries))
 
         rng = random.Random(options.seed)
         ids = load.ids()
