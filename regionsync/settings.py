@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     chunk_overlap: int = 100
     embed_batch_size: int = 32
     embed_threads: int = 2
+    # A region service embeds one short query per request: a second intra-op thread buys nothing
+    # on a dozen tokens and, on a busy machine, waits for a core (measured under load: one query
+    # 22-26 ms with 1 thread, 42-51 ms with 2).
+    serve_embed_threads: int = 1
     embed_model: str = "all-MiniLM-L6-v2"
     # "onnx": ONNX Runtime on the model exported at setup (no torch in the process, ~0.3 GB);
     # "torch": sentence-transformers, the reference (needs the export extra, ~1.3 GB).
