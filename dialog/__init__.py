@@ -8,7 +8,8 @@ Modules, outside in:
 * ``kafka_io`` all Kafka I/O (publisher with acks=all, dead letters, client configs);
 * ``store``    a region's state store (Postgres; in memory for tests): states + positions, one transaction;
 * ``snapshots`` all session states + positions in S3, manifest last;
-* ``worker``   folds the topic into the store; ``rebuild`` restores an empty store and catches up;
+* ``worker``   folds the topic into the store and owns the loop, rebuild included; ``rebuild``
+  restores an empty store from a snapshot (called by the worker; it does not know the worker);
 * ``cli``      ``regionsync dialog rebuild|show|worker``; ``bench`` the rebuild benchmark;
 * ``loadgen``  synthetic conversations for the benchmark and tests.
 """

@@ -32,7 +32,6 @@ from confluent_kafka.admin import AdminClient
 
 from dialog.kafka_io import KafkaPublisher, ensure_topic
 from dialog.loadgen import conversation, interleave
-from dialog.rebuild import rebuild
 from dialog.snapshots import s3_client
 from dialog.worker import DialogWorker
 from regionsync.settings import Settings
@@ -77,7 +76,7 @@ def run(settings: Settings, sessions: int = 10_000, tail_fraction: float = 0.1, 
         publisher.publish(tail, timeout=300)
         standby = DialogWorker.create(s, standby_region)
         try:
-            restore = rebuild(standby)
+            restore = standby.rebuild()
             restored = standby.store.count()
         finally:
             standby.close()
@@ -105,7 +104,7 @@ def run(settings: Settings, sessions: int = 10_000, tail_fraction: float = 0.1, 
 
 def rebuild_without_snapshot(worker: DialogWorker) -> dict[str, float]:
     # The primary's store is empty and the bench prefix holds no snapshot yet: a full replay.
-    report = rebuild(worker)
+    report = worker.rebuild()
     assert report.source == "full replay", report.source
     return {"seconds": report.seconds}
 

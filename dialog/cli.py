@@ -38,12 +38,11 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    from dialog.rebuild import rebuild
     from dialog.worker import DialogWorker
 
     worker = DialogWorker.create(settings, args.region, snapshots=not args.no_snapshots)
     try:
-        report = rebuild(worker)
+        report = worker.rebuild()
     finally:
         worker.close()
     if args.json:

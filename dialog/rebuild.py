@@ -7,18 +7,25 @@
 
 Either way the result equals folding the whole log: the snapshot is only a shortcut. The report
 says which path was taken, how many sessions are in the store and how many events were replayed.
+
+Who does what: :func:`restore` is the first step (store and snapshots only, no Kafka); the dialog
+worker owns the consuming loop and runs the whole rebuild (:meth:`dialog.worker.DialogWorker.rebuild`:
+restore, then fold the log to its end, then this module's :class:`RebuildReport`). This module
+does not know the worker, so the two do not import each other.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from dialog.worker import DialogWorker
+from dialog.snapshots import SnapshotStore
+from dialog.store import StateStore
 
 log = logging.getLogger(__name__)
+
+SNAPSHOT, FULL_REPLAY, EXISTING_STORE = "snapshot", "full replay", "existing store"
 
 
 @dataclass(frozen=True)
@@ -46,58 +53,35 @@ class RebuildReport:
         return out
 
 
-def rebuild(worker: DialogWorker) -> RebuildReport:
-    """Restore ``worker``'s store if it is empty, start the worker and catch up to the end."""
-    t0 = time.monotonic()
-    store = worker.store
+@dataclass(frozen=True)
+class Restored:
+    source: str  # SNAPSHOT | FULL_REPLAY | EXISTING_STORE: where folding the log starts from
     snapshot_id: str | None = None
-    skipped: tuple[str, ...] = ()
-    from_snapshot = 0
+    skipped: tuple[str, ...] = ()  # newer snapshots that did not verify
+    sessions: int = 0  # sessions loaded from the snapshot
+
+
+def restore(store: StateStore, snapshots: SnapshotStore | None, region: str) -> Restored:
+    """Fill an empty ``store`` from the newest usable snapshot (states and positions in one
+    transaction); a store that has positions, or no usable snapshot, is left as it is."""
     if not store.is_empty():
-        source = "existing store"
-    elif worker.snapshots is None:
-        source = "full replay"
-    else:
-        loaded = worker.snapshots.load_latest()
-        skipped = loaded.skipped
-        if loaded.snapshot is None:
-            source = "full replay"
-            if skipped:
-                log.warning("region %s: no usable snapshot (%d skipped): replaying the whole log", worker.region, len(skipped))
-            else:
-                log.info("region %s: no snapshot yet: replaying the whole log", worker.region)
+        return Restored(EXISTING_STORE)
+    if snapshots is None:
+        return Restored(FULL_REPLAY)
+    loaded = snapshots.load_latest()
+    if loaded.snapshot is None:
+        if loaded.skipped:
+            log.warning("region %s: no usable snapshot (%d skipped): replaying the whole log", region, len(loaded.skipped))
         else:
-            snap = loaded.snapshot
-            store.replace_all(snap.states, snap.manifest.offsets, snap.manifest.stats)
-            source, snapshot_id, from_snapshot = "snapshot", snap.manifest.snapshot_id, len(snap.states)
-            log.info(
-                "region %s: restored %d sessions from snapshot %s%s",
-                worker.region,
-                from_snapshot,
-                snapshot_id,
-                f" after skipping {len(skipped)} newer unusable ones" if skipped else "",
-            )
-    t_restored = time.monotonic()
-    worker.start()
-    replayed = worker.catch_up()
-    report = RebuildReport(
-        region=worker.region,
-        source=source,
-        snapshot_id=snapshot_id,
-        skipped_snapshots=skipped,
-        sessions_restored=store.count(),
-        sessions_from_snapshot=from_snapshot,
-        events_replayed=replayed,
-        seconds=round(time.monotonic() - t0, 3),
-        restore_seconds=round(t_restored - t0, 3),
-        positions=worker.positions,
-    )
+            log.info("region %s: no snapshot yet: replaying the whole log", region)
+        return Restored(FULL_REPLAY, skipped=loaded.skipped)
+    snap = loaded.snapshot
+    store.replace_all(snap.states, snap.manifest.offsets, snap.manifest.stats)
     log.info(
-        "region %s rebuilt from %s: %d sessions, %d events replayed in %.2fs",
-        worker.region,
-        source,
-        report.sessions_restored,
-        replayed,
-        report.seconds,
+        "region %s: restored %d sessions from snapshot %s%s",
+        region,
+        len(snap.states),
+        snap.manifest.snapshot_id,
+        f" after skipping {len(loaded.skipped)} newer unusable ones" if loaded.skipped else "",
     )
-    return report
+    return Restored(SNAPSHOT, snap.manifest.snapshot_id, loaded.skipped, len(snap.states))

@@ -39,6 +39,7 @@ from dialog import metrics, reducer
 from dialog.errors import DialogError, MalformedEvent, SnapshotError
 from dialog.events import decode
 from dialog.kafka_io import DeadLetters, consumer_config, dead_letter, ensure_topic, partitions_of, where
+from dialog.rebuild import RebuildReport, restore
 from dialog.reducer import Outcome
 from dialog.snapshots import Manifest, SnapshotStore
 from dialog.state import SessionState
@@ -46,7 +47,6 @@ from dialog.store import PostgresStore, StateStore, Stats
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
-
 
 
 class DeadLetterSink(Protocol):
@@ -91,7 +91,7 @@ class DialogWorker:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Load the stored states and positions and assign every partition at its position.
-        Call after the store holds what it should (see :func:`dialog.rebuild.rebuild`)."""
+        Call after the store holds what it should (:meth:`rebuild` does both)."""
         self._partitions = partitions_of(self._consumer, self.topic)
         self._positions = self.store.offsets()
         self._states = {s.session_id: s for s in self.store.all_states()}
@@ -103,6 +103,30 @@ class DialogWorker:
             "dialog worker %s: %d sessions, positions %s", self.region, len(self._states), self._positions or "start"
         )
 
+    def rebuild(self) -> RebuildReport:
+        """Restore the store if it is empty (:func:`dialog.rebuild.restore`: the newest usable
+        snapshot, or nothing), start, and fold the log to its end; report how."""
+        t0 = time.monotonic()
+        restored = restore(self.store, self.snapshots, self.region)
+        t_restored = time.monotonic()
+        self.start()
+        replayed = self.catch_up()
+        report = RebuildReport(
+            region=self.region,
+            source=restored.source,
+            snapshot_id=restored.snapshot_id,
+            skipped_snapshots=restored.skipped,
+            sessions_restored=self.store.count(),
+            sessions_from_snapshot=restored.sessions,
+            events_replayed=replayed,
+            seconds=round(time.monotonic() - t0, 3),
+            restore_seconds=round(t_restored - t0, 3),
+            positions=self.positions,
+        )
+        log.info("region %s rebuilt from %s: %d sessions, %d events replayed in %.2fs",
+                 self.region, restored.source, report.sessions_restored, replayed, report.seconds)
+        return report
+
     def close(self) -> None:
         self._consumer.close()
         self.store.close()
@@ -112,9 +136,10 @@ class DialogWorker:
         return dict(self._positions)
 
     # ------------------------------------------------------------------ consuming
-    def poll_once(self) -> int:
+    def poll_once(self, max_events: int | None = None) -> int:
         """Consume and commit one batch; returns how many records it held (0: nothing came)."""
-        msgs = self._consumer.consume(self.settings.dialog_batch_max_events, self.settings.dialog_poll_timeout_s)
+        msgs = self._consumer.consume(max_events or self.settings.dialog_batch_max_events,
+                                      self.settings.dialog_poll_timeout_s)
         if msgs:
             self._process(msgs)
         self._maybe_snapshot()
@@ -124,7 +149,7 @@ class DialogWorker:
         """Consume to the end of the log (see the module docstring); returns records consumed."""
         consumed = idle = 0
         while idle < self.settings.dialog_idle_polls and not self.stopping.is_set():
-            got = self.poll_once()
+            got = self.poll_once(self.settings.dialog_catchup_batch_events)
             if got:
                 consumed += got
                 idle = 0
@@ -238,8 +263,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(settings: Settings, region: str, *, snapshots: bool = True) -> int:
     """Rebuild if the store is empty, catch up, then consume until SIGTERM/SIGINT."""
-    from dialog.rebuild import rebuild
-
     worker = DialogWorker.create(settings, region, snapshots=snapshots)
     _serve_metrics(settings, worker)
 
@@ -250,7 +273,7 @@ def serve(settings: Settings, region: str, *, snapshots: bool = True) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        report = rebuild(worker)
+        report = worker.rebuild()
         log.info("ready: %s", orjson.dumps(report.to_dict()).decode())
         worker.run()
     finally:

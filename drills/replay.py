@@ -350,7 +350,6 @@ def _wait_committed(
 
 
 def _into_dialog_store(settings: Settings, req: ReplayRequest, ranges: list[PartitionRange], result: ReplayResult) -> None:
-    from dialog.rebuild import rebuild
     from dialog.worker import DialogWorker
     from regionsync.stack import procs, stack
 
@@ -372,7 +371,7 @@ def _into_dialog_store(settings: Settings, req: ReplayRequest, ranges: list[Part
         # States stay: the reducer skips events a session has folded, so re-reading is harmless.
         store.replace_all(store.all_states(), {**positions, **moved}, store.stats())
         result.moved = moved
-        report = rebuild(worker)
+        report = worker.rebuild()
         result.applied_to_end = True
         log.info("region %s dialog store: %d events folded again, %d sessions", req.region, report.events_replayed,
                  report.sessions_restored)

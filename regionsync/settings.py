@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     chunk_overlap: int = 100
     embed_batch_size: int = 32
     embed_threads: int = 2
+    # A region service embeds one short query per request: a second intra-op thread buys nothing
+    # on a dozen tokens and, on a busy machine, waits for a core (measured under load: one query
+    # 22-26 ms with 1 thread, 42-51 ms with 2).
+    serve_embed_threads: int = 1
     embed_model: str = "all-MiniLM-L6-v2"
     # "onnx": ONNX Runtime on the model exported at setup (no torch in the process, ~0.3 GB);
     # "torch": sentence-transformers, the reference (needs the export extra, ~1.3 GB).
@@ -114,6 +118,10 @@ class Settings(BaseSettings):
     # Each region's state store is its own database "<prefix><region>" (created on demand).
     dialog_database_prefix: str = "dialog_"
     dialog_batch_max_events: int = 2000
+    # Catching up (rebuild, promotion) folds bigger batches: a session touched several times in
+    # one batch is written once, and writing states was most of a replay's time (0.9 states
+    # written per event at 2,000 per batch, 0.43 at 20,000, on the bench's conversations).
+    dialog_catchup_batch_events: int = 20000
     # A snapshot every N applied events or T seconds (whichever comes first, only if something changed).
     dialog_snapshot_every_events: int = 20000
     dialog_snapshot_every_s: float = 60.0
@@ -161,7 +169,9 @@ class Settings(BaseSettings):
     query_max_chars: int = 2000
     search_max_k: int = 50
     # /ask composes an extractive answer from the best passages unless an OpenAI-compatible chat
-    # endpoint is set ("https://host/v1"); it then writes the answer from the same passages.
+    # endpoint is set ("https://host/v1"); it then writes the answer from the same passages. When
+    # it fails or takes longer than answer_llm_timeout_s, the answer is the extractive one (same
+    # sources, composer "extractive (llm failed)"), counted in regionsync_answer_llm_requests_total.
     answer_llm_url: str = ""
     answer_llm_model: str = ""
     answer_llm_api_key: SecretStr = SecretStr("")

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,22 +83,46 @@ def extractive(question: str, hits: list[Hit]) -> Composed:
     return Composed("From the knowledge base:\n" + "\n".join(lines), cited, "extractive")
 
 
+OK = "ok"
+# Why a chat endpoint call failed: the label values of the failure counter (bounded on purpose).
+TIMEOUT, UNREACHABLE, HTTP_ERROR, BAD_RESPONSE = "timeout", "unreachable", "http_error", "bad_response"
+OUTCOMES = (OK, TIMEOUT, UNREACHABLE, HTTP_ERROR, BAD_RESPONSE)
+
+
 class ChatComposer:
     """Writes the answer with an OpenAI-compatible ``/chat/completions`` endpoint, from the same
-    passages the extractive answer would cite; falls back to the extractive answer on any error."""
+    passages the extractive answer would cite.
+
+    When the endpoint fails (no answer within ``answer_llm_timeout_s``, refused connection, an
+    HTTP error, a body that is not a chat completion) the customer gets the extractive answer
+    from the same passages, with the same citations, and ``composer`` says
+    ``"extractive (llm failed)"``. Why not a 502/504: the extractive answer is grounded in the
+    same sources and correct, only terser, so failing the customer would trade a good answer for
+    none; the operator sees the failure in the response, in one warning line (the reason, never
+    the key) and in ``regionsync_answer_llm_requests_total{outcome}``, which the
+    ``RegionAnswerLlmFailing`` alert watches.
+
+    The API key travels in the ``Authorization`` header only; every message about a failure is
+    scrubbed of it (an upstream error body may echo the key it refused).
+    """
 
     def __init__(self, settings: Settings) -> None:
-        self._url = settings.answer_llm_url.rstrip("/") + "/chat/completions"
+        self.url = settings.answer_llm_url.rstrip("/") + "/chat/completions"
         self._model = settings.answer_llm_model
-        self._key = settings.answer_llm_api_key
+        self._key = settings.answer_llm_api_key.get_secret_value()
         self._timeout = settings.answer_llm_timeout_s
+        self._http = requests.Session()
+        self._lock = threading.Lock()
+        self._outcomes: Counter[str] = Counter()
 
-    def compose(self, question: str, hits: list[Hit]) -> Composed:
-        cited = best_passages(hits)
-        if not cited:
-            return Composed(NOTHING_FOUND, (), "llm")
+    def outcomes(self) -> dict[str, int]:
+        """Calls per outcome since the process started (``ok`` or a failure reason)."""
+        with self._lock:
+            return {o: self._outcomes[o] for o in OUTCOMES}
+
+    def request_body(self, question: str, cited: tuple[Hit, ...]) -> dict[str, Any]:
         passages = "\n\n".join(f"[{n}] {h.title}: {h.text}" for n, h in enumerate(cited, 1))
-        body: dict[str, Any] = {
+        return {
             "model": self._model,
             "temperature": 0,
             "messages": [
@@ -104,21 +131,62 @@ class ChatComposer:
                 {"role": "user", "content": f"Passages:\n{passages}\n\nQuestion: {question}"},
             ],
         }
-        headers = {"Authorization": f"Bearer {self._key.get_secret_value()}"} if self._key.get_secret_value() else {}
+
+    def compose(self, question: str, hits: list[Hit]) -> Composed:
+        cited = best_passages(hits)
+        if not cited:
+            return Composed(NOTHING_FOUND, (), "llm")
+        headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         try:
-            resp = requests.post(self._url, json=body, headers=headers, timeout=self._timeout)
-            resp.raise_for_status()
-            text = str(resp.json()["choices"][0]["message"]["content"]).strip()
-        except (requests.RequestException, KeyError, IndexError, TypeError, ValueError) as exc:
-            # The exception text can hold the URL, never the key (it travels in a header).
-            log.warning("answer endpoint failed (%s); answering extractively", type(exc).__name__)
+            text = self._call(self.request_body(question, cited), headers)
+        except _Failed as failed:
+            self._count(failed.outcome)
+            log.warning("answer endpoint %s failed (%s: %s); answering extractively",
+                        self.url, failed.outcome, self._scrub(failed.detail))
             fallback = extractive(question, hits)
             return Composed(fallback.text, fallback.cited, "extractive (llm failed)")
+        self._count(OK)
         return Composed(text, cited, "llm")
 
+    def _call(self, body: dict[str, Any], headers: dict[str, str]) -> str:
+        try:
+            resp = self._http.post(self.url, json=body, headers=headers, timeout=self._timeout)
+        except requests.Timeout as exc:  # before ConnectionError: a connect timeout is both
+            raise _Failed(TIMEOUT, f"no answer within {self._timeout:g}s") from exc
+        except requests.RequestException as exc:
+            raise _Failed(UNREACHABLE, f"{type(exc).__name__}: {exc}") from exc
+        if resp.status_code >= 400:
+            raise _Failed(HTTP_ERROR, f"HTTP {resp.status_code}: {resp.text[:300]}")
+        try:
+            text = str(resp.json()["choices"][0]["message"]["content"]).strip()
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise _Failed(BAD_RESPONSE, f"not a chat completion ({type(exc).__name__}): {resp.text[:200]}") from exc
+        if not text:
+            raise _Failed(BAD_RESPONSE, "empty answer")
+        return text
 
-def make_composer(settings: Settings) -> Any:
-    """``compose(question, hits) -> Composed``: the chat endpoint if configured, else extractive."""
+    def _count(self, outcome: str) -> None:
+        with self._lock:
+            self._outcomes[outcome] += 1
+
+    def _scrub(self, message: str) -> str:
+        return message.replace(self._key, "***") if self._key else message
+
+
+class _Failed(Exception):
+    def __init__(self, outcome: str, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+        self.detail = detail
+
+
+Composer = Callable[[str, list[Hit]], Composed]
+
+
+def make_composer(settings: Settings) -> tuple[Composer, ChatComposer | None]:
+    """``compose(question, hits) -> Composed`` (the chat endpoint if configured, else extractive),
+    and the chat composer itself when there is one (its outcome counts feed /metrics)."""
     if settings.answer_llm_url:
-        return ChatComposer(settings).compose
-    return extractive
+        chat = ChatComposer(settings)
+        return chat.compose, chat
+    return extractive, None

@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dialog.errors import DialogError
 from indexer.errors import IndexerError
 from indexer.sink import Hit
 from serve.answers import Composed, source_label
@@ -218,7 +219,8 @@ def create_app(service: RegionService) -> FastAPI:
         version="1",
         description="Health, search and answers with sources, dialog turns, promotion and metrics of one region.",
     )
-    metrics = ServiceMetrics(region, service.readings)
+    metrics = ServiceMetrics(region, service.readings,
+                             answer_outcomes=service.chat.outcomes if service.chat is not None else None)
     app.state.service = service
 
     @app.middleware("http")
@@ -258,6 +260,13 @@ def create_app(service: RegionService) -> FastAPI:
     async def _index_down(_request: Request, exc: IndexerError) -> JSONResponse:
         log.warning("region %s index: %s", region, exc)
         return JSONResponse({"detail": f"region {region}'s index is unavailable: {exc}"}, status_code=503)
+
+    @app.exception_handler(DialogError)
+    async def _dialog_down(_request: Request, exc: DialogError) -> JSONResponse:
+        # The broker did not acknowledge the turn's events: nothing of it was answered (retry).
+        log.warning("region %s dialog log: %s", region, exc)
+        return JSONResponse({"detail": f"region {region}'s dialog log did not take this turn: {exc}"},
+                            status_code=503, headers={"Retry-After": "2"})
 
     @app.exception_handler(ServeError)
     async def _serve_error(_request: Request, exc: ServeError) -> JSONResponse:

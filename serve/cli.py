@@ -109,6 +109,9 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from dialog.errors import DialogError
+    from embedding.errors import EmbeddingError
+    from indexer.errors import IndexerError
     from serve.client import RegionClient
     from serve.errors import ServeError
 
@@ -119,7 +122,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             data = client.ask(args.question, args.k, args.session)
         else:
             data = _ask_in_process(settings, region, args.question, args.k, args.session)
-    except ServeError as exc:
+    except (ServeError, IndexerError, EmbeddingError, DialogError) as exc:  # in-process: the region's own errors
         print(f"regionsync: error: {exc}", file=sys.stderr)
         return 2
     if args.json:

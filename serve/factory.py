@@ -13,8 +13,9 @@ from regionsync.settings import Settings
 
 
 def make_embedder(settings: Settings) -> Embedder:
-    """The query embedder: the same model the change agent embeds passages with."""
-    return embedder_from_settings(settings)
+    """The query embedder: the same model the change agent embeds passages with, on
+    ``serve_embed_threads`` threads (one query at a time, not batches)."""
+    return embedder_from_settings(settings.model_copy(update={"embed_threads": settings.serve_embed_threads}))
 
 
 def make_region_sink(settings: Settings, region: str) -> RegionSink:

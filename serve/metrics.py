@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, PlatformCollector, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,13 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 class ServiceMetrics:
-    def __init__(self, region: str, readings: Callable[[], dict[str, Any]], cache_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        region: str,
+        readings: Callable[[], dict[str, Any]],
+        cache_s: float = 5.0,
+        answer_outcomes: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
         self.region = region
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
@@ -42,6 +48,8 @@ class ServiceMetrics:
             ["region", "route", "method"], registry=self.registry,
         )
         self.registry.register(_RegionCollector(region, readings, cache_s))
+        if answer_outcomes is not None:  # only when a chat endpoint composes the answers
+            self.registry.register(_AnswerCollector(region, answer_outcomes))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.latency.labels(self.region, route, method).observe(seconds)
@@ -96,3 +104,22 @@ class _RegionCollector(Collector):
         active = GaugeMetricFamily("regionsync_region_active", "1 if this region writes dialog turns", labels=["region"])
         active.add_metric([r], 1.0 if data["active"] else 0.0)
         yield active
+
+
+class _AnswerCollector(Collector):
+    """Calls of the chat endpoint that composes answers, per outcome (``ok`` or why it failed:
+    then the customer got the extractive answer; see serve/answers.py). The composer counts;
+    this exposes its counts as a counter family."""
+
+    def __init__(self, region: str, outcomes: Callable[[], Mapping[str, int]]) -> None:
+        self._region = region
+        self._outcomes = outcomes
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "regionsync_answer_llm_requests", "Calls of the answer chat endpoint per outcome (ok or the failure reason)",
+            labels=["region", "outcome"],
+        )
+        for outcome, n in self._outcomes().items():
+            family.add_metric([self._region, outcome], float(n))
+        yield family

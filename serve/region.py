@@ -23,7 +23,7 @@ from embedding.embedder import Embedder
 from indexer.lag import lag_report
 from indexer.sink import Hit
 from regionsync.settings import Settings
-from serve.answers import Composed, make_composer
+from serve.answers import ChatComposer, Composed, make_composer
 from serve.dialog_log import DialogLog
 from serve.errors import NotCaughtUp, UnknownSession
 from serve.factory import make_embedder, make_region_sink
@@ -69,7 +69,8 @@ class RegionService:
         self.dialog_log = DialogLog(settings, region, self.store.offsets)
         self.roles = ActiveRegionStore(settings)
         self._publisher = KafkaPublisher(settings)
-        self._compose = make_composer(settings)
+        self.chat: ChatComposer | None  # the chat endpoint composing answers, when configured
+        self._compose, self.chat = make_composer(settings)
         self._turn_lock = threading.Lock()
         self._manager: DialogManager | None = None
         self._knowledge: KnowledgeHandler | None = None

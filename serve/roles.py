@@ -120,8 +120,11 @@ class ActiveRegionStore:
     def writing(self, region: str) -> Iterator[Active]:
         """Hold the row shared while the caller writes a turn; raise :class:`NotActive` unless
         ``region`` is active. One writer connection per service (turns are serialised)."""
-        if self._writer is None or self._writer.closed:
-            self._writer = self._connect(writer_name(region))
+        try:
+            if self._writer is None or self._writer.closed:
+                self._writer = self._connect(writer_name(region))
+        except psycopg.Error as exc:
+            raise ServeError(f"active-region store unavailable: {exc}") from exc
         conn = self._writer
         try:
             with conn.transaction():
@@ -130,6 +133,8 @@ class ActiveRegionStore:
                 yield active
         except psycopg.OperationalError as exc:
             conn.close()  # reconnect next time
+            # Fenced by a promotion elsewhere, Postgres down or restarting, or a promotion holding the
+            # row past lock_timeout: nothing was written; the HTTP layer answers 503 (retry later).
             raise Fenced(f"region {region}'s turn was not written: its session with the active-region row ended "
                          f"(fenced by a promotion elsewhere, or the database restarted): {exc}") from exc
 

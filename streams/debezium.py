@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from regionsync.settings import PLACEHOLDER
 from streams.capture import CaptureSpec
 from streams.errors import PoisonEvent
 from streams.events import DocumentChange, SourceRef
@@ -88,4 +89,24 @@ def parse(
         return spec.removal(doc_id, lsn, ref)
     if not isinstance(row, dict):
         raise PoisonEvent("wrong_envelope", f"op {op!r} without an 'after' row")
-    return spec.change_from_row(doc_id, lsn, row, ref, before=env.get("before") if op == "u" else None)
+    before = env.get("before") if op == "u" else None
+    return spec.change_from_row(doc_id, lsn, unchanged_from_before(row, before), ref, before=before)
+
+
+def unchanged_from_before(after: dict[str, Any], before: Any) -> dict[str, Any]:
+    """The new row with each TOAST placeholder replaced by the old row's value of that column.
+
+    Postgres sends an unchanged TOASTed value as "unchanged" (Debezium: the placeholder) only
+    when the UPDATE left that column as it was, so the old value *is* the new one. Under REPLICA
+    IDENTITY FULL the old row is logged flattened, TOASTed values included, so the text is known
+    without a query per event (Debezium's reselect post-processor would otherwise run one; the
+    bench's title/tags row spent its time there). Under DEFAULT there is no old row and the
+    placeholder stays: the reselector, the agent's merge and the heal path take over."""
+    if not isinstance(before, dict):
+        return after
+    filled = {
+        column: before[column]
+        for column, value in after.items()
+        if value == PLACEHOLDER and column in before and before[column] != PLACEHOLDER
+    }
+    return {**after, **filled} if filled else after

@@ -4,7 +4,8 @@
 2. row 1, the embedding limit, measured in this process while the pipeline is idle;
 3. row 2, changed documents: the corpus is inserted (all new text) and flows to every region;
 4. row 1 again (the throughput is compared with the mean of the two: see embed_limit);
-5. row 8, search latency per region at the full corpus (top-5, status filter);
+5. row 8, search latency per region at the full corpus (top-5, status filter), then row 9, the
+   same queries through each region's running service (GET /search);
 6. row 4, freshness, at ``freshness_load`` x row 2's docs/s;
 7. row 5, the peer: seed LangChain's index from the same rows, change 1% of the documents in
    Postgres, time ours (commit -> every region) then theirs (re-run of ``index()``), check both;
@@ -22,7 +23,7 @@ import platform
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,17 @@ from typing import Any
 from pymilvus import MilvusClient
 
 from indexer.milvus_client import quiet_pymilvus
-from regionsync.bench import dialog_rebuild, embed_limit, freshness, rss, search, throughput, workload
+from regionsync.bench import (
+    dialog_rebuild,
+    embed_limit,
+    freshness,
+    http_search,
+    rss,
+    search,
+    throughput,
+    workload,
+)
+from regionsync.bench.cpu import CpuMeter
 from regionsync.bench.profiling import Profiler
 from regionsync.bench.retry import Retries
 from regionsync.bench.stackrun import BenchStack
@@ -130,6 +141,7 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
                          "unique_chunks": len({t for c in chunks_per_doc for t in c}), "reserve_docs": len(load.reserve)}
     sampler = rss.RssSampler(s.state_dir).start()
     profiler = Profiler(options.profile_dir) if options.profile_dir else None
+    cpu_meter = CpuMeter(lambda: {**rss.stack_pids(s.state_dir), "bench": os.getpid()})
     tracker: Tracker | None = None
     retries = Retries()
 
@@ -162,8 +174,12 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
             return {k: v for k, v in rss.stack_pids(s.state_dir).items()
                     if k == "changes" or k.startswith("indexer-") or k.startswith("milvus-")}
 
-        def profiled(name: str, extra: dict[str, int] | None = None) -> AbstractContextManager[None]:
-            return profiler.phase(name, {**pids(), **(extra or {})}) if profiler else nullcontext()
+        @contextmanager
+        def profiled(name: str, extra: dict[str, int] | None = None) -> Iterator[None]:
+            # CPU seconds of every service always; py-spy's stacks of the Python ones with --profile.
+            with cpu_meter.phase(name), (profiler.phase(name, {**pids(), **(extra or {})}) if profiler
+                                         else nullcontext()):
+                yield
 
         trk = tracker
         total_chunks = results["corpus"]["chunks"]
@@ -190,9 +206,11 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
                      f"passages/s (row 1: {limit:.1f}); ratio {changed['ratio_to_limit']:.2f}")
 
         n_queries = 50 if options.quick else 200
+        queries = search.queries_from([d.body for d in load.docs], n_queries)
         progress(f"bench: row 8: search latency per region ({n_queries} top-{search.K} queries)")
-        row("search", lambda: search.measure(s, model, search.queries_from([d.body for d in load.docs], n_queries),
-                                             retries))
+        row("search", lambda: search.measure(s, model, queries, retries))
+        progress("bench: row 9: search through each region's service (the same queries, GET /search)")
+        row("http_search", lambda: http_search.measure(s, queries, retries))
 
         rng = random.Random(options.seed)
         ids = load.ids()
@@ -232,7 +250,11 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
         row("deletes", deletes_row)
 
         progress(f"bench: row 6: dialog rebuild ({options.n_sessions} sessions)")
-        row("dialog", lambda: dialog_rebuild.measure(s, options.n_sessions))
+        def dialog_row() -> dict[str, Any] | None:
+            with profiled("dialog"):
+                return dialog_rebuild.measure(s, options.n_sessions)
+
+        row("dialog", dialog_row)
     finally:
         if tracker is not None:
             tracker.close()
@@ -246,6 +268,7 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
         progress("bench: stopping the stack")
         bench.stop(keep_state=options.keep_state)
     results["retries"] = retries.to_dict()
+    results["cpu"] = cpu_meter.phases
     if profiler is not None:
         results["profile"] = profiler.summaries
     results["machine"]["load_end"] = list(os.getloadavg())

@@ -3,7 +3,7 @@
 Each region's Milvus answers the same queries: top-5 chunks among published ones (a status filter,
 as the assistant's retrieval sends), one query at a time, from one client, while the pipeline is
 idle. The query vectors are embedded beforehand, so the figures are the index's alone; the region
-service's HTTP search (model + index + serialisation) is measured by its own row when it runs.
+service's HTTP search (model + index + serialisation) is row 9 (:mod:`.http_search`), same queries.
 The queries are the first sentences of documents of the corpus: questions the index can answer.
 """
 

@@ -53,12 +53,25 @@ def _print(info: dict[str, Any], as_json: bool) -> None:
     if as_json:
         sys.stdout.write(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
-    print(f"state dir     {info['state_dir']}")
-    print(f"postgres      {info['postgres']['dsn']}  up={info['postgres']['up']}")
-    print(f"kafka         {info['kafka']['bootstrap']}  up={info['kafka']['up']}")
-    print(f"connect       {info['connect']['url']}  up={info['connect']['up']}  connector={info['connect']['connector']}")
-    print(f"s3            {info['s3']['endpoint']}  up={info['s3']['up']}")
-    for name, running in info["workers"].items():
-        print(f"{name:<13} running={running}")
+    print("\n".join(render(info)))
+
+
+def render(info: dict[str, Any]) -> list[str]:
+    """The text of ``stack up`` and ``stack status``: one line per process of the stack."""
+    lines = [
+        f"state dir     {info['state_dir']}",
+        f"postgres      {info['postgres']['dsn']}  up={info['postgres']['up']}",
+        f"kafka         {info['kafka']['bootstrap']}  up={info['kafka']['up']}",
+        f"connect       {info['connect']['url']}  up={info['connect']['up']}  connector={info['connect']['connector']}",
+        f"s3            {info['s3']['endpoint']}  up={info['s3']['up']}",
+        f"prometheus    {info['prometheus']['url']}  up={info['prometheus']['up']}",
+    ]
+    lines += [f"{name:<13} running={running}" for name, running in info["workers"].items()]
     for region, r in info["regions"].items():
-        print(f"region {region:<7} milvus={r['milvus_uri']} up={r['milvus_up']} indexer={r['indexer_running']} lag={r['lag']}")
+        lines.append(f"region {region:<7} milvus={r['milvus_uri']} up={r['milvus_up']} indexer={r['indexer_running']} "
+                     f"lag={r['lag']}")
+        service = f"  serve-{region:<6} {r['service_url']}  running={r['service_running']}"
+        if r.get("service_ready") is not None:
+            service += f"  ready={r['service_ready']}  role={r.get('role')}"
+        lines.append(service)
+    return lines

@@ -123,12 +123,12 @@ def stop(state_dir: Path, name: str, timeout: float = 15.0, sig: int = signal.SI
         while proc.alive() and time.monotonic() < deadline:
             _reap(proc.pid)
             time.sleep(0.05)
-        if proc.alive():
+        if proc.alive() and sig != signal.SIGKILL:  # a graceful stop was asked for and did not come
             log.warning("%s did not stop within %.0fs: killing", name, timeout)
             _signal_group(proc.pid, signal.SIGKILL)
-            while proc.alive():
-                _reap(proc.pid)
-                time.sleep(0.05)
+        while proc.alive():  # SIGKILL is delivered asynchronously: wait until it has landed
+            _reap(proc.pid)
+            time.sleep(0.05)
     _reap(proc.pid)
     (state_dir / "run" / f"{name}.pid").unlink(missing_ok=True)
     return was_running

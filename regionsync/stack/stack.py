@@ -147,6 +147,8 @@ def status(settings: Settings) -> dict[str, Any]:
             "service_url": settings.serve_url(region),
             "service_running": _alive(settings, service_name(region)),
         }
+        if info["service_running"]:
+            info.update(_readiness(settings, region))
         try:
             from indexer.lag import region_lag
 
@@ -168,6 +170,17 @@ def status(settings: Settings) -> dict[str, Any]:
         },
         "regions": regions,
     }
+
+
+def _readiness(settings: Settings, region: str) -> dict[str, Any]:
+    """The running service's own view: ready or not (/readyz), and the region's role."""
+    import requests
+
+    try:
+        body = requests.get(f"{settings.serve_url(region)}/readyz", timeout=10).json()
+        return {"service_ready": bool(body["ready"]), "role": body.get("role")}
+    except Exception as exc:  # noqa: BLE001 - status must report, not fail
+        return {"service_ready": False, "role": None, "service_error": str(exc)}
 
 
 def _connector_state(settings: Settings) -> str | None:

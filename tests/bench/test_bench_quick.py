@@ -49,6 +49,11 @@ def test_quick_bench_prints_every_row_and_saves_the_json(tmp_path: Path, capsys:
     for figures in search["regions"].values():
         assert figures["searches"] > 0 and figures["empty_results"] == 0 and figures["rows"] > 0
         assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+    http = r["http_search"]  # row 9: the same queries through each region's running service
+    assert set(http["regions"]) == set(r["settings"]["regions"]) and http["k"] == search["k"]
+    for region, figures in http["regions"].items():
+        assert figures["searches"] == search["regions"][region]["searches"] and figures["empty_results"] == 0
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"]
     dialog = r["dialog"]
     assert dialog is not None and dialog["full_replay_events_per_s"] > 0 and dialog["restore_total_s"] > 0
     services = r["rss"]["services"]

@@ -76,6 +76,9 @@ def _results(**rows: Any) -> dict[str, Any]:
         "search": {"k": 5, "filter": 'status == "published"', "regions": {
             "east": {"searches": 50, "rows": 80, "empty_results": 0, "p50_ms": 5.0, "p99_ms": 9.0},
             "north": {"searches": 50, "rows": 80, "empty_results": 0, "p50_ms": 25.0, "p99_ms": 40.0}}},
+        "http_search": {"k": 5, "regions": {
+            "east": {"searches": 50, "empty_results": 0, "p50_ms": 12.0, "p99_ms": 30.0},
+            "north": {"searches": 50, "empty_results": 0, "p50_ms": 14.0, "p99_ms": 35.0}}},
     }
     base.update(rows)
     return base
@@ -89,6 +92,21 @@ def test_a_complete_run_has_no_failed_row() -> None:
     assert "retried" not in report.render(r)
     search = {row[0]: row for row in table}["8"]
     assert search[4] == "MISSED" and "north p50 25.0 ms" in search[2]  # one region over the target
+    http = {row[0]: row for row in table}["9"]
+    assert http[4] == "met" and "east p50 12.0 ms, p99 30.0 ms; north p50 14.0 ms, p99 35.0 ms" == http[2]
+    assert "50 queries at 80 chunks" in http[1]
+
+
+def test_the_http_search_row_is_missed_on_a_slow_tail_or_an_empty_answer() -> None:
+    slow = _results(http_search={"k": 5, "regions": {
+        "east": {"searches": 50, "empty_results": 0, "p50_ms": 12.0, "p99_ms": 130.0}}})
+    assert {row[0]: row for row in report.rows(slow)}["9"][4] == "MISSED"
+    empty = _results(http_search={"k": 5, "regions": {
+        "east": {"searches": 50, "empty_results": 2, "p50_ms": 12.0, "p99_ms": 30.0}}})
+    row9 = {row[0]: row for row in report.rows(empty)}["9"]
+    assert row9[4] == "MISSED" and "(2 empty)" in row9[2]
+    failed = _results(http_search={"error": "HTTPError: 503 Server Error"})
+    assert report.failed_rows(failed) == ["9"]
 
 
 def test_a_failed_row_says_why_and_the_others_keep_their_figures() -> None:

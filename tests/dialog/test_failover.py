@@ -109,7 +109,8 @@ def test_failover_rebuilds_every_session_and_conversations_continue(
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     settings = settings.model_copy(
-        update={"dialog_snapshot_every_events": 1500, "dialog_snapshot_every_s": 2.0, "dialog_batch_max_events": 500}
+        update={"dialog_snapshot_every_events": 1500, "dialog_snapshot_every_s": 2.0, "dialog_batch_max_events": 500,
+                "dialog_catchup_batch_events": 500}
     )
     ensure_topic(settings, settings.dialog_topic)
     tools = Tools()

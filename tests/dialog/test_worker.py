@@ -14,7 +14,6 @@ from confluent_kafka import Consumer, TopicPartition
 from dialog import cli
 from dialog.events import SessionStarted, UserUtterance, encode, key_of
 from dialog.kafka_io import consumer_config, ensure_topic
-from dialog.rebuild import rebuild
 from dialog.state import SessionState
 from dialog.store import StateStore, Stats
 from dialog.worker import DialogWorker
@@ -58,7 +57,7 @@ def test_malformed_events_go_to_the_dead_letters_and_the_rest_applies(settings: 
 
     worker = DialogWorker.create(settings, "east", snapshots=False)
     try:
-        report = rebuild(worker)
+        report = worker.rebuild()
         s1 = worker.store.get("s-1")
         assert report.events_replayed == len(records) and report.source == "full replay"
         assert s1 is not None and [t.text for t in s1.turns] == ["one", "four", "five"]
@@ -95,7 +94,7 @@ class CrashingStore:
 
 
 def test_a_restarted_worker_applies_no_event_twice(settings: Settings) -> None:
-    settings = settings.model_copy(update={"dialog_batch_max_events": 150})
+    settings = settings.model_copy(update={"dialog_batch_max_events": 150, "dialog_catchup_batch_events": 150})
     events = make_log(300, seed=3)
     ends = ends_of(publish(settings, events))
 
@@ -110,7 +109,7 @@ def test_a_restarted_worker_applies_no_event_twice(settings: Settings) -> None:
 
     second = DialogWorker.create(settings, "east", snapshots=False)
     try:
-        report = rebuild(second)
+        report = second.rebuild()
         assert report.source == "existing store" and report.events_replayed == len(events) - partial
         expected, _ = fold_log(settings, ends)
         stored = {s.session_id: s for s in second.store.all_states()}
@@ -124,13 +123,13 @@ def test_a_restarted_worker_applies_no_event_twice(settings: Settings) -> None:
 
 
 def test_rebuild_falls_back_past_a_corrupt_snapshot_then_to_a_full_replay(settings: Settings) -> None:
-    settings = settings.model_copy(update={"dialog_batch_max_events": 500, "dialog_snapshot_every_events": 1000,
+    settings = settings.model_copy(update={"dialog_batch_max_events": 500, "dialog_catchup_batch_events": 500, "dialog_snapshot_every_events": 1000,
                                            "dialog_snapshot_retention": 10})  # fmt: skip
     events = make_log(400, seed=4)
     ends = ends_of(publish(settings, events))
     primary = DialogWorker.create(settings, "east")
     try:
-        rebuild(primary)
+        primary.rebuild()
         assert primary.snapshots is not None
         manifests, _ = primary.snapshots.manifests()
     finally:
@@ -145,7 +144,7 @@ def test_rebuild_falls_back_past_a_corrupt_snapshot_then_to_a_full_replay(settin
     snaps.s3.put_object(Bucket=snaps.bucket, Key=manifests[0].data_key, Body=body[:100])
     standby = DialogWorker.create(settings, "north")
     try:
-        report = rebuild(standby)
+        report = standby.rebuild()
         assert report.source == "snapshot" and report.snapshot_id == manifests[1].snapshot_id
         assert len(report.skipped_snapshots) == 1 and manifests[0].snapshot_id in report.skipped_snapshots[0]
         assert report.events_replayed == sum(tail.values()) - manifests[1].position
@@ -160,7 +159,7 @@ def test_rebuild_falls_back_past_a_corrupt_snapshot_then_to_a_full_replay(settin
     other = settings.model_copy(update={"dialog_database_prefix": settings.dialog_database_prefix + "x"})
     fresh = DialogWorker.create(other, "north")
     try:
-        report = rebuild(fresh)
+        report = fresh.rebuild()
         assert report.source == "full replay" and report.events_replayed == sum(tail.values())
         assert {s.session_id: s for s in fresh.store.all_states()} == expected
     finally:

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from regionsync.settings import Settings
-from regionsync.stack import stack
+from tests.e2e.conftest import apply_connector_patiently as apply_connector
 from tests.e2e.conftest import e2e_settings, run_stack, wait_for
 from tests.state_dirs import private_state_dir
 
@@ -21,20 +21,6 @@ __all__ = ["wait_for", "cli", "apply_connector"]
 def settings() -> Iterator[Settings]:
     with private_state_dir("drills-tests") as state:
         yield from run_stack(e2e_settings(state), apply_connector)
-
-
-def apply_connector(settings: Settings, attempts: int = 3) -> None:
-    """Register the connector; on a machine loaded by other test runs Connect's validate call can
-    outlast the client's read timeout, so a timed-out attempt is retried (the call is idempotent)."""
-    from connectors.errors import ConnectRestError
-
-    for attempt in range(attempts):
-        try:
-            stack.apply_connector(settings)
-            return
-        except ConnectRestError:
-            if attempt == attempts - 1:
-                raise
 
 
 @pytest.fixture()

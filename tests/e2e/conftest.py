@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psycopg
@@ -48,12 +48,31 @@ def settings() -> Iterator[Settings]:
         yield from run_stack(e2e_settings(state))
 
 
-def run_stack(s: Settings, apply_connector: Callable[[Settings], object] = stack.apply_connector) -> Iterator[Settings]:
-    """The whole embedded stack with the seed rows, for a package-scoped fixture to yield from."""
+def apply_connector_patiently(settings: Settings, attempts: int = 3) -> None:
+    """Register the connector; on a machine loaded by other test runs Connect's validate call can
+    outlast the client's read timeout, so a timed-out attempt is retried (the call is idempotent)."""
+    from connectors.errors import ConnectRestError
+
+    for attempt in range(attempts):
+        try:
+            stack.apply_connector(settings)
+            return
+        except ConnectRestError:
+            if attempt == attempts - 1:
+                raise
+
+
+def run_stack(
+    s: Settings,
+    apply_connector: Callable[[Settings], object] = apply_connector_patiently,
+    rows: Sequence[tuple[str, str, str, list[str]]] = SEED,
+) -> Iterator[Settings]:
+    """The whole embedded stack with the seed ``rows`` in the CMS table before capture starts, for
+    a package-scoped fixture to yield from."""
     try:
         stack.start_infra(s)
         with psycopg.connect(s.pg_dsn(), autocommit=True) as conn:
-            for doc_id, title, body, tags in SEED:
+            for doc_id, title, body, tags in rows:
                 conn.execute("INSERT INTO documents (id, title, body, tags) VALUES (%s, %s, %s, %s)",
                              (doc_id, title, body, tags))
         stack.start_workers(s)

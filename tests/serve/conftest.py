@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 import requests
 from pydantic import SecretStr
 
 from regionsync.settings import Settings
-from regionsync.stack import procs, stack
-from tests.e2e.conftest import SEED, e2e_settings, wait_for
+from tests.e2e.conftest import SEED, apply_connector_patiently, e2e_settings, run_stack, wait_for
 from tests.state_dirs import private_state_dir
 
 KNOWLEDGE = [
@@ -26,30 +25,19 @@ KNOWLEDGE = [
 @pytest.fixture(scope="package")
 def settings() -> Iterator[Settings]:
     with private_state_dir("serve-tests") as state:
-        yield from _serve_stack(e2e_settings(state))
+        s = e2e_settings(state).model_copy(update={
+            "admin_token": SecretStr(f"tok-{secrets.token_hex(8)}"),  # can be searched for in every output
+            # Snapshots often, so the snapshot-age metric has something to show.
+            "dialog_snapshot_every_s": 5.0,
+        })
+        yield from run_stack(s, _connector_then_knowledge_searchable, rows=[*SEED, *KNOWLEDGE])
 
 
-def _serve_stack(base: Settings) -> Iterator[Settings]:
-    s = base.model_copy(update={
-        **procs.free_service_ports(len(base.regions)),
-        "admin_token": SecretStr("tok-" + base.pg_password.get_secret_value()),
-        # Snapshots often, so the snapshot-age metric has something to show.
-        "dialog_snapshot_every_s": 5.0,
-    })
-    try:
-        stack.start_infra(s)
-        with psycopg.connect(s.pg_dsn(), autocommit=True) as conn:
-            for doc_id, title, body, tags in [*SEED, *KNOWLEDGE]:
-                conn.execute("INSERT INTO documents (id, title, body, tags) VALUES (%s, %s, %s, %s)",
-                             (doc_id, title, body, tags))
-        stack.start_workers(s)
-        stack.apply_connector(s)
-        for region in s.regions:
-            # Generous: the first search waits for the model, and this machine may be shared.
-            wait_for(lambda r=region: _indexed(s, r), 600, f"knowledge searchable in {region}")
-        yield s
-    finally:
-        stack.down(s)
+def _connector_then_knowledge_searchable(s: Settings) -> None:
+    apply_connector_patiently(s)
+    for region in s.regions:
+        # Generous: the first search waits for the model, and this machine may be shared.
+        wait_for(lambda r=region: _indexed(s, r), 600, f"knowledge searchable in {region}")
 
 
 def _indexed(settings: Settings, region: str) -> bool:

@@ -3,8 +3,11 @@ Prometheus scraping all of them."""
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 import requests
+import yaml
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -72,8 +75,30 @@ def test_every_worker_serves_metrics(settings: Settings) -> None:
         assert value(indexer, "regionsync_index_records_applied_total", region=region) > 0
         dialog = scrape(worker_url(settings, "dialog", region))
         assert value(dialog, "regionsync_dialog_snapshot_age_seconds", region=region) >= 0
-        assert any(n == "regionsync_dialog_events_total" or n == "regionsync_dialog_events_created" for n, _ in dialog) \
-            or value(dialog, "regionsync_dead_letters_total") == 0
+
+
+def test_a_turn_moves_the_dialog_events_applied_in_every_region(settings: Settings, urls: dict[str, str]) -> None:
+    def applied(region: str) -> float:
+        return value(scrape(worker_url(settings, "dialog", region)), "regionsync_dialog_events_total",
+                     region=region, outcome="applied")
+
+    before = {r: applied(r) for r in settings.regions}
+    session = f"metrics-{secrets.token_hex(4)}"
+    turn = requests.post(f"{urls['east']}/sessions/{session}/turns", json={"text": "hello"}, timeout=60)
+    assert turn.status_code == 200, turn.text
+    events = turn.json()["events"]
+    assert events >= 3  # session started, user utterance, bot replied
+    for region in settings.regions:  # the standby's worker folds the same events (warm standby)
+        wait_for(lambda r=region: applied(r) >= before[r] + events, 60, f"dialog events applied in {region}")
+
+
+def test_the_model_is_loaded_once_per_service_process(settings: Settings, urls: dict[str, str]) -> None:
+    for url in urls.values():
+        for q in ("first query", "second query", "third query"):
+            assert requests.get(f"{url}/search", params={"q": q}, timeout=60).status_code == 200
+    for region in settings.regions:
+        log = (settings.state_dir / "logs" / f"serve-{region}.log").read_text()
+        assert log.count("(ONNX, ") == 1, log[-3000:]  # the embedder's "loaded ... (ONNX, 384 dims)" line
 
 
 def test_prometheus_scrapes_every_target_of_the_stack(settings: Settings) -> None:
@@ -89,6 +114,9 @@ def test_prometheus_scrapes_every_target_of_the_stack(settings: Settings) -> Non
         wait_for(all_up, 90, "every target up in Prometheus")
         rules = requests.get(f"{prometheus.url(settings)}/api/v1/rules", timeout=10).json()["data"]["groups"]
         names = {r["name"] for g in rules for r in g["rules"]}
-        assert {"RegionLatencyP99High", "RegionErrorRateHigh", "RegionIndexLagGrowing", "DialogSnapshotTooOld"} <= names
+        defined = {r["alert"] for g in yaml.safe_load(prometheus.RULES.read_text())["groups"] for r in g["rules"]}
+        assert {"RegionLatencyP99High", "RegionErrorRateHigh", "RegionIndexLagGrowing", "DialogSnapshotTooOld",
+                "RegionAnswerLlmFailing", "RegionsyncTargetDown"} <= defined
+        assert names == defined  # every rule of deploy/prometheus/alerts.yml loaded, nothing else
     finally:
         prometheus.stop(settings)

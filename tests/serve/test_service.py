@@ -137,6 +137,52 @@ def test_bad_input_gets_a_clear_4xx(
         assert words.lower() in resp.text.lower()
 
 
+def test_bad_turns_and_asks_write_nothing(urls: dict[str, str]) -> None:
+    session = sid("bad")
+    east = urls["east"]
+    bad = [
+        ("POST", f"/sessions/{session}/turns", {"json": {"text": ""}}),
+        ("POST", f"/sessions/{session}/turns", {"json": {"text": "hi", "slots": {"order_id": 10**30}}}),
+        ("POST", f"/sessions/{session}/turns", {"json": {"text": "hi", "intent": "Bad Intent"}}),
+        ("POST", f"/sessions/{session}/turns", {"data": b"\xff\xfe", "headers": {"Content-Type": "application/json"}}),
+        ("POST", "/ask", {"json": {"question": "x" * 5000, "session_id": session}}),
+        ("POST", "/ask", {"json": {"question": "hi", "session_id": session, "k": 10**6}}),
+    ]
+    for method, path, kwargs in bad:
+        resp = requests.request(method, f"{east}{path}", timeout=30, **kwargs)
+        assert resp.status_code == 422, (path, kwargs, resp.text)
+    for url in urls.values():
+        assert requests.get(f"{url}/sessions/{session}", timeout=10).status_code == 404
+
+
+def test_two_promotions_at_once_leave_exactly_one_writer(settings: Settings, urls: dict[str, str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    token = settings.admin_token.get_secret_value()
+
+    def promote(region: str) -> requests.Response:
+        return requests.post(f"{urls[region]}/admin/promote", headers={"X-Admin-Token": token}, timeout=180)
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            answers = dict(zip(urls, pool.map(promote, urls), strict=True))
+        assert all(a.status_code == 200 for a in answers.values()), {r: a.text for r, a in answers.items()}
+        # The promotions were serialised by the row: the epochs differ, and the later one names the winner.
+        epochs = {r: a.json()["epoch"] for r, a in answers.items()}
+        winner = max(epochs, key=lambda r: epochs[r])
+        roles = {r: requests.get(f"{u}/readyz", timeout=30).json()["role"] for r, u in urls.items()}
+        assert roles == {r: ("active" if r == winner else "standby") for r in urls}
+        session = sid("race")
+        for region, url in urls.items():
+            resp = requests.post(f"{url}/sessions/{session}/turns", json={"text": "hello"}, timeout=60)
+            if region == winner:
+                assert resp.status_code == 200, resp.text
+            else:
+                assert resp.status_code == 409 and resp.json()["active_region"] == winner
+    finally:
+        assert promote("east").status_code == 200
+
+
 def test_promotion_moves_the_single_writer(settings: Settings, urls: dict[str, str]) -> None:
     token = settings.admin_token.get_secret_value()
     session = sid("failover")

@@ -66,6 +66,32 @@ def test_toast_placeholder_is_never_text():
     assert change.title == "New"
 
 
+def test_toast_placeholder_takes_the_old_rows_value_under_replica_identity_full():
+    # FULL logs the old row whole: an unchanged TOASTed body is the old row's body, known without
+    # asking Postgres again, and the change is a title-only one (same content hash as before).
+    long_body = "a long body " * 500
+    change = parse(KEY, envelope("u", before=row(body=long_body, title="Old"),
+                                 after=row(body=PLACEHOLDER, title="New")))
+    assert change.text == long_body and change.title == "New"
+    assert change.previous_hash is not None and change.previous_hash == debezium_hash(long_body)
+
+
+def test_toast_placeholder_in_both_rows_stays_unknown():
+    change = parse(KEY, envelope("u", before=row(body=PLACEHOLDER), after=row(body=PLACEHOLDER)))
+    assert change.text is None
+
+
+def test_old_row_never_overrides_a_value_the_update_sent():
+    change = parse(KEY, envelope("u", before=row(body="old", title="Old"), after=row(body="new", title=PLACEHOLDER)))
+    assert change.text == "new" and change.title == "Old"
+
+
+def debezium_hash(text):
+    from streams.events import content_hash
+
+    return content_hash(text)
+
+
 @pytest.mark.parametrize(
     ("key", "value", "reason"),
     [
