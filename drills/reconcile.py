@@ -23,8 +23,9 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from drills import progress
-from drills.diff import Drift, classify_region, counts_by_kind
+from drills.diff import Drift, Origin, classify_region, counts_by_kind
 from drills.errors import BadInput, DrillsError
+from drills.history import CmsHistory, assess, held_offsets
 from drills.plan import RepairPlan, plan_repair
 from drills.reread import request_reread
 from drills.source import SourceSnapshot, read_source
@@ -44,6 +45,7 @@ class ReconcileReport:
     plan: RepairPlan | None = None
     remaining: list[Drift] | None = None  # after a repair: what still differs
     seconds: float = 0.0
+    cms_history: CmsHistory | None = None  # did the CMS producers' topic lose events regions hold?
 
     @property
     def drift_found(self) -> bool:
@@ -62,6 +64,7 @@ class ReconcileReport:
             "drifts": [d.to_dict() for d in self.drifts],
             "repair": None if self.plan is None else self.plan.to_dict(),
             "remaining": None if self.remaining is None else [d.to_dict() for d in self.remaining],
+            "cms_history": None if self.cms_history is None else self.cms_history.to_dict(),
             "seconds": round(self.seconds, 3),
         }
 
@@ -74,26 +77,49 @@ def check_regions(settings: Settings, region: str | None) -> list[str]:
     return [region]
 
 
-def scan(
-    settings: Settings, regions: Sequence[str]
-) -> tuple[SourceSnapshot, list[Drift], dict[str, dict[str, int]]]:
-    """One pass: the source, then each region. Returns the drifts and, per region and document,
-    the highest version the region holds (chunks or bookkeeping, deleted markers included)."""
+@dataclass
+class Scan:
+    """One pass over the source and the regions."""
+
+    source: SourceSnapshot
+    drifts: list[Drift]
+    # Per region and document, the highest version the region holds (chunks or bookkeeping,
+    # deleted markers included).
+    held: dict[str, dict[str, int]]
+    # Per region and partition of the CMS topic, the highest offset its chunks were applied from.
+    cms_offsets: dict[str, dict[int, int]]
+
+    def cms_history(self, watermarks: dict[int, tuple[int, int]], topic: str) -> CmsHistory:
+        orphans = {d.doc_id for d in self.drifts if d.origin is Origin.CMS_LOST}
+        return assess(topic, watermarks, self.cms_offsets, orphans)
+
+
+def scan(settings: Settings, regions: Sequence[str]) -> Scan:
+    """One pass: the source, then each region."""
     from indexer.sink import RegionSink
 
     source = read_source(settings)
-    drifts: list[Drift] = []
-    held: dict[str, dict[str, int]] = {}
+    result = Scan(source, [], {}, {})
     for region in regions:
         rows, states = _read_region(RegionSink.for_region(settings, region), region)
-        mine = held.setdefault(region, {})
+        mine = result.held.setdefault(region, {})
         for doc_id, state in states.items():
             mine[doc_id] = max(mine.get(doc_id, state.version), state.version)
         for row in rows:
             doc_id, version = str(row["doc_id"]), int(row["version"])
             mine[doc_id] = max(mine.get(doc_id, version), version)
-        drifts.extend(classify_region(region, source.view, rows))
-    return source, drifts, held
+        result.cms_offsets[region] = held_offsets(settings.cms_topic, rows)
+        result.drifts.extend(classify_region(region, source.view, rows))
+    return result
+
+
+def cms_watermarks(settings: Settings) -> dict[int, tuple[int, int]]:
+    from drills.kafka_io import watermarks
+
+    try:
+        return watermarks(settings.kafka_bootstrap, settings.cms_topic, probe=True)
+    except BadInput:  # the topic does not exist (yet, or any more): it holds nothing
+        return {}
 
 
 def _read_region(sink: Any, region: str, attempts: int = 5, pause_s: float = 2.0) -> tuple[list[dict[str, Any]], Any]:
@@ -132,18 +158,22 @@ def reconcile(
 ) -> ReconcileReport:
     regions = check_regions(settings, region)
     started = clock()
-    source, drifts, held = scan(settings, regions)
-    if drifts and settle_s > 0:
+    found = scan(settings, regions)
+    if found.drifts and settle_s > 0:
         sleep(settle_s)
-        first = {_key(d) for d in drifts}
-        source, drifts, held = scan(settings, regions)
-        drifts = [d for d in drifts if _key(d) in first]
+        first = {_key(d) for d in found.drifts}
+        found = scan(settings, regions)
+        found.drifts = [d for d in found.drifts if _key(d) in first]
+    drifts, source = found.drifts, found.source
     report = ReconcileReport(regions, len(source.view.expected), drifts)
+    report.cms_history = found.cms_history(cms_watermarks(settings), settings.cms_topic)
+    for line in report.cms_history.evidence():
+        log.warning("CMS topic history lost: %s", line)
     for d in drifts:
         log.info("drift %s %s %s (%s): %s", d.region, d.kind.value, d.doc_id, d.origin.value, d.detail)
     if repair and drifts:
         cms_versions = {doc_id: v for doc_id, (v, _op) in source.view.cms_versions.items()}
-        report.plan = plan_repair(drifts, cms_versions, held)
+        report.plan = plan_repair(drifts, cms_versions, found.held)
         execute(settings, report.plan, source)
         report.remaining = wait_repaired(settings, regions, report.plan, timeout_s, sleep, clock)
     report.seconds = clock() - started
@@ -209,7 +239,7 @@ def wait_repaired(
     skip = {doc_id for doc_id, _why in plan.unrepairable}
     deadline = clock() + timeout_s
     while True:
-        _source, drifts, _held = scan(settings, regions)
+        drifts = scan(settings, regions).drifts
         left = [d for d in drifts if d.doc_id not in skip]
         if not left or clock() > deadline:
             return drifts
@@ -218,6 +248,10 @@ def wait_repaired(
 
 def summary_lines(report: ReconcileReport) -> list[str]:
     out = [f"source: {report.documents_in_source} documents; regions: {', '.join(report.regions)}"]
+    if report.cms_history is not None and report.cms_history.lost:
+        out.append(f"WARNING: the CMS topic {report.cms_history.topic} lost its history; documents held from it "
+                   "are never deleted by reconcile (publish them again from the CMS producers):")
+        out.extend(f"  {line}" for line in report.cms_history.evidence())
     for region in report.regions:
         counts = counts_by_kind([d for d in report.drifts if d.region == region])
         found = ", ".join(f"{k} {n}" for k, n in counts.items() if n) or "none"
