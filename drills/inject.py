@@ -1,0 +1,226 @@
+"""Process faults on the embedded stack: kill (SIGKILL), freeze (SIGSTOP), thaw (SIGCONT), restart.
+
+The embedded stack remembers every process it starts by a pid file (``regionsync/stack/procs.py``:
+``STATE/run/NAME.pid``); Postgres, started by ``pg_ctl``, by its own ``postmaster.pid``. A fault
+is aimed at those names: every process of a region (its Milvus, indexer, dialog worker and HTTP
+service) or one named worker (``changes``, ``connect``, ``broker``, ``s3``, ``postgres``,
+``indexer-east``...). A signal goes to the named process and to every descendant of it, found in
+``/proc``: a process group is not enough (Postgres' backends, uvicorn's threads are fine, but a
+child that called setsid would be missed), and a freeze must stop them all, or a half-frozen
+service could still answer.
+
+Restarting goes through the same ``regionsync.stack`` functions ``stack up`` uses, so a restarted
+process is the one the stack would have started. A frozen process is killed before it is started
+again (a stale copy thawed later would be a second writer).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from drills.errors import BadInput
+from regionsync.settings import Settings
+from regionsync.stack import broker, connect, milvus, postgres, procs, s3, stack, topics
+
+log = logging.getLogger(__name__)
+
+
+class Mode(StrEnum):
+    KILL = "kill"  # SIGKILL: the process is gone, its sockets closed (connection refused)
+    FREEZE = "freeze"  # SIGSTOP: the process hangs, its sockets stay open and answer nothing
+
+
+def region_workers(settings: Settings, region: str) -> tuple[str, ...]:
+    """Names of every process of a region, in the order they are started again."""
+    if region not in settings.regions:
+        raise BadInput(f"unknown region {region!r}; configured regions: {', '.join(settings.regions)}")
+    return (milvus.proc_name(region), stack.indexer_name(region), stack.dialog_name(region), stack.service_name(region))
+
+
+def shared_workers() -> tuple[str, ...]:
+    """Processes that every region shares (infrastructure and the change agent)."""
+    return ("postgres", broker.NAME, s3.NAME, connect.NAME, stack.CHANGES)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What was done to which processes, and when (epoch seconds)."""
+
+    mode: str  # "kill", "freeze", "thaw", "restart"
+    names: tuple[str, ...]
+    pids: tuple[int, ...]  # every pid signalled (the named processes and their descendants)
+    at: float
+    done_at: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"mode": self.mode, "names": list(self.names), "pids": list(self.pids), "at": self.at,
+                "done_at": self.done_at}
+
+
+def main_pid(settings: Settings, name: str) -> int | None:
+    """The pid of a named process of the stack if it is running."""
+    if name == "postgres":
+        pid_file = postgres.data_dir(settings) / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if procs.pid_alive(pid) else None
+    proc = procs.read_proc(settings.state_dir, name)
+    return proc.pid if proc is not None and proc.alive() else None
+
+
+def descendants(pid: int, proc_root: Path = Path("/proc")) -> list[int]:
+    """``pid`` and every process below it (children first found, breadth first)."""
+    children: dict[int, list[int]] = {}
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = parse_ppid(stat)
+        if ppid is not None:
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop(0)
+        out.append(current)
+        todo.extend(sorted(children.get(current, [])))
+    return out
+
+
+def parse_ppid(stat: str) -> int | None:
+    """The parent pid from a ``/proc/PID/stat`` line (the command may hold spaces and parens)."""
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _pids_of(settings: Settings, names: Iterable[str]) -> list[int]:
+    pids: list[int] = []
+    for name in names:
+        pid = main_pid(settings, name)
+        if pid is None:
+            log.warning("%s is not running: nothing to signal", name)
+            continue
+        pids.extend(p for p in descendants(pid) if p not in pids)
+    return pids
+
+
+def _signal(pids: Sequence[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _check_names(settings: Settings, names: Sequence[str]) -> None:
+    known = set(shared_workers()) | {n for r in settings.regions for n in region_workers(settings, r)}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BadInput(f"unknown process {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+def kill(settings: Settings, names: Sequence[str], clock: Callable[[], float] = time.time) -> Fault:
+    """SIGKILL every named process and its descendants, and wait until they are gone."""
+    _check_names(settings, names)
+    at = clock()
+    pids = _pids_of(settings, names)
+    _signal(pids, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while any(procs.pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        for p in pids:
+            _reap(p)
+        time.sleep(0.02)
+    for name in names:  # `stack status` and a restart must see them as gone
+        if name != "postgres":
+            (procs.run_dir(settings.state_dir) / f"{name}.pid").unlink(missing_ok=True)
+    log.info("killed %s (%d processes)", ", ".join(names), len(pids))
+    return Fault(Mode.KILL.value, tuple(names), tuple(pids), at, clock())
+
+
+def freeze(settings: Settings, names: Sequence[str], clock: Callable[[], float] = time.time) -> Fault:
+    """SIGSTOP every named process and its descendants: they hang, their sockets stay open."""
+    _check_names(settings, names)
+    at = clock()
+    pids = _pids_of(settings, names)
+    _signal(pids, signal.SIGSTOP)
+    log.info("froze %s (%d processes)", ", ".join(names), len(pids))
+    return Fault(Mode.FREEZE.value, tuple(names), tuple(pids), at, clock())
+
+
+def thaw(settings: Settings, names: Sequence[str], clock: Callable[[], float] = time.time) -> Fault:
+    """SIGCONT every named process and its descendants (the end of a freeze)."""
+    _check_names(settings, names)
+    at = clock()
+    pids = _pids_of(settings, names)
+    _signal(pids, signal.SIGCONT)
+    log.info("thawed %s (%d processes)", ", ".join(names), len(pids))
+    return Fault("thaw", tuple(names), tuple(pids), at, clock())
+
+
+def restart(settings: Settings, names: Sequence[str], clock: Callable[[], float] = time.time) -> Fault:
+    """Start the named processes again through regionsync.stack, in the given order; one still
+    running (e.g. frozen) is killed first. Returns when each answers as ``stack up`` waits for it."""
+    _check_names(settings, names)
+    at = clock()
+    running = [n for n in names if main_pid(settings, n) is not None]
+    if running:
+        kill(settings, running, clock)
+    for name in names:
+        _starter(name)(settings)
+    return Fault("restart", tuple(names), (), at, clock())
+
+
+def fail_region(settings: Settings, region: str, mode: Mode, clock: Callable[[], float] = time.time) -> Fault:
+    names = region_workers(settings, region)
+    return kill(settings, names, clock) if mode is Mode.KILL else freeze(settings, names, clock)
+
+
+def restart_region(settings: Settings, region: str, clock: Callable[[], float] = time.time) -> Fault:
+    return restart(settings, region_workers(settings, region), clock)
+
+
+def _starter(name: str) -> Callable[[Settings], object]:
+    fixed: dict[str, Callable[[Settings], object]] = {
+        "postgres": postgres.start,
+        broker.NAME: _start_broker,
+        s3.NAME: s3.start,
+        connect.NAME: connect.start,
+        stack.CHANGES: stack.start_changes_worker,
+    }
+    if name in fixed:
+        return fixed[name]
+    kind, _, region = name.partition("-")
+    per_region: dict[str, Callable[[Settings, str], object]] = {
+        "milvus": milvus.start,
+        "indexer": stack.start_indexer,
+        "dialog": stack.start_dialog_worker,
+        "serve": stack.start_service,
+    }
+    start = per_region[kind]
+    return lambda s: start(s, region)
+
+
+def _start_broker(settings: Settings) -> None:
+    # tansu keeps topics in memory: a restarted broker has none until they are created again.
+    broker.start(settings)
+    topics.ensure_topics(settings)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
