@@ -244,6 +244,7 @@ class RegionIndexer:
                 return False
             self._dirty = True
             self.stats.stale += applied.stale
+            metrics.RECORDS_SKIPPED.labels(self.region).inc(applied.stale)
             self.stats.meta_missing += len(applied.meta_missing)
             if applied.heal:
                 # Sent before the commit: a crash in between redelivers the meta records, which
