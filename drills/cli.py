@@ -64,6 +64,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_replay)
 
+    from drills.faults import cli as faults_cli
+
+    faults_cli.register(subparsers)
+
 
 def _stop_event() -> threading.Event:
     stop = threading.Event()

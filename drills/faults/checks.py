@@ -1,0 +1,174 @@
+"""The end of every trial: every region compared with the source, every region's sessions with a
+fold of the dialog log, and everything the workload saw acknowledged looked up.
+
+``wait_converged`` polls until both hold or the timeout passes, then says what differs:
+
+* documents: reconcile's scan (drills/reconcile.py): each document a region holds differently
+  from the source (table + CMS topic), by class. A document the workload changed that differs at
+  the end is a committed change lost; every differing document is stale;
+* sessions: the log is read to its end and folded with the pure reducer (incrementally: the
+  folder keeps its states and positions between checks, and starts over if the log's offsets
+  went back, i.e. the broker lost it); each region's store must hold exactly those states once it
+  has consumed to the end; an acknowledged turn must be in the fold, with its text, and in every
+  region's store.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from dialog.errors import MalformedEvent
+from dialog.events import decode
+from dialog.kafka_io import read_topic
+from dialog.reducer import fold
+from dialog.state import SessionState
+from dialog.store import PostgresStore
+from drills.diff import Drift
+from drills.errors import BadInput
+from drills.kafka_io import watermarks
+from drills.workload import TurnAck, WorkloadResult
+from regionsync.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class LogFolder:
+    """The dialog log folded so far; :meth:`advance` reads what was appended since."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.positions: dict[int, int] = {}
+        self.states: dict[str, SessionState] = {}
+        self.restarts = 0  # times the log's offsets went back (a broker that lost its topics)
+
+    def ends(self) -> dict[int, int]:
+        try:
+            return {p: end for p, (_low, end) in watermarks(self.settings.kafka_bootstrap,
+                                                            self.settings.dialog_topic, probe=True).items()}
+        except BadInput:
+            return {}
+
+    def advance(self) -> dict[int, int]:
+        """Fold up to the log's current end; returns that end."""
+        ends = self.ends()
+        if any(end < self.positions.get(p, 0) for p, end in ends.items()):
+            log.warning("the dialog log's offsets went back (%s < %s): folding the new log from its start",
+                        ends, self.positions)
+            self.restarts += 1
+            self.positions = {}
+            # The sessions folded from the lost log stay: the regions' stores hold them too, and
+            # the new log's events continue them (their sequence numbers go on).
+        todo = {p: end for p, end in ends.items() if end > self.positions.get(p, 0)}
+        if todo:
+            events = []
+            for msg in read_topic(self.settings, self.settings.dialog_topic, todo):
+                p, offset = msg.partition(), msg.offset()
+                if offset is None or p is None or offset < self.positions.get(p, 0):
+                    continue
+                try:
+                    events.append(decode(msg.key(), msg.value()))
+                except MalformedEvent:
+                    continue
+            self.states = fold(events, self.states)
+            self.positions.update(todo)
+        return ends
+
+
+@dataclass
+class SessionCheck:
+    caught_up: bool = True
+    differing: list[str] = field(default_factory=list)  # "region: session" whose state != the fold
+    lost_turns: list[str] = field(default_factory=list)  # acknowledged turns missing somewhere
+
+    @property
+    def ok(self) -> bool:
+        return self.caught_up and not self.differing and not self.lost_turns
+
+
+def check_sessions(settings: Settings, folder: LogFolder, acks: Sequence[TurnAck]) -> SessionCheck:
+    ends = folder.advance()
+    out = SessionCheck()
+    stores: dict[str, dict[str, SessionState]] = {}
+    for region in settings.regions:
+        store = PostgresStore.for_region(settings, region)
+        try:
+            offsets = store.offsets()
+            if any(offsets.get(p, 0) < end for p, end in ends.items() if end > 0):
+                out.caught_up = False
+            stores[region] = {s.session_id: s for s in store.all_states()}
+        finally:
+            store.close()
+    if not out.caught_up:
+        return out
+    for region, states in stores.items():
+        for sid in sorted(set(states) | set(folder.states)):
+            if states.get(sid) != folder.states.get(sid):
+                out.differing.append(f"{region}: {sid}")
+    for ack in acks:
+        where = [name for name, states in (("log", folder.states), *stores.items())
+                 if not _holds(states.get(ack.session_id), ack)]
+        if where:
+            out.lost_turns.append(f"{ack.session_id} turn {ack.turn} (seq <= {ack.last_seq}) missing in {', '.join(where)}")
+    return out
+
+
+def _holds(state: SessionState | None, ack: TurnAck) -> bool:
+    return (state is not None and state.last_seq >= ack.last_seq
+            and any(t.role == "user" and t.text == ack.text for t in state.turns))
+
+
+@dataclass
+class EndState:
+    converged: bool
+    seconds: float
+    drifts: list[Drift]
+    sessions: SessionCheck
+    lost_docs: list[str]
+
+    @property
+    def stale_docs(self) -> list[str]:
+        return sorted({f"{d.doc_id} ({d.kind.value} in {d.region}: {d.detail})" for d in self.drifts})
+
+    @property
+    def lost(self) -> list[str]:
+        return self.lost_docs + self.sessions.lost_turns
+
+    @property
+    def stale_count(self) -> int:
+        return len({d.doc_id for d in self.drifts})
+
+
+def lost_documents(drifts: Iterable[Drift], changed: Iterable[str]) -> list[str]:
+    """Documents whose newest committed change (the workload's record) is not what a region holds."""
+    mine = set(changed)
+    return sorted({f"{d.doc_id} ({d.kind.value} in {d.region})" for d in drifts if d.doc_id in mine})
+
+
+def wait_converged(
+    settings: Settings,
+    folder: LogFolder,
+    result: WorkloadResult | None,
+    timeout_s: float,
+    interval_s: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> EndState:
+    """Poll until every region equals the source and every session the log; the time taken."""
+    from drills.reconcile import scan
+
+    started = clock()
+    acks = result.acks if result is not None else ()
+    changed = {c.doc_id for c in result.doc_changes} if result is not None else set()
+    while True:
+        try:
+            drifts = scan(settings, settings.regions).drifts
+            sessions = check_sessions(settings, folder, acks)
+        except Exception as exc:  # noqa: BLE001 - a region or the broker still coming back: not yet
+            log.info("end check: not readable yet: %s", exc)
+            drifts, sessions = [], SessionCheck(caught_up=False, differing=[f"unreadable: {exc}"])
+        done = not drifts and sessions.ok
+        if done or clock() - started > timeout_s:
+            return EndState(done, clock() - started, drifts, sessions, lost_documents(drifts, changed))
+        time.sleep(interval_s)
