@@ -55,7 +55,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from drills.faults.runner import FaultOptions, select
     from drills.faults.runner import run as run_suite
 
-    select(args.scenario)  # unknown names fail before a stack is started
+    chosen = select(args.scenario)  # unknown names fail before a stack is started
+    if "poison-storm" in chosen:
+        import importlib.util
+
+        if importlib.util.find_spec("hypothesis") is None:
+            from drills.errors import BadInput
+
+            raise BadInput("the poison storm generates its events with hypothesis: pip install 'regionsync[faults]' "
+                           "(scripts/setup.sh installs it), or leave it out with --scenario")
     if args.trials is not None and args.trials < 1:
         from drills.errors import BadInput
 
