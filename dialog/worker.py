@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from dialog import metrics, reducer
 from dialog.errors import DialogError, MalformedEvent, SnapshotError
@@ -84,7 +84,10 @@ class DialogWorker:
     def create(cls, settings: Settings, region: str, *, snapshots: bool = True) -> DialogWorker:
         ensure_topic(settings, settings.dialog_topic)
         store = PostgresStore.for_region(settings, region)
-        consumer = Consumer(consumer_config(settings, f"regionsync-dialog-{region}"))
+        # "error", not "earliest": a stored position the log no longer has must be noticed (see
+        # _log_moved), not silently read from the start, where every offset below the position
+        # would be skipped as "already in the store".
+        consumer = Consumer({**consumer_config(settings, f"regionsync-dialog-{region}"), "auto.offset.reset": "error"})
         snap = SnapshotStore.from_settings(settings) if snapshots else None
         return cls(settings, region, store, consumer, DeadLetters(settings), snap)
 
@@ -156,7 +159,9 @@ class DialogWorker:
             if err is not None:
                 if err.fatal():
                     raise DialogError(f"consumer failed: {err}")
-                if err.code() != KafkaError._PARTITION_EOF:
+                if err.code() == KafkaError._AUTO_OFFSET_RESET and msg.partition() is not None:
+                    positions[int(msg.partition() or 0)] = self._log_moved(int(msg.partition() or 0), positions)
+                elif err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error (retrying): %s", err)
                 continue
             p, offset = where(msg)
@@ -199,6 +204,38 @@ class DialogWorker:
         for outcome, n in outcomes.items():
             metrics.EVENTS.labels(self.region, outcome.value).inc(n)
         metrics.DEAD_LETTERS.labels(f"dialog:{self.region}").inc(len(dead))
+
+    def _log_moved(self, partition: int, positions: dict[int, int]) -> int:
+        """The stored position of ``partition`` is not on the log any more: where to go on from.
+
+        Past the log's end: the log was recreated (a broker that lost its data, like the embedded
+        one, which keeps topics in memory) and starts again at low offsets. Its new events continue
+        the sessions (their sequence numbers go on) and must all be folded, so the position moves
+        to the new log's start; the sessions folded so far stay. Below the log's start: retention
+        removed events this store never folded; they are lost to it, and it says so. Either way
+        the new position is committed with the states, like any other."""
+        stored = positions.get(partition, 0)
+        low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10, cached=False)
+        if stored >= high:
+            log.error(
+                "dialog log %s[%d] ends at %d but this store had folded it to %d: the log lost its history "
+                "(recreated by a broker that lost its data); folding the new log from offset %d, sessions kept",
+                self.topic, partition, high, stored, low,
+            )
+            metrics.LOG_RESETS.labels(self.region, "log_recreated").inc()
+        else:
+            log.error(
+                "dialog log %s[%d] starts at %d but this store had folded it only to %d: %d events were removed "
+                "before they were folded (retention) and are missing from this region's sessions",
+                self.topic, partition, low, stored, low - stored,
+            )
+            metrics.LOG_RESETS.labels(self.region, "events_expired").inc()
+        try:
+            self._consumer.seek(TopicPartition(self.topic, partition, low))
+        except KafkaException:  # the error stopped its fetcher: assign every partition again
+            at = {**positions, partition: low}
+            self._consumer.assign([TopicPartition(self.topic, p, at.get(p, OFFSET_BEGINNING)) for p in self._partitions])
+        return low
 
     # ------------------------------------------------------------------ snapshots
     def _maybe_snapshot(self) -> None:
