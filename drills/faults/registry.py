@@ -8,18 +8,26 @@ from drills.faults.scenario import Scenario
 
 
 def _classes() -> dict[str, type[Scenario]]:
-    from drills.faults import kill, milvus_down, poison_storm, postgres_restart, schema_change, secrets_scan
+    from drills.faults import (
+        broker_loss,
+        kill,
+        milvus_down,
+        poison_storm,
+        postgres_restart,
+        schema_change,
+        secrets_scan,
+    )
 
     found: list[type[Scenario]] = [
         *kill.SCENARIOS, milvus_down.MilvusDown, postgres_restart.PostgresRestart, schema_change.SchemaChange,
-        poison_storm.PoisonStorm, secrets_scan.SecretsScan,
+        broker_loss.BrokerLoss, poison_storm.PoisonStorm, secrets_scan.SecretsScan,
     ]
     return {cls.name: cls for cls in found}
 
 
 ORDER = (
     "agent-kill", "indexer-kill", "dialog-kill", "connect-kill", "schema-change", "milvus-down",
-    "postgres-restart", "poison-storm", "secrets",
+    "postgres-restart", "broker-loss", "poison-storm", "secrets",
 )
 
 
