@@ -20,15 +20,16 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from dialog.errors import MalformedEvent
+from confluent_kafka import Message, TopicPartition
+
+from dialog.errors import DialogError, MalformedEvent
 from dialog.events import decode
-from dialog.kafka_io import read_topic
 from dialog.reducer import fold
 from dialog.state import SessionState
 from dialog.store import PostgresStore
 from drills.diff import Drift
 from drills.errors import BadInput
-from drills.kafka_io import watermarks
+from drills.kafka_io import reader, watermarks
 from drills.workload import TurnAck, WorkloadResult
 from regionsync.settings import Settings
 
@@ -64,10 +65,7 @@ class LogFolder:
         todo = {p: end for p, end in ends.items() if end > self.positions.get(p, 0)}
         if todo:
             events = []
-            for msg in read_topic(self.settings, self.settings.dialog_topic, todo):
-                p, offset = msg.partition(), msg.offset()
-                if offset is None or p is None or offset < self.positions.get(p, 0):
-                    continue
+            for msg in self._read(todo):
                 try:
                     events.append(decode(msg.key(), msg.value()))
                 except MalformedEvent:
@@ -75,6 +73,29 @@ class LogFolder:
             self.states = fold(events, self.states)
             self.positions.update(todo)
         return ends
+
+    def _read(self, ends: dict[int, int], timeout_s: float = 60.0) -> list[Message]:
+        """The records from the folded positions to ``ends``, in partition order."""
+        consumer = reader(self.settings.kafka_bootstrap, "regionsync-faults-folder")
+        try:
+            consumer.assign([TopicPartition(self.settings.dialog_topic, p, self.positions.get(p, 0)) for p in ends])
+            out: dict[int, list[Message]] = {p: [] for p in ends}
+            done: set[int] = set()
+            deadline = time.monotonic() + timeout_s
+            while len(done) < len(ends):
+                if time.monotonic() > deadline:
+                    raise DialogError(f"reading the dialog log: stopped short of {ends} after {timeout_s:.0f}s")
+                for msg in consumer.consume(1000, 0.2):
+                    if msg.error() is not None:
+                        continue
+                    p, offset = int(msg.partition() or 0), int(msg.offset() or 0)
+                    if offset < ends[p]:
+                        out[p].append(msg)
+                    if offset >= ends[p] - 1:
+                        done.add(p)
+            return [m for p in sorted(out) for m in out[p]]
+        finally:
+            consumer.close()
 
 
 @dataclass
