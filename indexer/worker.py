@@ -37,6 +37,7 @@ from regionsync.settings import Settings
 from streams.deadletter import DeadLetter
 from streams.events import DocRecord, RecordOp, SourceRef
 from streams.heal import HealRequest
+from streams.output import renew
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ class RegionIndexer:
         self.stage = f"indexer:{region}"
         self.sink = sink or RegionSink.for_region(settings, region)
         self.consumer = consumer or make_consumer(settings, region)
+        self._own_producer = producer is None
         self.producer = producer or make_dlq_producer(settings)
         self.batch_size = batch_size or settings.batch_max_events
         self.poll_timeout_s = poll_timeout_s
@@ -331,6 +333,9 @@ class RegionIndexer:
             self.producer.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
         remaining = self.producer.flush(30)
         if remaining or errors:
+            if self._own_producer:  # a broker that lost its state no longer knows this one
+                renew(self.producer)
+                self.producer = make_dlq_producer(self.settings)
             raise DeadLetterError(f"{remaining} unacknowledged, errors: {errors[:3]}")
 
     def _retry(self, action: Callable[[], Any], what: str) -> Any:
