@@ -28,7 +28,7 @@ from drills.faults.model import TrialPlan, TrialResult
 from drills.faults.plan import Timing
 from drills.faults.scenario import Scenario, result_of
 from regionsync.stack import broker
-from streams.publisher import CmsPublisher
+from streams.publisher import CmsPublisher, PublishError
 
 
 class BrokerLoss(Scenario):
@@ -73,13 +73,17 @@ class BrokerLoss(Scenario):
         notes.update(_detected(report))
         # The CMS producer publishes again what only the lost topic knew.
         republished = [d["doc_id"] for d in docs if d["doc_id"] in set(notes.get("cms_history_orphans", []))]
+        problems: list[str] = []
         if republished:
-            publisher.publish([d for d in docs if d["doc_id"] in set(republished)])
+            try:
+                _publish(publisher, [d for d in docs if d["doc_id"] in set(republished)])
+            except PublishError as exc:
+                problems.append(f"the CMS producer could not publish again after the loss: {exc}")
         notes["cms_republished_by_producer"] = len(republished)
         end = wait_converged(s, folder, load, ctx.converge_timeout_s)
         notes["dialog_log_restarts_seen"] = folder.restarts
         result = result_of(plan, 1, end, skips.total(), load, notes)
-        problems = list(result.problems)
+        problems += result.problems
         if not report:
             problems.append(f"reconcile printed no report (exit {out.returncode}): {out.stderr[-300:]}")
         return TrialResult(plan, 1, result.lost, result.stale, result.duplicates, result.converge_s,
@@ -99,6 +103,17 @@ class BrokerLoss(Scenario):
                 f"left: {n.get('remaining', '?')}"
             )
         return " | ".join(parts)
+
+
+def _publish(publisher: CmsPublisher, docs: list[dict[str, Any]], attempts: int = 3) -> None:
+    """As a CMS producer would: a publish that was not acknowledged is tried again."""
+    for attempt in range(attempts):
+        try:
+            publisher.publish(docs)
+            return
+        except PublishError:
+            if attempt == attempts - 1:
+                raise
 
 
 def _report(stdout: str) -> dict[str, Any]:

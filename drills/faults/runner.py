@@ -88,7 +88,7 @@ def run(base: Settings, options: FaultOptions, say: Callable[[str], None] = prin
     ctx = FaultContext(s, options.load, say, options.converge_timeout_s)
     try:
         say(f"faults: starting the stack in {s.state_dir}")
-        bench.start()
+        start_stack(s)
         folder = LogFolder(s)
         _settle(ctx, folder)
         for scenario in scenarios:
@@ -97,6 +97,24 @@ def run(base: Settings, options: FaultOptions, say: Callable[[str], None] = prin
         results["seconds"] = round(time.monotonic() - t_start, 1)
         bench.stop(keep_state=options.keep_state)
     return results
+
+
+def start_stack(settings: Settings, attempts: int = 3) -> None:
+    """Infrastructure, workers, then the connector. On a loaded machine Connect's validate call can
+    outlast the REST client's read timeout: the apply is idempotent, so it is tried again."""
+    from connectors.errors import ConnectRestError
+    from regionsync.stack import stack
+
+    stack.start_infra(settings)
+    stack.start_workers(settings)
+    for attempt in range(attempts):
+        try:
+            stack.apply_connector(settings)
+            return
+        except ConnectRestError:
+            if attempt == attempts - 1:
+                raise
+            log.warning("applying the connector timed out; trying again")
 
 
 def _settle(ctx: FaultContext, folder: LogFolder) -> None:
