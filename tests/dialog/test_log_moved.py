@@ -13,6 +13,7 @@ from confluent_kafka import KafkaError, TopicPartition
 from dialog import metrics
 from dialog.events import encode, key_of
 from dialog.loadgen import conversation
+from dialog.logcheck import Verdict, judge
 from dialog.reducer import fold
 from dialog.store import MemoryStore
 from dialog.worker import DialogWorker
@@ -138,3 +139,66 @@ def test_events_removed_before_they_were_folded_are_reported_and_the_rest_folded
     assert log.seeks == [5] and store.offsets() == {0: len(events)}
     assert metrics.LOG_RESETS.labels("east", "events_expired")._value.get() == before + 1
     assert store.get("s") is not None and store.get("s").gaps  # type: ignore[union-attr]
+
+
+class FakeReader:
+    """What the worker's position check reads: the same records as the fake log."""
+
+    def __init__(self, log: FakeLog) -> None:
+        self.log = log
+
+    def watermarks(self, partition: int) -> tuple[int, int]:
+        return self.log.low, self.log.low + len(self.log.records)
+
+    def record_at(self, partition: int, offset: int) -> tuple[bytes | None, bytes | None] | None:
+        i = offset - self.log.low
+        if 0 <= i < len(self.log.records):
+            return self.log.records[i].k, self.log.records[i].v
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_recreated_log_that_grew_past_the_stored_position_is_noticed_at_start() -> None:
+    """tansu answers a fetch past a partition's end with nothing (no "out of range"): once new
+    turns fill the new log past the stored position, only the record before it tells."""
+    rng = random.Random(5)
+    old = conversation("old", rng, turns=1)  # 4 events folded from the lost log
+    new = conversation("new", rng, turns=3)  # 10 events on the recreated log
+    store = MemoryStore(TOPIC)
+    store.commit(fold(old).values(), {0: len(old)}, {}, store.stats())
+    log = FakeLog(new)
+    w = DialogWorker(Settings(), "east", store, log, NoDeadLetters(), None, log_reader=FakeReader(log))  # type: ignore[arg-type]
+    w.start()
+    assert w.positions == {0: 0}  # moved back before anything was read
+    for _ in range(4):
+        w.poll_once()
+    assert store.get("new") == fold(new)["new"] and store.get("old") == fold(old)["old"]
+
+
+def test_the_same_log_is_left_alone() -> None:
+    events = conversation("s", random.Random(6), turns=2)
+    store = MemoryStore(TOPIC)
+    store.commit(fold(events[:5]).values(), {0: 5}, {}, store.stats())
+    log = FakeLog(events)
+    w = DialogWorker(Settings(), "east", store, log, NoDeadLetters(), None, log_reader=FakeReader(log))  # type: ignore[arg-type]
+    w.start()
+    assert w.positions == {0: 5} and w.check_positions() == []
+    for _ in range(3):
+        w.poll_once()
+    assert store.get("s") == fold(events)["s"]
+
+
+def test_judge_on_plain_data() -> None:
+    events = conversation("s", random.Random(7), turns=1)
+    states = fold(events)
+    last = (key_of(events[-1]), encode(events[-1]))
+    other = conversation("s", random.Random(8), turns=1)[-1]
+    assert judge(0, 0, None, states) is Verdict.SAME_LOG
+    assert judge(len(events), 0, last, states) is Verdict.SAME_LOG
+    assert judge(len(events), 0, None, states) is Verdict.RECREATED  # past the end now
+    assert judge(len(events), 0, (key_of(other), encode(other)), states) is Verdict.RECREATED  # another event
+    assert judge(3, 5, None, states) is Verdict.EXPIRED
+    assert judge(5, 5, None, {}) is Verdict.SAME_LOG  # the record before was removed, nothing after was
+    assert judge(2, 0, (b"k", b"{not json"), states) is Verdict.SAME_LOG  # was dead-lettered
