@@ -16,8 +16,10 @@ fold of the dialog log, and everything the workload saw acknowledged looked up.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from confluent_kafka import Message, TopicPartition
@@ -42,8 +44,9 @@ class LogFolder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.positions: dict[int, int] = {}
+        self.last: dict[int, tuple[bytes | None, bytes | None]] = {}  # the last record folded, per partition
         self.states: dict[str, SessionState] = {}
-        self.restarts = 0  # times the log's offsets went back (a broker that lost its topics)
+        self.restarts = 0  # times the log turned out to be another one (a broker that lost its topics)
 
     def ends(self) -> dict[int, int]:
         try:
@@ -55,17 +58,18 @@ class LogFolder:
     def advance(self) -> dict[int, int]:
         """Fold up to the log's current end; returns that end."""
         ends = self.ends()
-        if any(end < self.positions.get(p, 0) for p, end in ends.items()):
-            log.warning("the dialog log's offsets went back (%s < %s): folding the new log from its start",
-                        ends, self.positions)
+        if ends and self._another_log(ends):
+            log.warning("the dialog log is not the one folded so far (ends %s, folded to %s): it lost its history; "
+                        "folding the new log from its start", ends, self.positions)
             self.restarts += 1
-            self.positions = {}
+            self.positions, self.last = {}, {}
             # The sessions folded from the lost log stay: the regions' stores hold them too, and
             # the new log's events continue them (their sequence numbers go on).
         todo = {p: end for p, end in ends.items() if end > self.positions.get(p, 0)}
         if todo:
             events = []
             for msg in self._read(todo):
+                self.last[int(msg.partition() or 0)] = (msg.key(), msg.value())
                 try:
                     events.append(decode(msg.key(), msg.value()))
                 except MalformedEvent:
@@ -74,16 +78,51 @@ class LogFolder:
             self.positions.update(todo)
         return ends
 
-    def _read(self, ends: dict[int, int], timeout_s: float = 60.0) -> list[Message]:
-        """The records from the folded positions to ``ends``, in partition order."""
+    def _another_log(self, ends: dict[int, int]) -> bool:
+        """Offsets went back, or the record before a folded position is not the one folded there
+        (the log was recreated and refilled past it)."""
+        folded = {p: pos for p, pos in self.positions.items() if pos > 0}
+        if any(ends.get(p, 0) < pos for p, pos in folded.items()):
+            return True
+        if not folded:
+            return False
+        found = {int(m.partition() or 0): (m.key(), m.value())
+                 for m in self._read(folded, start={p: pos - 1 for p, pos in folded.items()}, timeout_s=10.0)}
+        return any(found.get(p) != self.last.get(p) for p in folded)
+
+    @contextmanager
+    def witness(self, every_s: float = 0.3) -> Iterator[None]:
+        """Fold the log in the background (e.g. until a broker loses it, so the fold saw what it held)."""
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(every_s):
+                try:
+                    self.advance()
+                except Exception as exc:  # noqa: BLE001 - the broker is down for a while: keep trying
+                    log.debug("witness: %s", exc)
+
+        thread = threading.Thread(target=run, name="dialog-log-witness", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(30)
+
+    def _read(self, ends: dict[int, int], start: dict[int, int] | None = None, timeout_s: float = 60.0) -> list[Message]:
+        """The records from the folded positions (or ``start``) to ``ends``, in partition order."""
+        first = start if start is not None else self.positions
         consumer = reader(self.settings.kafka_bootstrap, "regionsync-faults-folder")
         try:
-            consumer.assign([TopicPartition(self.settings.dialog_topic, p, self.positions.get(p, 0)) for p in ends])
+            consumer.assign([TopicPartition(self.settings.dialog_topic, p, first.get(p, 0)) for p in ends])
             out: dict[int, list[Message]] = {p: [] for p in ends}
             done: set[int] = set()
             deadline = time.monotonic() + timeout_s
             while len(done) < len(ends):
                 if time.monotonic() > deadline:
+                    if start is not None:
+                        break  # a single record looked up: not there
                     raise DialogError(f"reading the dialog log: stopped short of {ends} after {timeout_s:.0f}s")
                 for msg in consumer.consume(1000, 0.2):
                     if msg.error() is not None:
@@ -102,14 +141,24 @@ class LogFolder:
 class SessionCheck:
     caught_up: bool = True
     differing: list[str] = field(default_factory=list)  # "region: session" whose state != the fold
-    lost_turns: list[str] = field(default_factory=list)  # acknowledged turns missing somewhere
+    lost_turns: list[str] = field(default_factory=list)  # acknowledged turns missing from a region (or the log)
+    log_lost_turns: list[str] = field(default_factory=list)  # acknowledged turns the log lost (regions keep them)
 
     @property
     def ok(self) -> bool:
         return self.caught_up and not self.differing and not self.lost_turns
 
 
-def check_sessions(settings: Settings, folder: LogFolder, acks: Sequence[TurnAck]) -> SessionCheck:
+def check_sessions(
+    settings: Settings, folder: LogFolder, acks: Sequence[TurnAck], log_lost: bool = False
+) -> SessionCheck:
+    """Every region's sessions against the fold of the log, and every acknowledged turn looked up.
+
+    ``log_lost``: the log itself lost events (a broker that lost its data): a region's session
+    then cannot equal a fold of what is left. What must hold instead: every acknowledged turn is
+    in every region; the regions hold the same sessions; each region's session has everything the
+    log still has (the folder's witness fold, which saw the old log up to the loss and the new
+    one after it). The turns the log lost are counted apart (:attr:`SessionCheck.log_lost_turns`)."""
     ends = folder.advance()
     out = SessionCheck()
     stores: dict[str, dict[str, SessionState]] = {}
@@ -124,16 +173,35 @@ def check_sessions(settings: Settings, folder: LogFolder, acks: Sequence[TurnAck
             store.close()
     if not out.caught_up:
         return out
+    regions = list(stores)
     for region, states in stores.items():
         for sid in sorted(set(states) | set(folder.states)):
-            if states.get(sid) != folder.states.get(sid):
+            mine, logged = states.get(sid), folder.states.get(sid)
+            if log_lost:
+                same_elsewhere = all(stores[r].get(sid) == mine for r in regions)
+                if not same_elsewhere or not covers(mine, logged):
+                    out.differing.append(f"{region}: {sid}")
+            elif mine != logged:
                 out.differing.append(f"{region}: {sid}")
     for ack in acks:
-        where = [name for name, states in (("log", folder.states), *stores.items())
-                 if not _holds(states.get(ack.session_id), ack)]
-        if where:
-            out.lost_turns.append(f"{ack.session_id} turn {ack.turn} (seq <= {ack.last_seq}) missing in {', '.join(where)}")
+        where = [name for name, states in stores.items() if not _holds(states.get(ack.session_id), ack)]
+        in_log = _holds(folder.states.get(ack.session_id), ack)
+        what = f"{ack.session_id} turn {ack.turn} (seq <= {ack.last_seq})"
+        if where or (not in_log and not log_lost):
+            out.lost_turns.append(f"{what} missing in {', '.join(where + ([] if in_log else ['log']))}")
+        elif not in_log:
+            out.log_lost_turns.append(what)
     return out
+
+
+def covers(state: SessionState | None, logged: SessionState | None) -> bool:
+    """Does ``state`` hold everything ``logged`` (a fold of part of the log) holds?"""
+    if logged is None:
+        return True
+    if state is None or state.last_seq < logged.last_seq:
+        return False
+    mine = {(t.seq, t.role, t.text) for t in state.turns}
+    return all((t.seq, t.role, t.text) in mine for t in logged.turns)
 
 
 def _holds(state: SessionState | None, ack: TurnAck) -> bool:
@@ -175,6 +243,7 @@ def wait_converged(
     timeout_s: float,
     interval_s: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
+    log_lost: bool = False,
 ) -> EndState:
     """Poll until every region equals the source and every session the log; the time taken."""
     from drills.reconcile import scan
@@ -185,7 +254,7 @@ def wait_converged(
     while True:
         try:
             drifts = scan(settings, settings.regions).drifts
-            sessions = check_sessions(settings, folder, acks)
+            sessions = check_sessions(settings, folder, acks, log_lost)
         except Exception as exc:  # noqa: BLE001 - a region or the broker still coming back: not yet
             log.info("end check: not readable yet: %s", exc)
             drifts, sessions = [], SessionCheck(caught_up=False, differing=[f"unreadable: {exc}"])
