@@ -49,6 +49,9 @@ class FaultContext:
             regions=tuple(self.settings.regions), start_region=active, users=self.load.users,
             think_s=self.load.think_s, doc_rate=self.load.doc_rate, doc_pool=self.load.doc_pool,
             search_rate=self.load.search_rate, seed=seed, run_id=run_id,
+            # Nobody is promoted here: a region that failed a customer is the active one again as
+            # soon as it answers, so customers go back to it after a few seconds, not a minute.
+            avoid_s=3.0,
         )
         if overrides:
             from dataclasses import replace
@@ -64,7 +67,11 @@ class FaultContext:
             [sys.executable, "-m", "regionsync.cli", *args],
             capture_output=True, text=True, env=self.settings.child_env(), timeout=timeout,
         )
-        self.outputs.append(f"$ regionsync {' '.join(args)}\n{out.stdout}\n{out.stderr}")
+        text = f"$ regionsync {' '.join(args)}  (exit {out.returncode})\n{out.stdout}\n{out.stderr}"
+        self.outputs.append(text)
+        # Kept with the stack's logs: what an operator saw, for the report and the secrets scan.
+        with open(self.settings.state_dir / "logs" / "faults-cli.log", "a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
         return out
 
     def metrics(self, worker: str, region: str | None = None) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
