@@ -45,6 +45,7 @@ class ReconcileReport:
     plan: RepairPlan | None = None
     remaining: list[Drift] | None = None  # after a repair: what still differs
     seconds: float = 0.0
+    rounds: int = 0  # repair rounds run (a round repairs what drifted while the previous one ran)
     cms_history: CmsHistory | None = None  # did the CMS producers' topic lose events regions hold?
 
     @property
@@ -64,6 +65,7 @@ class ReconcileReport:
             "drifts": [d.to_dict() for d in self.drifts],
             "repair": None if self.plan is None else self.plan.to_dict(),
             "remaining": None if self.remaining is None else [d.to_dict() for d in self.remaining],
+            "repair_rounds": self.rounds,
             "cms_history": None if self.cms_history is None else self.cms_history.to_dict(),
             "seconds": round(self.seconds, 3),
         }
@@ -172,12 +174,66 @@ def reconcile(
     for d in drifts:
         log.info("drift %s %s %s (%s): %s", d.region, d.kind.value, d.doc_id, d.origin.value, d.detail)
     if repair and drifts:
-        cms_versions = {doc_id: v for doc_id, (v, _op) in source.view.cms_versions.items()}
-        report.plan = plan_repair(drifts, cms_versions, found.held)
-        execute(settings, report.plan, source)
-        report.remaining = wait_repaired(settings, regions, report.plan, timeout_s, sleep, clock)
+        report.plan, report.remaining, report.rounds = repair_rounds(
+            settings, regions, found, settle_s, clock() + timeout_s, sleep, clock)
     report.seconds = clock() - started
     return report
+
+
+MAX_ROUNDS = 3
+
+
+def repair_rounds(
+    settings: Settings,
+    regions: Sequence[str],
+    found: Scan,
+    settle_s: float,
+    deadline: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> tuple[RepairPlan, list[Drift], int]:
+    """Repair, wait until what was planned is repaired, and repair again what drifted meanwhile.
+
+    A round's plan covers the drift found before it. A change that lands while it runs can make
+    another document drift (seen after the embedded broker lost its topics: the change agent
+    finished a batch of the lost topic's events late and put a document deleted since back into
+    every region): that is confirmed by a second scan after ``settle_s`` and repaired in the next
+    round, up to :data:`MAX_ROUNDS`. Returns the plans merged, what still differs, the rounds."""
+    plans: list[RepairPlan] = []
+    drifts = found.drifts
+    remaining: list[Drift] = []
+    while True:
+        cms_versions = {doc_id: v for doc_id, (v, _op) in found.source.view.cms_versions.items()}
+        plan = plan_repair(drifts, cms_versions, found.held)
+        plans.append(plan)
+        execute(settings, plan, found.source)
+        remaining = wait_repaired(settings, regions, plan, max(0.0, deadline - clock()), sleep, clock)
+        skip = {doc_id for p in plans for doc_id, _why in p.unrepairable}
+        new = {_key(d) for d in remaining if d.doc_id not in skip}
+        if not new or len(plans) >= MAX_ROUNDS or clock() > deadline:
+            break
+        log.info("%d documents drifted while the repair ran: another round", len({k[1] for k in new}))
+        sleep(settle_s)
+        found = scan(settings, regions)
+        drifts = [d for d in found.drifts if _key(d) in new]
+        if not drifts:
+            remaining = found.drifts
+            break
+    return merge_plans(plans), remaining, len(plans)
+
+
+def merge_plans(plans: Sequence[RepairPlan]) -> RepairPlan:
+    deletes: dict[str, int] = {}
+    for p in plans:
+        for doc_id, version in p.deletes:
+            deletes[doc_id] = max(deletes.get(doc_id, version), version)
+    repaired = {d for p in plans for d in (*p.reread_ids, *p.republish_ids)} | set(deletes)
+    return RepairPlan(
+        tuple(sorted({d for p in plans for d in p.reread_ids})),
+        tuple(sorted({d for p in plans for d in p.republish_ids})),
+        tuple(sorted(deletes.items())),
+        tuple(sorted({(d, w) for p in plans for d, w in p.unrepairable if d not in repaired})),
+    )
 
 
 def execute(settings: Settings, plan: RepairPlan, source: SourceSnapshot) -> None:
@@ -235,13 +291,13 @@ def wait_repaired(
     clock: Callable[[], float],
     interval_s: float = 1.0,
 ) -> list[Drift]:
-    """Scan until nothing differs but what the plan could not repair, or the timeout passes."""
-    skip = {doc_id for doc_id, _why in plan.unrepairable}
+    """Scan until no document the plan repairs differs any more, or the timeout passes; returns
+    what differs then (the plan's unrepairable documents, and any that drifted meanwhile)."""
+    planned = {*plan.reread_ids, *plan.republish_ids, *(doc_id for doc_id, _v in plan.deletes)}
     deadline = clock() + timeout_s
     while True:
         drifts = scan(settings, regions).drifts
-        left = [d for d in drifts if d.doc_id not in skip]
-        if not left or clock() > deadline:
+        if not any(d.doc_id in planned for d in drifts) or clock() > deadline:
             return drifts
         sleep(interval_s)
 
@@ -263,8 +319,9 @@ def summary_lines(report: ReconcileReport) -> list[str]:
     if report.plan is not None:
         p = report.plan
         out.append(
-            f"repair: {len(p.reread_ids)} rows re-read from the table, {len(p.republish_ids)} CMS events "
-            f"published again, {len(p.deletes)} delete records; {len(p.unrepairable)} not repairable"
+            f"repair ({report.rounds} round{'s' if report.rounds != 1 else ''}): {len(p.reread_ids)} rows re-read "
+            f"from the table, {len(p.republish_ids)} CMS events published again, {len(p.deletes)} delete records; "
+            f"{len(p.unrepairable)} not repairable"
         )
         for doc_id, why in p.unrepairable:
             out.append(f"  not repairable: {doc_id}: {why}")

@@ -78,4 +78,5 @@ class KafkaRecordOutput:
             if self._settings is not None:
                 renew(self.producer)
                 self.producer = make_producer(self._settings)
+                self._errors = []  # the purged records' reports: the retried batch sends them again
             raise OutputError(f"{remaining} records unacknowledged, {len(errors)} failed: {'; '.join(errors[:3])}")
