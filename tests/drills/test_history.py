@@ -78,3 +78,16 @@ def test_a_topic_that_kept_its_history_is_not_a_loss() -> None:
     history = assess(TOPIC, {0: (0, 50)}, {"east": {0: 49}, "north": {0: 12}}, orphans=[])
     assert not history.lost and history.evidence() == []
     assert held_offsets(TOPIC, cms_rows("a", 0, 5, topic="other.topic")) == {}
+
+
+def test_repair_rounds_merge_into_one_plan() -> None:
+    from drills.plan import RepairPlan
+    from drills.reconcile import merge_plans
+
+    first = RepairPlan(("a", "b"), ("cms-1",), (("gone", 5),), (("cms-lost", "history lost"), ("c", "needs a version")))
+    second = RepairPlan(("b", "d"), (), (("gone", 9), ("late", 3)), ())
+    merged = merge_plans([first, second])
+    assert merged.reread_ids == ("a", "b", "d") and merged.republish_ids == ("cms-1",)
+    assert merged.deletes == (("gone", 9), ("late", 3))
+    assert merged.unrepairable == (("c", "needs a version"), ("cms-lost", "history lost"))
+    assert merge_plans([RepairPlan((), (), (), (("x", "why"),)), RepairPlan(("x",))]).unrepairable == ()
