@@ -103,7 +103,8 @@ class KafkaPublisher:
     def __init__(self, settings: Settings, topic: str | None = None, config: dict[str, Any] | None = None) -> None:
         """``config`` overrides producer settings (e.g. ``linger.ms`` for bulk loads)."""
         self.topic = topic or settings.dialog_topic
-        self._producer = Producer(producer_config(settings, **(config or {})))
+        self._config = producer_config(settings, **(config or {}))
+        self._producer = Producer(self._config)
 
     def publish(self, events: Sequence[DialogEvent], timeout: float = 30.0) -> list[Ack]:
         """Send and wait for every acknowledgement; raise :class:`DeliveryError` if any failed."""
@@ -130,6 +131,7 @@ class KafkaPublisher:
                     self._producer.poll(0.05)
         remaining = self._producer.flush(timeout)
         if errors or remaining or len(acks) != len(events):
+            self._producer = renewed(self._producer, self._config)
             raise DeliveryError(
                 f"{len(events) - len(acks)} of {len(events)} events not acknowledged"
                 + (f": {errors[0]}" if errors else f" within {timeout:.0f}s")
@@ -138,6 +140,22 @@ class KafkaPublisher:
 
     def close(self) -> None:
         self._producer.flush(10)
+
+
+def renewed(producer: Producer, config: dict[str, Any]) -> Producer:
+    """A new producer in place of one whose sends were not acknowledged.
+
+    An idempotent producer whose id the broker no longer knows (a broker that lost its state: the
+    embedded one keeps everything in memory) retries with that id until its message timeout, and
+    every later send too: seen, no turn could be acknowledged after the broker came back. A new
+    producer gets a new id. What the old one still held is dropped; the caller failed the turn, so
+    nothing of it was shown to the customer (one that landed after all is deduplicated by seq)."""
+    try:
+        producer.purge(in_queue=True, in_flight=True, blocking=False)
+        producer.flush(0)
+    except Exception:  # noqa: BLE001 - it is being thrown away either way
+        pass
+    return Producer(config)
 
 
 def dead_letter(reason: str, detail: str, msg: Message, stage: str = "dialog") -> bytes:
@@ -164,7 +182,8 @@ class DeadLetters:
 
     def __init__(self, settings: Settings, topic: str | None = None) -> None:
         self.topic = topic or settings.dlq_topic
-        self._producer = Producer(producer_config(settings, **{"linger.ms": 5}))
+        self._config = producer_config(settings, **{"linger.ms": 5})
+        self._producer = Producer(self._config)
 
     def send(self, records: Sequence[tuple[bytes | None, bytes]], timeout: float = 30.0) -> None:
         errors: list[str] = []
@@ -176,6 +195,7 @@ class DeadLetters:
         for key, value in records:
             self._producer.produce(self.topic, value=value, key=key, on_delivery=delivered)
         if self._producer.flush(timeout) or errors:
+            self._producer = renewed(self._producer, self._config)
             raise DeliveryError(f"dead letters not acknowledged: {errors[:1] or 'timeout'}")
 
 

@@ -13,6 +13,12 @@ EVENTS = Counter(
     "regionsync_dialog_events_total", "Session events folded into the region's state store, by outcome",
     ["region", "outcome"],
 )
+# The store's position was not on the log any more: the log was recreated (a broker that lost its
+# data) or retention removed events before they were folded (dialog/worker.py, _log_moved).
+LOG_RESETS = Counter(
+    "regionsync_dialog_log_resets_total", "Times a stored dialog-log position was gone from the log, by cause",
+    ["region", "cause"],
+)
 SNAPSHOT_CREATED = Gauge(
     "regionsync_dialog_snapshot_created_timestamp_seconds",
     "Creation time of the newest dialog snapshot this worker knows (0: none yet)",

@@ -33,12 +33,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from dialog import metrics, reducer
 from dialog.errors import DialogError, MalformedEvent, SnapshotError
 from dialog.events import decode
 from dialog.kafka_io import DeadLetters, consumer_config, dead_letter, ensure_topic, partitions_of, where
+from dialog.logcheck import KafkaLogReader, LogReader, Verdict, judge
 from dialog.rebuild import RebuildReport, restore
 from dialog.reducer import Outcome
 from dialog.snapshots import Manifest, SnapshotStore
@@ -47,6 +48,8 @@ from dialog.store import PostgresStore, StateStore, Stats
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
+
+CHECK_EVERY_S = 5.0  # how often an idle worker checks its positions are on the log it folded
 
 
 class DeadLetterSink(Protocol):
@@ -63,6 +66,7 @@ class DialogWorker:
         dead_letters: DeadLetterSink,
         snapshots: SnapshotStore | None,
         clock: Callable[[], float] = time.monotonic,
+        log_reader: LogReader | None = None,
     ) -> None:
         self.settings = settings
         self.region = region
@@ -79,14 +83,20 @@ class DialogWorker:
         self._since_snapshot = 0
         self._last_snapshot = clock()
         self.stopping = threading.Event()  # set (e.g. by a signal handler) to stop after the current batch
+        self._reader = log_reader  # checks the stored positions against the log (dialog/logcheck.py)
+        self._checked_at = float("-inf")
 
     @classmethod
     def create(cls, settings: Settings, region: str, *, snapshots: bool = True) -> DialogWorker:
         ensure_topic(settings, settings.dialog_topic)
         store = PostgresStore.for_region(settings, region)
-        consumer = Consumer(consumer_config(settings, f"regionsync-dialog-{region}"))
+        # "error", not "earliest": a stored position the log no longer has must be noticed (see
+        # _log_moved), not silently read from the start, where every offset below the position
+        # would be skipped as "already in the store".
+        consumer = Consumer({**consumer_config(settings, f"regionsync-dialog-{region}"), "auto.offset.reset": "error"})
         snap = SnapshotStore.from_settings(settings) if snapshots else None
-        return cls(settings, region, store, consumer, DeadLetters(settings), snap)
+        reader = KafkaLogReader(settings, settings.dialog_topic, region)
+        return cls(settings, region, store, consumer, DeadLetters(settings), snap, log_reader=reader)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -102,6 +112,7 @@ class DialogWorker:
         log.info(
             "dialog worker %s: %d sessions, positions %s", self.region, len(self._states), self._positions or "start"
         )
+        self.check_positions()
 
     def rebuild(self) -> RebuildReport:
         """Restore the store if it is empty (:func:`dialog.rebuild.restore`: the newest usable
@@ -129,6 +140,8 @@ class DialogWorker:
 
     def close(self) -> None:
         self._consumer.close()
+        if self._reader is not None:
+            self._reader.close()
         self.store.close()
 
     @property
@@ -160,9 +173,34 @@ class DialogWorker:
         return consumed
 
     def run(self) -> None:
-        """Follow the log until :attr:`stopping` is set."""
+        """Follow the log until :attr:`stopping` is set; check the positions while idle."""
         while not self.stopping.is_set():
-            self.poll_once()
+            if not self.poll_once() and self._clock() - self._checked_at >= CHECK_EVERY_S:
+                self.check_positions()
+
+    def check_positions(self) -> list[int]:
+        """Move every partition whose stored position is not on the folded log to the log's start
+        (dialog/logcheck.py); returns those partitions."""
+        self._checked_at = self._clock()
+        if self._reader is None:
+            return []
+        moved = []
+        for p in self._partitions:
+            stored = self._positions.get(p, 0)
+            marks = self._reader.watermarks(p) if stored > 0 else None
+            if marks is None:
+                continue  # nothing folded yet, or the broker does not answer: later
+            low, high = marks
+            record = self._reader.record_at(p, stored - 1) if stored - 1 >= low else None
+            verdict = judge(stored, low, record, self._states)
+            if verdict is Verdict.SAME_LOG:
+                continue
+            self._report_moved(p, stored, low, high, verdict)
+            self.store.commit([], {p: low}, {p: stored}, Stats())
+            self._positions[p] = low
+            self._seek(p, low, self._positions)
+            moved.append(p)
+        return moved
 
     def _at_reported_end(self) -> bool:
         for p in self._partitions:
@@ -181,7 +219,9 @@ class DialogWorker:
             if err is not None:
                 if err.fatal():
                     raise DialogError(f"consumer failed: {err}")
-                if err.code() != KafkaError._PARTITION_EOF:
+                if err.code() == KafkaError._AUTO_OFFSET_RESET and msg.partition() is not None:
+                    positions[int(msg.partition() or 0)] = self._log_moved(int(msg.partition() or 0), positions)
+                elif err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error (retrying): %s", err)
                 continue
             p, offset = where(msg)
@@ -224,6 +264,41 @@ class DialogWorker:
         for outcome, n in outcomes.items():
             metrics.EVENTS.labels(self.region, outcome.value).inc(n)
         metrics.DEAD_LETTERS.labels(f"dialog:{self.region}").inc(len(dead))
+
+    def _log_moved(self, partition: int, positions: dict[int, int]) -> int:
+        """The consumer says the stored position of ``partition`` is not on the log any more (a
+        broker that checks: Kafka's "offset out of range"); the new position, from the log's start."""
+        stored = positions.get(partition, 0)
+        low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10, cached=False)
+        self._report_moved(partition, stored, low, high, Verdict.RECREATED if stored >= high else Verdict.EXPIRED)
+        self._seek(partition, low, positions)
+        return int(low)
+
+    def _report_moved(self, partition: int, stored: int, low: int, high: int, verdict: Verdict) -> None:
+        """Past the log's end, or another event there: the log was recreated (a broker that lost its
+        data) and starts again at low offsets; its new events continue the sessions (their sequence
+        numbers go on) and must all be folded; the sessions folded so far stay. Below the log's
+        start: retention removed events this store never folded; they are lost to it, and it says so."""
+        if verdict is Verdict.RECREATED:
+            log.error(
+                "dialog log %s[%d] (offsets %d..%d) is not the log this store folded to %d: the log lost its "
+                "history (recreated by a broker that lost its data); folding the new log from offset %d, "
+                "sessions kept", self.topic, partition, low, high, stored, low,
+            )
+        else:
+            log.error(
+                "dialog log %s[%d] starts at %d but this store had folded it only to %d: %d events were removed "
+                "before they were folded (retention) and are missing from this region's sessions",
+                self.topic, partition, low, stored, low - stored,
+            )
+        metrics.LOG_RESETS.labels(self.region, verdict.value).inc()
+
+    def _seek(self, partition: int, offset: int, positions: dict[int, int]) -> None:
+        try:
+            self._consumer.seek(TopicPartition(self.topic, partition, offset))
+        except KafkaException:  # not being fetched (an error stopped it): assign every partition again
+            at = {**positions, partition: offset}
+            self._consumer.assign([TopicPartition(self.topic, p, at.get(p, OFFSET_BEGINNING)) for p in self._partitions])
 
     # ------------------------------------------------------------------ snapshots
     def _maybe_snapshot(self) -> None:

@@ -92,6 +92,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--report", type=Path, metavar="FILE.html", help="write the report as an HTML page")
     p.set_defaults(func=cmd_drill)
 
+    from drills.faults import cli as faults_cli
+
+    faults_cli.register(subparsers)
+
 
 def _stop_event() -> threading.Event:
     stop = threading.Event()

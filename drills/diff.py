@@ -35,6 +35,10 @@ class Origin(StrEnum):
     TABLE = "table"  # a row of the captured table, published or not
     CMS = "cms"  # the newest event of the CMS producers' topic
     NONE = "none"  # neither: the document should be in no region
+    # The region holds it from the CMS producers' topic, which no longer has any event of it (the
+    # topic was recreated, as after the embedded broker's restart, or retention removed them):
+    # the source of truth for it is lost, so nothing may conclude that it should be deleted.
+    CMS_LOST = "cms_history_lost"
 
 
 @dataclass(frozen=True)
@@ -92,12 +96,15 @@ def classify_region(region: str, source: SourceView, chunk_rows: Iterable[Mappin
         rows = by_doc.get(doc_id)
         held = _held_version(rows)
         origin = source.origin(doc_id)
+        if origin is Origin.NONE and rows is not None and held_from_cms(rows):
+            origin = Origin.CMS_LOST
         if rows is None:
             drifts.append(Drift(region, doc_id, DriftKind.MISSING, origin, "no chunk in the region"))
         elif doc_id not in source.expected:
-            drifts.append(
-                Drift(region, doc_id, DriftKind.DELETED_OR_UNPUBLISHED, origin, source.absent_reason(doc_id), held)
-            )
+            reason = source.absent_reason(doc_id)
+            if origin is Origin.CMS_LOST:
+                reason = f"held from the CMS topic ({_where(rows)}), which has no event of it any more"
+            drifts.append(Drift(region, doc_id, DriftKind.DELETED_OR_UNPUBLISHED, origin, reason, held))
         else:
             found = document_differences(region, source.expected[doc_id], rows)
             if found:
@@ -105,6 +112,16 @@ def classify_region(region: str, source: SourceView, chunk_rows: Iterable[Mappin
                 detail = "; ".join(message.removeprefix(f"{region}: ") for _, message in found)
                 drifts.append(Drift(region, doc_id, kind, origin, detail, held))
     return drifts
+
+
+def held_from_cms(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """True when the region's chunks of a document came from the CMS producers' topic."""
+    return any(isinstance(r.get("source"), Mapping) and r["source"].get("kind") == "cms" for r in rows)
+
+
+def _where(rows: Sequence[Mapping[str, Any]]) -> str:
+    src: Mapping[str, Any] = next((r["source"] for r in rows if isinstance(r.get("source"), Mapping)), {})
+    return f"{src.get('topic')}[{src.get('partition')}]@{src.get('offset')}"
 
 
 def counts_by_kind(drifts: Sequence[Drift]) -> dict[str, int]:

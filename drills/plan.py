@@ -8,6 +8,10 @@
   an older version apply it; a region already at that version (a wrong chunk set at the current
   version) cannot be reached this way without a new version from the producer, and is reported
   as such: inventing a version would shadow the producer's next one.
+* A document a region holds from the CMS producers' topic while that topic has no event of it any
+  more (it was recreated: the embedded broker keeps topics in memory; or retention removed its
+  events): never deleted. Nothing says the producer deleted it; only its events are gone. It is
+  reported, with the topic's loss, for the producer to publish again (drills/history.py).
 * A document in no source that a region still holds: a delete record on the chunks topic at a
   version above the highest any region holds, so every region's version guard applies it, and a
   later re-insert (a newer WAL position or a newer producer version) still wins.
@@ -72,9 +76,18 @@ def plan_repair(
                     f"{drift.region} holds version {held} >= the newest CMS event's {version}: "
                     "the producer must publish a new version"
                 )
+        elif drift.origin is Origin.CMS_LOST:
+            unrepairable[doc_id] = (
+                "the CMS topic has no event of it any more (history lost): not deleted; "
+                "publish it again from the CMS producer (or delete it there)"
+            )
         elif drift.kind is DriftKind.DELETED_OR_UNPUBLISHED:
             base = max((v for v in (highest, drift.held_version) if v is not None), default=0)
             deletes[doc_id] = max(deletes.get(doc_id, 0), base + 1)
+    # One region's copy held from a lost CMS history protects the document in every region: a
+    # delete record on the chunks topic would reach them all.
+    lost = {d.doc_id for d in drifts if d.origin is Origin.CMS_LOST}
+    deletes = {doc_id: v for doc_id, v in deletes.items() if doc_id not in lost}
     return RepairPlan(
         tuple(sorted(reread)),
         tuple(sorted(republish - set(deletes))),

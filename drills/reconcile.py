@@ -23,8 +23,9 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from drills import progress
-from drills.diff import Drift, classify_region, counts_by_kind
+from drills.diff import Drift, Origin, classify_region, counts_by_kind
 from drills.errors import BadInput, DrillsError
+from drills.history import CmsHistory, assess, held_offsets
 from drills.plan import RepairPlan, plan_repair
 from drills.reread import request_reread
 from drills.source import SourceSnapshot, read_source
@@ -44,6 +45,8 @@ class ReconcileReport:
     plan: RepairPlan | None = None
     remaining: list[Drift] | None = None  # after a repair: what still differs
     seconds: float = 0.0
+    rounds: int = 0  # repair rounds run (a round repairs what drifted while the previous one ran)
+    cms_history: CmsHistory | None = None  # did the CMS producers' topic lose events regions hold?
 
     @property
     def drift_found(self) -> bool:
@@ -62,6 +65,8 @@ class ReconcileReport:
             "drifts": [d.to_dict() for d in self.drifts],
             "repair": None if self.plan is None else self.plan.to_dict(),
             "remaining": None if self.remaining is None else [d.to_dict() for d in self.remaining],
+            "repair_rounds": self.rounds,
+            "cms_history": None if self.cms_history is None else self.cms_history.to_dict(),
             "seconds": round(self.seconds, 3),
         }
 
@@ -74,26 +79,49 @@ def check_regions(settings: Settings, region: str | None) -> list[str]:
     return [region]
 
 
-def scan(
-    settings: Settings, regions: Sequence[str]
-) -> tuple[SourceSnapshot, list[Drift], dict[str, dict[str, int]]]:
-    """One pass: the source, then each region. Returns the drifts and, per region and document,
-    the highest version the region holds (chunks or bookkeeping, deleted markers included)."""
+@dataclass
+class Scan:
+    """One pass over the source and the regions."""
+
+    source: SourceSnapshot
+    drifts: list[Drift]
+    # Per region and document, the highest version the region holds (chunks or bookkeeping,
+    # deleted markers included).
+    held: dict[str, dict[str, int]]
+    # Per region and partition of the CMS topic, the highest offset its chunks were applied from.
+    cms_offsets: dict[str, dict[int, int]]
+
+    def cms_history(self, watermarks: dict[int, tuple[int, int]], topic: str) -> CmsHistory:
+        orphans = {d.doc_id for d in self.drifts if d.origin is Origin.CMS_LOST}
+        return assess(topic, watermarks, self.cms_offsets, orphans)
+
+
+def scan(settings: Settings, regions: Sequence[str]) -> Scan:
+    """One pass: the source, then each region."""
     from indexer.sink import RegionSink
 
     source = read_source(settings)
-    drifts: list[Drift] = []
-    held: dict[str, dict[str, int]] = {}
+    result = Scan(source, [], {}, {})
     for region in regions:
         rows, states = _read_region(RegionSink.for_region(settings, region), region)
-        mine = held.setdefault(region, {})
+        mine = result.held.setdefault(region, {})
         for doc_id, state in states.items():
             mine[doc_id] = max(mine.get(doc_id, state.version), state.version)
         for row in rows:
             doc_id, version = str(row["doc_id"]), int(row["version"])
             mine[doc_id] = max(mine.get(doc_id, version), version)
-        drifts.extend(classify_region(region, source.view, rows))
-    return source, drifts, held
+        result.cms_offsets[region] = held_offsets(settings.cms_topic, rows)
+        result.drifts.extend(classify_region(region, source.view, rows))
+    return result
+
+
+def cms_watermarks(settings: Settings) -> dict[int, tuple[int, int]]:
+    from drills.kafka_io import watermarks
+
+    try:
+        return watermarks(settings.kafka_bootstrap, settings.cms_topic, probe=True)
+    except BadInput:  # the topic does not exist (yet, or any more): it holds nothing
+        return {}
 
 
 def _read_region(sink: Any, region: str, attempts: int = 5, pause_s: float = 2.0) -> tuple[list[dict[str, Any]], Any]:
@@ -132,22 +160,80 @@ def reconcile(
 ) -> ReconcileReport:
     regions = check_regions(settings, region)
     started = clock()
-    source, drifts, held = scan(settings, regions)
-    if drifts and settle_s > 0:
+    found = scan(settings, regions)
+    if found.drifts and settle_s > 0:
         sleep(settle_s)
-        first = {_key(d) for d in drifts}
-        source, drifts, held = scan(settings, regions)
-        drifts = [d for d in drifts if _key(d) in first]
+        first = {_key(d) for d in found.drifts}
+        found = scan(settings, regions)
+        found.drifts = [d for d in found.drifts if _key(d) in first]
+    drifts, source = found.drifts, found.source
     report = ReconcileReport(regions, len(source.view.expected), drifts)
+    report.cms_history = found.cms_history(cms_watermarks(settings), settings.cms_topic)
+    for line in report.cms_history.evidence():
+        log.warning("CMS topic history lost: %s", line)
     for d in drifts:
         log.info("drift %s %s %s (%s): %s", d.region, d.kind.value, d.doc_id, d.origin.value, d.detail)
     if repair and drifts:
-        cms_versions = {doc_id: v for doc_id, (v, _op) in source.view.cms_versions.items()}
-        report.plan = plan_repair(drifts, cms_versions, held)
-        execute(settings, report.plan, source)
-        report.remaining = wait_repaired(settings, regions, report.plan, timeout_s, sleep, clock)
+        report.plan, report.remaining, report.rounds = repair_rounds(
+            settings, regions, found, settle_s, clock() + timeout_s, sleep, clock)
     report.seconds = clock() - started
     return report
+
+
+MAX_ROUNDS = 3
+
+
+def repair_rounds(
+    settings: Settings,
+    regions: Sequence[str],
+    found: Scan,
+    settle_s: float,
+    deadline: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> tuple[RepairPlan, list[Drift], int]:
+    """Repair, wait until what was planned is repaired, and repair again what drifted meanwhile.
+
+    A round's plan covers the drift found before it. A change that lands while it runs can make
+    another document drift (seen after the embedded broker lost its topics: the change agent
+    finished a batch of the lost topic's events late and put a document deleted since back into
+    every region): that is confirmed by a second scan after ``settle_s`` and repaired in the next
+    round, up to :data:`MAX_ROUNDS`. Returns the plans merged, what still differs, the rounds."""
+    plans: list[RepairPlan] = []
+    drifts = found.drifts
+    remaining: list[Drift] = []
+    while True:
+        cms_versions = {doc_id: v for doc_id, (v, _op) in found.source.view.cms_versions.items()}
+        plan = plan_repair(drifts, cms_versions, found.held)
+        plans.append(plan)
+        execute(settings, plan, found.source)
+        remaining = wait_repaired(settings, regions, plan, max(0.0, deadline - clock()), sleep, clock)
+        skip = {doc_id for p in plans for doc_id, _why in p.unrepairable}
+        new = {_key(d) for d in remaining if d.doc_id not in skip}
+        if not new or len(plans) >= MAX_ROUNDS or clock() > deadline:
+            break
+        log.info("%d documents drifted while the repair ran: another round", len({k[1] for k in new}))
+        sleep(settle_s)
+        found = scan(settings, regions)
+        drifts = [d for d in found.drifts if _key(d) in new]
+        if not drifts:
+            remaining = found.drifts
+            break
+    return merge_plans(plans), remaining, len(plans)
+
+
+def merge_plans(plans: Sequence[RepairPlan]) -> RepairPlan:
+    deletes: dict[str, int] = {}
+    for p in plans:
+        for doc_id, version in p.deletes:
+            deletes[doc_id] = max(deletes.get(doc_id, version), version)
+    repaired = {d for p in plans for d in (*p.reread_ids, *p.republish_ids)} | set(deletes)
+    return RepairPlan(
+        tuple(sorted({d for p in plans for d in p.reread_ids})),
+        tuple(sorted({d for p in plans for d in p.republish_ids})),
+        tuple(sorted(deletes.items())),
+        tuple(sorted({(d, w) for p in plans for d, w in p.unrepairable if d not in repaired})),
+    )
 
 
 def execute(settings: Settings, plan: RepairPlan, source: SourceSnapshot) -> None:
@@ -205,19 +291,23 @@ def wait_repaired(
     clock: Callable[[], float],
     interval_s: float = 1.0,
 ) -> list[Drift]:
-    """Scan until nothing differs but what the plan could not repair, or the timeout passes."""
-    skip = {doc_id for doc_id, _why in plan.unrepairable}
+    """Scan until no document the plan repairs differs any more, or the timeout passes; returns
+    what differs then (the plan's unrepairable documents, and any that drifted meanwhile)."""
+    planned = {*plan.reread_ids, *plan.republish_ids, *(doc_id for doc_id, _v in plan.deletes)}
     deadline = clock() + timeout_s
     while True:
-        _source, drifts, _held = scan(settings, regions)
-        left = [d for d in drifts if d.doc_id not in skip]
-        if not left or clock() > deadline:
+        drifts = scan(settings, regions).drifts
+        if not any(d.doc_id in planned for d in drifts) or clock() > deadline:
             return drifts
         sleep(interval_s)
 
 
 def summary_lines(report: ReconcileReport) -> list[str]:
     out = [f"source: {report.documents_in_source} documents; regions: {', '.join(report.regions)}"]
+    if report.cms_history is not None and report.cms_history.lost:
+        out.append(f"WARNING: the CMS topic {report.cms_history.topic} lost its history; documents held from it "
+                   "are never deleted by reconcile (publish them again from the CMS producers):")
+        out.extend(f"  {line}" for line in report.cms_history.evidence())
     for region in report.regions:
         counts = counts_by_kind([d for d in report.drifts if d.region == region])
         found = ", ".join(f"{k} {n}" for k, n in counts.items() if n) or "none"
@@ -229,8 +319,9 @@ def summary_lines(report: ReconcileReport) -> list[str]:
     if report.plan is not None:
         p = report.plan
         out.append(
-            f"repair: {len(p.reread_ids)} rows re-read from the table, {len(p.republish_ids)} CMS events "
-            f"published again, {len(p.deletes)} delete records; {len(p.unrepairable)} not repairable"
+            f"repair ({report.rounds} round{'s' if report.rounds != 1 else ''}): {len(p.reread_ids)} rows re-read "
+            f"from the table, {len(p.republish_ids)} CMS events published again, {len(p.deletes)} delete records; "
+            f"{len(p.unrepairable)} not repairable"
         )
         for doc_id, why in p.unrepairable:
             out.append(f"  not repairable: {doc_id}: {why}")

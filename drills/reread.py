@@ -11,15 +11,21 @@ row's whole state (text and vectors, never a metadata-only record) at the versio
 names; an unpublished row becomes a removal. The version given here is Postgres's current WAL
 insert position, taken before the agent reads the row, so it is above every version a region
 holds (committed changes only) and a change committed after it keeps a higher position and wins.
-What it cannot order: a transaction that wrote the row before that position and commits after
-the agent's read; its update is then held back until the document's next change, and the next
-reconcile reports it as stale and repairs it.
+
+A transaction that wrote the row before that position but commits after it would lose: the agent
+could read the row before the commit (the old state, published at the high version), and the
+transaction's own event, carrying its lower WAL position, would then be refused by every region's
+version guard, leaving the old state until the document's next change. So the requests are sent
+only once every transaction in flight when the position was taken has ended (committed or
+rolled back, from ``pg_current_snapshot()``'s in-progress list): whatever the agent reads then
+includes every change below the position. Transactions that start later write above it and win.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import psycopg
 from confluent_kafka import Producer
@@ -28,14 +34,42 @@ from drills.errors import DrillsError
 from regionsync.settings import Settings
 from streams.heal import HealRequest
 
+log = logging.getLogger(__name__)
+
 REQUESTER = "reconcile"  # the heal request's "region": who asked
 
 
-def current_wal_position(settings: Settings) -> int:
-    with psycopg.connect(settings.pg_dsn()) as conn:
+def wal_position_after_inflight(
+    settings: Settings, timeout_s: float = 120.0, poll_s: float = 0.05, clock: Callable[[], float] = time.monotonic
+) -> tuple[int, int]:
+    """The current WAL insert position, returned once every transaction that was in progress
+    when it was taken has ended; and how many had to be waited for. Raises :class:`DrillsError`
+    if some are still running after ``timeout_s`` (a stuck transaction: nothing was sent)."""
+    with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
         row = conn.execute("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint").fetchone()
-    assert row is not None
-    return int(row[0])
+        assert row is not None
+        # Taken after the position: a transaction that wrote below it and has not committed yet
+        # is in this snapshot's in-progress list (its id was assigned before its first write).
+        xids = [r[0] for r in conn.execute(
+            "SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) AS x "
+            "WHERE x IS DISTINCT FROM pg_current_xact_id_if_assigned()"
+        ).fetchall()]
+        deadline = clock() + timeout_s
+        waiting = list(xids)
+        while waiting:
+            running = conn.execute(
+                "SELECT x FROM unnest(%s::xid8[]) AS x WHERE pg_xact_status(x) = 'in progress'", (waiting,)
+            ).fetchall()
+            waiting = [str(r[0]) for r in running]
+            if not waiting:
+                break
+            if clock() > deadline:
+                raise DrillsError(
+                    f"{len(waiting)} transactions in flight at WAL position {row[0]} still running after "
+                    f"{timeout_s:.0f}s (xids {', '.join(waiting[:5])}); no row was re-read"
+                )
+            time.sleep(poll_s)
+    return int(row[0]), len(xids)
 
 
 def heal_requests(doc_ids: Sequence[str], version: int, now_ms: int) -> list[HealRequest]:
@@ -48,7 +82,9 @@ def request_reread(settings: Settings, doc_ids: Sequence[str]) -> int:
     the broker did not acknowledge them all."""
     if not doc_ids:
         return 0
-    version = current_wal_position(settings)
+    version, waited = wal_position_after_inflight(settings)
+    if waited:
+        log.info("re-read at WAL position %d after %d transactions in flight there ended", version, waited)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
     failures: list[str] = []
     for req in heal_requests(doc_ids, version, int(time.time() * 1000)):

@@ -478,8 +478,9 @@ class Workload:
         next_doc = 0
         period = 1.0 / c.doc_rate
         next_at = time.monotonic()
-        with psycopg.connect(self.settings.pg_dsn()) as conn:
-            while not self._stop.is_set():
+        conn = self._connect()
+        try:
+            while conn is not None and not self._stop.is_set():
                 op = next_doc_op(rng, [doc_id_of(c.run_id, d) for d in live], c.doc_pool)
                 if op == "insert":
                     doc, next_doc = next_doc, next_doc + 1
@@ -488,7 +489,15 @@ class Workload:
                 else:
                     doc = rng.choice(live)
                 rev = revision.get(doc, -1) + 1
-                change = self._write(conn, op, doc, rev)
+                try:
+                    change = self._write(conn, op, doc, rev)
+                except psycopg.OperationalError as exc:
+                    # The database went away (a restart, a fault drill): the change's outcome is
+                    # unknown, so it is not recorded as committed; connect again and go on.
+                    log.warning("document edit failed (%s); reconnecting", exc)
+                    conn.close()
+                    conn = self._connect()
+                    continue
                 with self._lock:
                     self._doc_changes.append(change)
                 revision[doc] = rev
@@ -498,6 +507,18 @@ class Workload:
                     live.remove(doc)
                 next_at = max(next_at + period, time.monotonic())
                 self._stop.wait(max(0.0, next_at - time.monotonic()))
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _connect(self) -> psycopg.Connection | None:
+        """A connection to the CMS database, retried until it answers; None if stopped first."""
+        while not self._stop.is_set():
+            try:
+                return psycopg.connect(self.settings.pg_dsn(), connect_timeout=5)
+            except psycopg.OperationalError:
+                self._stop.wait(0.5)
+        return None
 
     def _write(self, conn: psycopg.Connection, op: str, doc: int, rev: int) -> DocChange:
         doc_id = doc_id_of(self.config.run_id, doc)

@@ -16,6 +16,13 @@ FRESHNESS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
 )
 RECORDS_APPLIED = Counter("regionsync_index_records_applied_total", "Chunk records applied to the region", ["region"])
+# Records the version guard refused: the region held that version or a newer one. Under faults
+# these are the redeliveries and duplicates the pipeline absorbed (the fault suite counts them).
+RECORDS_SKIPPED = Counter(
+    "regionsync_index_records_skipped_total",
+    "Chunk records not applied: the region already held that version or a newer one",
+    ["region"],
+)
 APPLIED_OFFSET = Gauge(
     "regionsync_index_applied_offset",
     "Applied watermark: next offset of the chunks topic the region's indexer has committed",

@@ -15,17 +15,26 @@ from typing import Any
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
-from streams.events import DocRecord, RecordOp
+from streams.events import (
+    MAX_DOC_ID_BYTES,
+    MAX_STATUS_BYTES,
+    MAX_TAG_BYTES,
+    MAX_TAGS,
+    MAX_TITLE_BYTES,
+    DocRecord,
+    RecordOp,
+    utf8_len,
+)
 
-# Limits of the schema (Milvus counts VARCHAR max_length in UTF-8 bytes).
+# Limits of the schema (Milvus counts VARCHAR max_length in UTF-8 bytes). Those a document's own
+# fields must respect are the change agent's too (streams/events.py): one definition.
 MAX_ID = 64
-MAX_DOC_ID = 512
+MAX_DOC_ID = MAX_DOC_ID_BYTES
 MAX_HASH = 128
-MAX_TITLE = 4096
+MAX_TITLE = MAX_TITLE_BYTES
 MAX_TEXT = 65535
-MAX_STATUS = 128
-MAX_TAGS = 256
-MAX_TAG = 512
+MAX_STATUS = MAX_STATUS_BYTES
+MAX_TAG = MAX_TAG_BYTES
 
 # Milvus wants a vector field in every collection; the bookkeeping rows carry this constant one.
 DUMMY_DIM = 2
@@ -92,16 +101,7 @@ def versions_index(client: MilvusClient) -> Any:
     return params
 
 
-def _utf8_len(text: str) -> int:
-    return len(text.encode("utf-8"))
-
-
-def clip_utf8(text: str, max_bytes: int) -> str:
-    """Cut ``text`` to at most ``max_bytes`` UTF-8 bytes without splitting a character."""
-    raw = text.encode("utf-8")
-    if len(raw) <= max_bytes:
-        return text
-    return raw[:max_bytes].decode("utf-8", errors="ignore")
+_utf8_len = utf8_len
 
 
 def record_problem(record: DocRecord, dim: int) -> tuple[str, str] | None:

@@ -39,7 +39,6 @@ from indexer.schema import (
     DUMMY_VECTOR,
     MAX_TITLE,
     METRIC,
-    clip_utf8,
     documents_index,
     documents_schema,
     record_problem,
@@ -47,7 +46,7 @@ from indexer.schema import (
     versions_index,
     versions_schema,
 )
-from streams.events import DocRecord, chunk_id
+from streams.events import DocRecord, chunk_id, clip_utf8
 
 if TYPE_CHECKING:
     from regionsync.settings import Settings

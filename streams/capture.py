@@ -12,7 +12,19 @@ from typing import Any
 
 from regionsync.settings import PLACEHOLDER, Settings
 from streams.errors import PoisonEvent
-from streams.events import ChangeKind, DocumentChange, SourceRef, content_hash
+from streams.events import (
+    MAX_DOC_ID_BYTES,
+    MAX_STATUS_BYTES,
+    MAX_TAG_BYTES,
+    MAX_TAGS,
+    MAX_TITLE_BYTES,
+    ChangeKind,
+    DocumentChange,
+    SourceRef,
+    clip_utf8,
+    content_hash,
+    utf8_len,
+)
 
 
 @dataclass(frozen=True)
@@ -73,14 +85,20 @@ class CaptureSpec:
         self, doc_id: str, version: int, row: Mapping[str, Any], source: SourceRef, before: Any = None
     ) -> DocumentChange:
         """A row that exists after the change: an upsert if published, else a removal.
-        ``before`` is the old row when the source sent one (Debezium under REPLICA IDENTITY FULL)."""
+        ``before`` is the old row when the source sent one (Debezium under REPLICA IDENTITY FULL).
+        Raises :class:`PoisonEvent` for a row no region could hold (streams/events.py's limits)."""
+        check_doc_id(doc_id)
         status = _as_text(row.get(self.status_column, self.published_values[0] if self.published_values else ""))
         if status == PLACEHOLDER:
             # A TOASTed status cannot happen with a short status column; if it does, the
             # row's status is unknown and removing it would be a guess: keep it indexed.
             status = self.published_values[0] if self.published_values else ""
-        title = _as_text(row.get(self.title_column, ""))
+        if utf8_len(status) > MAX_STATUS_BYTES:
+            raise PoisonEvent("bad_field", f"status is {utf8_len(status)} bytes, more than {MAX_STATUS_BYTES}")
+        title = clip_utf8(_as_text(row.get(self.title_column, "")), MAX_TITLE_BYTES)
         tags = _as_tags(row.get(self.tags_column))
+        if len(tags) > MAX_TAGS or any(utf8_len(t) > MAX_TAG_BYTES for t in tags):
+            raise PoisonEvent("tags_too_large", f"{len(tags)} tags (at most {MAX_TAGS}, each at most {MAX_TAG_BYTES} bytes)")
         metadata = {c: row.get(c) for c in self.metadata_columns if c in row and row.get(c) != PLACEHOLDER}
         if status not in self.published_values:
             return DocumentChange(doc_id, version, ChangeKind.DELETE, source, title=title, tags=tags,
@@ -97,7 +115,13 @@ class CaptureSpec:
                               status=status, metadata=metadata, previous_hash=self.previous_hash(before))
 
     def removal(self, doc_id: str, version: int | None, source: SourceRef) -> DocumentChange:
+        check_doc_id(doc_id)
         return DocumentChange(doc_id, version, ChangeKind.DELETE, source)
+
+
+def check_doc_id(doc_id: str) -> None:
+    if not doc_id or utf8_len(doc_id) > MAX_DOC_ID_BYTES:
+        raise PoisonEvent("bad_doc_id", f"a document id must be 1..{MAX_DOC_ID_BYTES} bytes of UTF-8, got {utf8_len(doc_id)}")
 
 
 def _as_text(value: Any) -> str:

@@ -24,12 +24,12 @@ import orjson
 from streams.capture import CaptureSpec
 from streams.debezium import decode_json
 from streams.errors import PoisonEvent, StreamsError
-from streams.events import DocumentChange, SourceRef
+from streams.events import MAX_DOC_ID_BYTES, MAX_TAG_BYTES, MAX_TAGS, DocumentChange, SourceRef
 
 log = logging.getLogger(__name__)
 
 OPS = ("upsert", "delete")
-MAX_DOC_ID = 512
+MAX_DOC_ID = MAX_DOC_ID_BYTES  # UTF-8 bytes, as a region's index counts them
 MAX_VERSION = 2**63 - 1
 
 
@@ -62,8 +62,8 @@ def validate(data: Any, spec: CaptureSpec | None = None) -> CmsEvent:
     doc_id = data.get("doc_id")
     if not isinstance(doc_id, str) or not doc_id.strip():
         raise CmsEventError("doc_id: required, a non-empty string")
-    if len(doc_id) > MAX_DOC_ID:
-        raise CmsEventError(f"doc_id: longer than {MAX_DOC_ID} characters")
+    if len(doc_id.encode("utf-8")) > MAX_DOC_ID:
+        raise CmsEventError(f"doc_id: longer than {MAX_DOC_ID} bytes of UTF-8")
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= MAX_VERSION:
         raise CmsEventError("version: required, an integer between 0 and 2^63-1, increasing per document")
@@ -83,6 +83,8 @@ def validate(data: Any, spec: CaptureSpec | None = None) -> CmsEvent:
     tags = document.get(spec.tags_column)
     if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
         raise CmsEventError(f"document.{spec.tags_column}: must be a list of strings")
+    if tags is not None and (len(tags) > MAX_TAGS or any(len(t.encode("utf-8")) > MAX_TAG_BYTES for t in tags)):
+        raise CmsEventError(f"document.{spec.tags_column}: at most {MAX_TAGS} tags of at most {MAX_TAG_BYTES} bytes each")
     status = document.get(spec.status_column)
     if status is not None and not isinstance(status, str):
         raise CmsEventError(f"document.{spec.status_column}: must be a string")

@@ -27,6 +27,30 @@ import orjson
 
 RECORD_SCHEMA = 1
 
+# What one document may carry to fit every region's index (indexer/schema.py builds its
+# collections with these limits). The change agent enforces them when it parses a change
+# (streams/capture.py), so a document that cannot fit is dead-lettered once, by the agent, and
+# verify/reconcile, which parse the source the same way, agree that no region should hold it.
+# Before, the agent embedded such a document and every region's indexer dead-lettered the record,
+# while the source still said the regions should hold it: drift that no repair could end.
+MAX_DOC_ID_BYTES = 512
+MAX_TITLE_BYTES = 4096  # a longer title is clipped, not refused: it only labels a hit
+MAX_TAGS = 256
+MAX_TAG_BYTES = 512
+MAX_STATUS_BYTES = 128
+
+
+def utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def clip_utf8(text: str, max_bytes: int) -> str:
+    """Cut ``text`` to at most ``max_bytes`` UTF-8 bytes without splitting a character."""
+    raw = text.encode("utf-8")
+    if len(raw) <= max_bytes:
+        return text
+    return raw[:max_bytes].decode("utf-8", errors="ignore")
+
 
 class ChangeKind(StrEnum):
     UPSERT = "upsert"  # the document exists and is published: index this content

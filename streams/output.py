@@ -27,10 +27,26 @@ def make_producer(settings: Settings) -> Producer:
     )
 
 
+def renew(producer: Producer) -> None:
+    """Drop what an idempotent producer still holds, before it is replaced by a new one.
+
+    Why replace it: after the broker lost its state (the embedded broker keeps everything in
+    memory), the producer's id is unknown to it, and librdkafka retries with that id until the
+    message timeout, then again with the next batch: seen, the change agent stalled for good,
+    every flush "1 records unacknowledged". A new producer gets a new id. What was purged is sent
+    again by the caller's retry (the batch is not committed), and duplicates are harmless here."""
+    try:
+        producer.purge(in_queue=True, in_flight=True, blocking=False)
+        producer.flush(0)
+    except Exception:  # noqa: BLE001 - it is being thrown away either way
+        pass
+
+
 class KafkaRecordOutput:
     def __init__(self, settings: Settings, producer: Producer | None = None, flush_timeout: float = 60.0) -> None:
         self.chunks_topic = settings.chunks_topic
         self.dlq_topic = settings.dlq_topic
+        self._settings = settings if producer is None else None  # an injected producer is kept
         self.producer = producer or make_producer(settings)
         self.flush_timeout = flush_timeout
         self._errors: list[str] = []
@@ -59,4 +75,8 @@ class KafkaRecordOutput:
         remaining = self.producer.flush(self.flush_timeout)
         errors, self._errors = self._errors, []
         if remaining or errors:
+            if self._settings is not None:
+                renew(self.producer)
+                self.producer = make_producer(self._settings)
+                self._errors = []  # the purged records' reports: the retried batch sends them again
             raise OutputError(f"{remaining} records unacknowledged, {len(errors)} failed: {'; '.join(errors[:3])}")

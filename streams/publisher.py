@@ -12,6 +12,7 @@ from regionsync.settings import Settings
 from streams.capture import CaptureSpec
 from streams.cms import CmsEvent, read_jsonl, validate
 from streams.errors import StreamsError
+from streams.output import renew
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,13 @@ class CmsPublisher:
     def __init__(self, settings: Settings, producer: Producer | None = None) -> None:
         self.settings = settings
         self.spec = CaptureSpec.from_settings(settings)
-        self.producer = producer or Producer(
+        self._own = producer is None
+        self.producer = producer or self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        return Producer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                "bootstrap.servers": self.settings.kafka_bootstrap,
                 "acks": "all",
                 "enable.idempotence": True,
                 "linger.ms": 5,
@@ -50,6 +55,9 @@ class CmsPublisher:
             self.producer.poll(0)
         remaining = self.producer.flush(timeout)
         if remaining or failures:
+            if self._own:  # a broker that lost its state no longer knows this producer: a new one
+                renew(self.producer)
+                self.producer = self._new_producer()
             raise PublishError(
                 f"{len(failures) + remaining} of {len(checked)} events not acknowledged: {'; '.join(failures[:5])}"
             )

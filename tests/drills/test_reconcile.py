@@ -26,8 +26,7 @@ DELETED = [f"rc-{i}" for i in range(1, 6)]
 
 
 def _drift(settings: Settings) -> dict[tuple[str, str], DriftKind]:
-    _source, drifts, _held = scan(settings, settings.regions)
-    return {(d.region, d.doc_id): d.kind for d in drifts}
+    return {(d.region, d.doc_id): d.kind for d in scan(settings, settings.regions).drifts}
 
 
 def _restart_broker_and_connect_while_deleting(settings: Settings, db: psycopg.Connection, ids: list[str]) -> None:

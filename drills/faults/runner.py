@@ -1,0 +1,173 @@
+"""Run the chosen scenarios on a stack of the suite's own and collect the results.
+
+The stack is the embedded default (``regionsync/stack``) in a new state directory on free ports,
+with secrets made up for the run (random, so the secrets scan cannot miss one that leaked: a
+default password could appear by coincidence), started once; the scenarios run one after the
+other, their trials in turn. After each trial every process the stack runs is checked and any
+that is gone is started again (and said so in the trial's notes), so one scenario's damage does
+not become the next one's failure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from drills.errors import BadInput
+from drills.faults.checks import LogFolder, wait_converged
+from drills.faults.context import FaultContext, Load
+from drills.faults.figures import summarise
+from drills.faults.model import TrialResult
+from drills.faults.plan import plan_trials
+from drills.faults.registry import ORDER, build
+from drills.faults.scenario import Scenario
+from regionsync.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FaultOptions:
+    scenarios: tuple[str, ...] = ()  # empty: every scenario
+    trials: int | None = None  # per scenario (default: each scenario's own, full or quick)
+    quick: bool = False
+    seed: int = 11
+    state_dir: Path | None = None
+    keep_state: bool = False
+    load: Load = field(default_factory=Load)
+    converge_timeout_s: float = 240.0
+
+
+def select(names: Sequence[str]) -> list[str]:
+    unknown = [n for n in names if n not in ORDER]
+    if unknown:
+        raise BadInput(f"unknown scenario {', '.join(unknown)}; known: {', '.join(ORDER)}")
+    wanted = set(names) or set(ORDER)
+    return [n for n in ORDER if n in wanted]  # the suite's order: destructive ones last
+
+
+def suite_settings(settings: Settings) -> Settings:
+    """Secrets nobody could type by accident, so the scan proves none leaked."""
+    return settings.model_copy(update={
+        "pg_password": SecretStr(f"pg-{secrets.token_hex(10)}"),
+        "admin_token": SecretStr(f"admin-{secrets.token_hex(10)}"),
+        "s3_access_key_id": SecretStr(f"AKIA{secrets.token_hex(8).upper()}"),
+        "s3_secret_access_key": SecretStr(f"s3-{secrets.token_hex(16)}"),
+    })
+
+
+def run(base: Settings, options: FaultOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
+    from regionsync.bench.runner import machine_info
+    from regionsync.bench.stackrun import BenchStack
+
+    names = select(options.scenarios)
+    scenarios = [build(n) for n in names]
+    for scenario in scenarios:
+        scenario.quick = options.quick
+    bench = BenchStack.create(base, options.state_dir)
+    bench.settings = suite_settings(bench.settings)
+    s = bench.settings
+    results: dict[str, Any] = {
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "seed": options.seed,
+        "quick": options.quick,
+        "machine": machine_info(),
+        "workload": asdict(options.load),
+        "state_dir": str(s.state_dir),
+        "scenarios": [],
+    }
+    t_start = time.monotonic()
+    ctx = FaultContext(s, options.load, say, options.converge_timeout_s)
+    try:
+        say(f"faults: starting the stack in {s.state_dir}")
+        start_stack(s)
+        folder = LogFolder(s)
+        _settle(ctx, folder)
+        for scenario in scenarios:
+            results["scenarios"].append(run_scenario(ctx, scenario, options, folder))
+    finally:
+        results["seconds"] = round(time.monotonic() - t_start, 1)
+        bench.stop(keep_state=options.keep_state)
+    return results
+
+
+def start_stack(settings: Settings, attempts: int = 3) -> None:
+    """Infrastructure, workers, then the connector. On a loaded machine Connect's validate call can
+    outlast the REST client's read timeout: the apply is idempotent, so it is tried again."""
+    from connectors.errors import ConnectRestError
+    from regionsync.stack import stack
+
+    stack.start_infra(settings)
+    stack.start_workers(settings)
+    for attempt in range(attempts):
+        try:
+            stack.apply_connector(settings)
+            return
+        except ConnectRestError:
+            if attempt == attempts - 1:
+                raise
+            log.warning("applying the connector timed out; trying again")
+
+
+def _settle(ctx: FaultContext, folder: LogFolder) -> None:
+    """One short warm-up load (model loaded, groups joined, a session in each region)."""
+    ctx.say("faults: warm-up")
+    wl = ctx.workload(seed=0, run_id="warmup")
+    time.sleep(5)
+    load = wl.stop()
+    end = wait_converged(ctx.settings, folder, load, ctx.converge_timeout_s)
+    if not end.converged:
+        ctx.say(f"faults: the warm-up did not converge: {end.lost[:3]} {end.stale_docs[:3]} {end.sessions.differing[:3]}")
+
+
+def run_scenario(ctx: FaultContext, scenario: Scenario, options: FaultOptions, folder: LogFolder) -> dict[str, Any]:
+    n = options.trials or (scenario.quick_trials if options.quick else scenario.full_trials)
+    timing = (scenario.quick_timing or scenario.timing) if options.quick else scenario.timing
+    plans = plan_trials(scenario.name, n, options.seed, timing, scenario.targets(ctx))
+    trials: list[TrialResult] = []
+    for plan in plans:
+        ctx.say(f"faults: {scenario.name} trial {plan.index + 1}/{n} "
+                f"(fault after {plan.fault_after_s:.1f}s for {plan.fault_s:.1f}s{', ' + plan.target if plan.target else ''})")
+        started = time.monotonic()
+        try:
+            result = scenario.run_trial(ctx, plan, folder)
+        except Exception as exc:  # noqa: BLE001 - one broken trial is a row entry, not the end of the suite
+            log.exception("%s trial %d failed", scenario.name, plan.index)
+            result = TrialResult(plan, 1, 0, 0, 0, None, error=f"{type(exc).__name__}: {exc}"[:500])
+        restarted = heal_stack(ctx)
+        if restarted:
+            result.notes["restarted_after_trial"] = restarted
+        result.notes["trial_seconds"] = round(time.monotonic() - started, 1)
+        ctx.say(f"faults: {scenario.name} trial {plan.index + 1}: lost {result.lost}, stale {result.stale}, "
+                f"duplicates {result.duplicates}, converged in "
+                f"{'-' if result.converge_s is None else f'{result.converge_s:.1f}s'}"
+                + (f", error: {result.error}" if result.error else ""))
+        trials.append(result)
+    return {
+        "name": scenario.name,
+        "description": scenario.summary,
+        "summary": summarise(scenario.name, trials),
+        "note": scenario.note(trials),
+        "trials": [t.to_dict() for t in trials],
+    }
+
+
+def heal_stack(ctx: FaultContext) -> list[str]:
+    """Start every process of the stack that is not running; the names of those started."""
+    from drills import inject
+
+    missing = [name for name in (*inject.shared_workers(),
+                                 *(n for r in ctx.settings.regions for n in inject.region_workers(ctx.settings, r)))
+               if inject.main_pid(ctx.settings, name) is None]
+    if missing:
+        log.warning("after the trial these were not running: %s; starting them", ", ".join(missing))
+        inject.restart(ctx.settings, missing)
+    return missing

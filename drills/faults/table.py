@@ -1,0 +1,80 @@
+"""The suite's table, rendered from the results dict (the one ``--json`` writes), so the table of
+any saved run can be printed again: ``regionsync faults --show FILE [--markdown]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+HEADERS = ("scenario", "trials", "faults", "lost", "stale docs", "duplicates absorbed", "converge p50 / max", "notes")
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for sc in results["scenarios"]:
+        row = sc["summary"]
+        converge = f"{_secs(row['converge_p50_s'])} / {_secs(row['converge_max_s'])}"
+        if row["not_converged"]:
+            converge += f" ({row['not_converged']} did not)"
+        notes = sc.get("note") or ""
+        if row.get("problems"):
+            notes = f"{row['problems']} problem(s): {row['problem_examples'][0]}" + (f"; {notes}" if notes else "")
+        if row["errors"]:
+            notes = f"{row['errors']} trial(s) failed: {row['error_examples'][0]}" + (f"; {notes}" if notes else "")
+        out.append((
+            sc["name"], str(row["trials"]), str(row["faults"]), str(row["lost"]), str(row["stale"]),
+            str(row["duplicates"]), converge, notes,
+        ))
+    return out
+
+
+def render(results: dict[str, Any], width: int = 60) -> str:
+    """A plain-text table (notes wrapped at ``width`` characters)."""
+    body = [tuple(_clip(c, width) if i == len(HEADERS) - 1 else c for i, c in enumerate(r)) for r in rows(results)]
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(HEADERS)]
+    line = "  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True))
+    out = [line, "-" * len(line)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
+    verdict = "every scenario: 0 lost, 0 stale, converged" if all_ok(results) else "FAILURES: see the rows above"
+    return "\n".join([*out, "", verdict, _footer(results)])
+
+
+def markdown(results: dict[str, Any]) -> str:
+    out = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    out += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows(results)]
+    return "\n".join([*out, "", _footer(results)])
+
+
+def all_ok(results: dict[str, Any]) -> bool:
+    return all(sc["summary"]["ok"] for sc in results["scenarios"])
+
+
+def _footer(results: dict[str, Any]) -> str:
+    m = results.get("machine") or {}
+    w = results.get("workload") or {}
+    return (
+        f"{results.get('started', '?')}, seed {results.get('seed')}, {'quick' if results.get('quick') else 'full'} run, "
+        f"{results.get('seconds', 0):.0f}s; {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('ram_gb', '?')} GB, "
+        f"load {m.get('load_start')}; workload: {w.get('doc_rate')} document commits/s, {w.get('users')} customers "
+        f"(a turn every ~{w.get('think_s')}s each)"
+    )
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def save(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS) + b"\n")
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(path.read_bytes())
+    return data

@@ -1,0 +1,130 @@
+"""Pure parts of the fault suite: trial plans from a seed, figures, the table, what a redelivery
+is, which secrets are looked for."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from drills.diff import Drift, DriftKind, Origin
+from drills.errors import BadInput
+from drills.faults import table
+from drills.faults.checks import lost_documents
+from drills.faults.figures import bucket_delta, histogram_quantile, percentile, summarise
+from drills.faults.model import TrialPlan, TrialResult
+from drills.faults.plan import Timing, plan_trials
+from drills.faults.registry import ORDER, build, describe
+from drills.faults.runner import select, suite_settings
+from drills.faults.secrets_scan import secrets_of
+from drills.faults.topics import change_identity
+from regionsync.settings import Settings
+
+
+def test_plans_are_drawn_from_the_seed_within_the_ranges() -> None:
+    timing = Timing(fault_after=(2.0, 8.0), fault=(60.0, 60.0), after=(1.0, 3.0))
+    a = plan_trials("indexer-kill", 20, 7, timing, ["indexer-east", "indexer-north"])
+    assert a == plan_trials("indexer-kill", 20, 7, timing, ["indexer-east", "indexer-north"])
+    assert a != plan_trials("indexer-kill", 20, 8, timing, ["indexer-east", "indexer-north"])
+    assert [p.index for p in a] == list(range(20))
+    assert all(2.0 <= p.fault_after_s <= 8.0 and p.fault_s == 60.0 and 1.0 <= p.after_s <= 3.0 for p in a)
+    assert {p.target for p in a} == {"indexer-east", "indexer-north"}
+    # Another scenario's stream is its own: adding one does not move this one's moments.
+    assert [p.fault_after_s for p in plan_trials("agent-kill", 3, 7, timing)] != [p.fault_after_s for p in a[:3]]
+    assert plan_trials("agent-kill", 2, 7, timing)[0].target == ""
+
+
+def test_percentiles_and_prometheus_style_histogram_quantiles() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert math.isclose(percentile([1.0, 2.0, 3.0, 4.0], 99) or 0, 3.97)
+    buckets = {0.1: 10.0, 0.5: 90.0, 1.0: 99.0, 2.0: 100.0, math.inf: 100.0}
+    assert math.isclose(histogram_quantile(0.5, buckets) or 0, 0.1 + 0.4 * 40 / 80)
+    assert math.isclose(histogram_quantile(0.99, buckets) or 0, 1.0)
+    assert histogram_quantile(0.99, {math.inf: 0.0}) is None
+    assert histogram_quantile(0.99, {1.0: 0.0, math.inf: 5.0}) == 1.0  # beyond the last bound
+    assert bucket_delta({1.0: 5.0, math.inf: 7.0}, {1.0: 2.0, math.inf: 3.0}) == {1.0: 3.0, math.inf: 4.0}
+    assert bucket_delta({1.0: 1.0, math.inf: 1.0}, {1.0: 2.0, math.inf: 3.0}) == {1.0: 1.0, math.inf: 1.0}
+
+
+def _result(i: int, lost: int = 0, stale: int = 0, converge: float | None = 5.0, **kw: object) -> TrialResult:
+    return TrialResult(TrialPlan("x", i, i, 1.0, 1.0, 1.0), 1, lost, stale, 2, converge, **kw)  # type: ignore[arg-type]
+
+
+def test_a_row_sums_the_trials_and_fails_on_any_loss_staleness_problem_or_timeout() -> None:
+    ok = summarise("x", [_result(0, converge=2.0), _result(1, converge=4.0), _result(2, converge=9.0)])
+    assert ok["trials"] == 3 and ok["faults"] == 3 and ok["duplicates"] == 6
+    assert ok["converge_p50_s"] == 4.0 and ok["converge_max_s"] == 9.0 and ok["ok"]
+    assert not summarise("x", [_result(0, lost=1)])["ok"]
+    assert not summarise("x", [_result(0, stale=1)])["ok"]
+    assert not summarise("x", [_result(0, converge=None)])["ok"]
+    assert not summarise("x", [_result(0, problems=("secret leaked",))])["ok"]
+    assert not summarise("x", [_result(0, error="boom")])["ok"]
+    assert not summarise("x", [])["ok"]
+
+
+def test_trial_results_round_trip_through_json() -> None:
+    r = _result(3, lost=1, lost_detail=("d1",), notes={"p99": 0.4}, problems=("p",))
+    assert TrialResult.from_dict(orjson.loads(orjson.dumps(r.to_dict()))) == r
+
+
+def test_the_table_renders_every_row_and_says_what_failed(tmp_path: Path) -> None:
+    results = {
+        "seed": 11, "quick": True, "seconds": 300.0, "started": "2026-11-30T15:00:00+00:00",
+        "machine": {"cpu": "EPYC", "cores": 2, "ram_gb": 24.0, "load_start": [1.0, 1.0, 1.0]},
+        "workload": {"doc_rate": 2.0, "users": 3, "think_s": 1.0},
+        "scenarios": [
+            {"name": "agent-kill", "summary": summarise("agent-kill", [_result(0)]), "note": "", "trials": []},
+            {"name": "broker-loss", "summary": summarise("broker-loss", [_result(0, lost=2, converge=None)]),
+             "note": "dialog log lost", "trials": []},
+        ],
+    }
+    text = table.render(results)
+    assert "agent-kill" in text and "broker-loss" in text and "FAILURES" in text and "did not" in text
+    assert "EPYC, 2 cores" in text
+    md = table.markdown(results)
+    assert md.splitlines()[0].startswith("| scenario |") and md.count("\n| ") == 2  # two rows
+    path = tmp_path / "r.json"
+    table.save(results, path)
+    assert table.load(path) == results and not table.all_ok(results)
+
+
+def test_a_redelivered_change_event_has_the_identity_of_the_first() -> None:
+    value = orjson.dumps({"before": None, "after": {"id": "a"}, "op": "u", "source": {"lsn": 42}})
+    assert change_identity(b'{"id":"a"}', value) == (b'{"id":"a"}', 42, "u")
+    wrapped = orjson.dumps({"schema": {}, "payload": {"op": "d", "source": {"lsn": 7}}})
+    assert change_identity(b"k", wrapped) == (b"k", 7, "d")
+    assert change_identity(b"k", None) is None  # a tombstone repeats legitimately
+    assert change_identity(b"k", orjson.dumps({"op": "r", "source": {"lsn": 1}})) is None  # a snapshot read
+    assert change_identity(b"k", b"{not json") is None
+
+
+def test_every_set_secret_is_looked_for_and_the_suite_makes_its_own_up() -> None:
+    base = Settings(milvus_token=SecretStr(""), answer_llm_api_key=SecretStr("sk/with+chars"))
+    found = secrets_of(base)
+    assert "pg_password" in found and "milvus_token" not in found
+    assert found["answer_llm_api_key (URL-encoded)"] == "sk%2Fwith%2Bchars"
+    mine = suite_settings(base)
+    for name in ("pg_password", "admin_token", "s3_access_key_id", "s3_secret_access_key"):
+        assert getattr(mine, name).get_secret_value() != getattr(base, name).get_secret_value()
+        assert len(getattr(mine, name).get_secret_value()) >= 16
+
+
+def test_lost_documents_are_the_workload_changes_a_region_does_not_hold() -> None:
+    drifts = [Drift("east", "w-1", DriftKind.STALE, Origin.TABLE, "old"),
+              Drift("north", "other", DriftKind.MISSING, Origin.TABLE, "gone")]
+    assert lost_documents(drifts, ["w-1", "w-2"]) == ["w-1 (stale in east)"]
+
+
+def test_scenarios_are_known_by_name_in_the_suite_order() -> None:
+    assert select([]) == list(ORDER)
+    assert select(["secrets", "agent-kill"]) == ["agent-kill", "secrets"]
+    with pytest.raises(BadInput, match="unknown scenario"):
+        select(["no-such"])
+    assert ORDER[-1] == "secrets"
+    assert [name for name, _summary, _n in describe()] == list(ORDER)
+    assert {n: t for n, _s, t in describe()}["agent-kill"] == 20
+    assert build("connect-kill").full_trials == 10

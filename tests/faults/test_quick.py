@@ -1,0 +1,58 @@
+"""``regionsync faults --quick`` on a real embedded stack of its own: one trial of every scenario
+under the live workload. Every row must say 0 lost, 0 stale, converged, no problem; the broker
+loss must be detected (the CMS topic's lost history) without deleting the CMS documents; the
+storm must dead-letter every hostile event with a fitting reason and crash nothing; no secret in
+any log or output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from drills.faults import table
+from drills.faults.registry import ORDER
+from regionsync import cli
+
+pytestmark = pytest.mark.integration
+
+
+def test_quick_fault_suite_loses_nothing_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "faults.json"
+    code = cli.main(["faults", "--quick", "--json", str(out), "--seed", "5"])
+    printed = capsys.readouterr().out
+    results = table.load(out)
+    rows = {sc["name"]: sc for sc in results["scenarios"]}
+    assert list(rows) == list(ORDER)
+    failures = {name: (sc["summary"], [t for t in sc["trials"] if t["lost"] or t["stale"] or t["problems"]
+                                       or t["error"] or t["converge_s"] is None][:1])
+                for name, sc in rows.items() if not sc["summary"]["ok"]}
+    assert not failures, failures
+    assert code == 0 and "every scenario: 0 lost, 0 stale, converged" in printed
+    for name, sc in rows.items():
+        assert sc["summary"]["trials"] >= 1 and name in printed
+        if name != "secrets":
+            assert sc["summary"]["faults"] >= 1
+            assert all(t["notes"].get("doc_changes", 0) > 0 for t in sc["trials"]), name  # under load
+    assert sum(t["notes"].get("turns_acked", 0) for sc in rows.values() for t in sc["trials"]) > 0
+
+    loss = rows["broker-loss"]["trials"][0]["notes"]
+    assert loss["cms_history_lost"] and len(loss["cms_history_orphans"]) == loss["cms_documents"]
+    assert loss["cms_republished_by_producer"] == loss["cms_documents"]
+    assert loss["dialog_log_restarts_seen"] >= 1
+
+    storm = rows["poison-storm"]["trials"][0]["notes"]
+    assert storm["hostile"] >= 300 and storm["misfiled"] == 0 and storm["crashed_or_restarted"] == []
+    assert storm["hostile_by_kind"].get("cms:ten_mb_document") == storm["hostile_by_kind"].get("cdc:ten_mb_document") == 1
+
+    secrets = rows["secrets"]["trials"][0]["notes"]
+    assert secrets["found"] == [] and secrets["files_scanned"] >= 8 and len(secrets["secrets"]) >= 4
+
+    assert cli.main(["faults", "--show", str(out), "--markdown"]) == 0
+    assert "| broker-loss |" in capsys.readouterr().out
+
+
+def test_bad_input_fails_before_a_stack_is_started(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["faults", "--scenario", "no-such-fault"]) == 2
+    assert "unknown scenario" in capsys.readouterr().err
+    assert cli.main(["faults", "--trials", "0"]) == 2
