@@ -19,6 +19,7 @@ class Failing:
     def __init__(self, exc: Exception) -> None:
         self.settings = Settings()
         self.region = "east"
+        self.chat = None  # no chat endpoint configured: extractive answers
         self.exc = exc
 
     def readings(self) -> dict[str, Any]:
