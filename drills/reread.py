@@ -49,11 +49,13 @@ def wal_position_after_inflight(
         row = conn.execute("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint").fetchone()
         assert row is not None
         # Taken after the position: a transaction that wrote below it and has not committed yet
-        # is in this snapshot's in-progress list (its id was assigned before its first write).
-        xids = [r[0] for r in conn.execute(
-            "SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) AS x "
-            "WHERE x IS DISTINCT FROM pg_current_xact_id_if_assigned()"
-        ).fetchall()]
+        # got its id before its first write, so before the id this statement assigns to itself.
+        # A snapshot's in-progress list alone is not enough: its xmax is the newest *completed*
+        # id + 1, so a running transaction with an id at or above xmax is not listed (seen: the
+        # only writer in flight was exactly at xmax). Every id below our own is a candidate.
+        snapshot, own = conn.execute("SELECT pg_current_snapshot()::text, pg_current_xact_id()::text").fetchone() \
+            or ("", "")
+        xids = [str(x) for x in inflight_candidates(str(snapshot), int(own))]
         deadline = clock() + timeout_s
         waiting = list(xids)
         while waiting:
@@ -70,6 +72,17 @@ def wal_position_after_inflight(
                 )
             time.sleep(poll_s)
     return int(row[0]), len(xids)
+
+
+def inflight_candidates(snapshot: str, own_xid: int, limit: int = 100_000) -> list[int]:
+    """Transaction ids that may have been running when ``snapshot`` ('xmin:xmax:xip,...') was
+    taken by the statement that was assigned ``own_xid`` (pure): the snapshot's in-progress list
+    plus every id from its xmax up to ours (assigned meanwhile, not listed). ``limit`` bounds the
+    range: ids are assigned only to writers, so thousands between two statements is already odd."""
+    xmin_text, xmax_text, xip_text = (snapshot.split(":") + ["", ""])[:3]
+    xmax = int(xmax_text or xmin_text or own_xid)
+    listed = {int(x) for x in xip_text.split(",") if x}
+    return sorted(listed | set(range(max(xmax, own_xid - limit), own_xid)))
 
 
 def heal_requests(doc_ids: Sequence[str], version: int, now_ms: int) -> list[HealRequest]:

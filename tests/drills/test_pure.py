@@ -190,3 +190,13 @@ def test_durations_and_times() -> None:
     assert parse_time_ms("2026-11-30T00:00:00Z") == parse_time_ms("2026-11-30T00:00:00") == 1795996800000
     with pytest.raises(BadInput):
         parse_time_ms("yesterday")
+
+
+def test_inflight_candidates_include_running_ids_at_or_above_the_snapshots_xmax() -> None:
+    from drills.reread import inflight_candidates
+
+    # xmax is the newest completed id + 1: a writer that got 739 is running but not listed.
+    assert inflight_candidates("737:739:737", 741) == [737, 739, 740]
+    assert inflight_candidates("800:800:", 801) == [800]
+    assert inflight_candidates("5:9:5,7", 9) == [5, 7]
+    assert len(inflight_candidates("1:1:", 10**6, limit=10)) == 10
