@@ -189,10 +189,21 @@ def _dumps(state: SessionState) -> str:
 
 
 class PostgresStore:
+    """A region's state store in Postgres. A connection the server dropped (a restart, a failover)
+    is replaced at the next call: the call that saw it fail raised (the worker then reloads from
+    the store, the service answers 503), the ones after work again."""
+
     def __init__(self, dsn: str, topic: str) -> None:
         self.topic = topic
+        self._dsn = dsn
         self._conn = psycopg.connect(dsn, autocommit=True)
         self._conn.execute(SCHEMA)
+
+    @property
+    def _live(self) -> psycopg.Connection[Any]:
+        if self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self._dsn, autocommit=True)
+        return self._conn
 
     @classmethod
     def for_region(cls, settings: Settings, region: str) -> PostgresStore:
@@ -201,26 +212,26 @@ class PostgresStore:
         return cls(settings.pg_dsn(database), settings.dialog_topic)
 
     def get(self, session_id: str) -> SessionState | None:
-        row = self._conn.execute("SELECT state FROM dialog_sessions WHERE session_id = %s", (session_id,)).fetchone()
+        row = self._live.execute("SELECT state FROM dialog_sessions WHERE session_id = %s", (session_id,)).fetchone()
         return None if row is None else SessionState.from_dict(orjson.loads(row[0]))
 
     def all_states(self) -> list[SessionState]:
-        with self._conn.cursor() as cur:
+        with self._live.cursor() as cur:
             cur.execute("SELECT state FROM dialog_sessions ORDER BY session_id")
             return [SessionState.from_dict(orjson.loads(row[0])) for row in cur]
 
     def count(self) -> int:
-        row = self._conn.execute("SELECT count(*) FROM dialog_sessions").fetchone()
+        row = self._live.execute("SELECT count(*) FROM dialog_sessions").fetchone()
         return int(row[0]) if row else 0
 
     def offsets(self) -> dict[int, int]:
-        rows = self._conn.execute(
+        rows = self._live.execute(
             "SELECT partition, next_offset FROM dialog_offsets WHERE topic = %s", (self.topic,)
         ).fetchall()
         return {int(p): int(o) for p, o in rows}
 
     def stats(self) -> Stats:
-        row = self._conn.execute(
+        row = self._live.execute(
             f"SELECT {', '.join(_STAT_COLUMNS)} FROM dialog_stats WHERE topic = %s", (self.topic,)
         ).fetchone()
         return Stats(*map(int, row)) if row else Stats()
@@ -232,7 +243,8 @@ class PostgresStore:
         self, states: Iterable[SessionState], offsets: Mapping[int, int], expected: Mapping[int, int], stats: Stats
     ) -> None:
         rows = [(s.session_id, s.status, s.last_seq, _dumps(s)) for s in states]
-        with self._conn.transaction(), self._conn.cursor() as cur:
+        conn = self._live
+        with conn.transaction(), conn.cursor() as cur:
             for p, new in offsets.items():
                 old = expected.get(p)
                 if old is None:
@@ -277,7 +289,8 @@ class PostgresStore:
         )
 
     def replace_all(self, states: Iterable[SessionState], offsets: Mapping[int, int], stats: Stats) -> None:
-        with self._conn.transaction(), self._conn.cursor() as cur:
+        conn = self._live
+        with conn.transaction(), conn.cursor() as cur:
             cur.execute("TRUNCATE dialog_sessions")
             cur.execute("DELETE FROM dialog_offsets WHERE topic = %s", (self.topic,))
             cur.execute("DELETE FROM dialog_stats WHERE topic = %s", (self.topic,))

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import orjson
+import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from dialog import metrics, reducer
@@ -173,10 +174,28 @@ class DialogWorker:
         return consumed
 
     def run(self) -> None:
-        """Follow the log until :attr:`stopping` is set; check the positions while idle."""
+        """Follow the log until :attr:`stopping` is set; check the positions while idle.
+
+        The state store failing (its database restarting) does not end the worker: the batch was
+        not committed, so it waits, reloads states and positions from the store (a commit whose
+        answer was lost may have landed) and reads on from there. Seen under the fault suite:
+        both regions' workers exited when Postgres was restarted, and their stores fell behind."""
         while not self.stopping.is_set():
-            if not self.poll_once() and self._clock() - self._checked_at >= CHECK_EVERY_S:
-                self.check_positions()
+            try:
+                if not self.poll_once() and self._clock() - self._checked_at >= CHECK_EVERY_S:
+                    self.check_positions()
+            except psycopg.OperationalError as exc:
+                log.warning("dialog worker %s: state store unavailable (%s); reloading from it when it is back",
+                            self.region, exc)
+                self._reload()
+
+    def _reload(self, pause_s: float = 1.0) -> None:
+        while not self.stopping.wait(pause_s):
+            try:
+                self.start()
+                return
+            except psycopg.OperationalError:
+                continue
 
     def check_positions(self) -> list[int]:
         """Move every partition whose stored position is not on the folded log to the log's start

@@ -87,6 +87,11 @@ class BrokerLoss(Scenario):
                 problems.append(f"the CMS producer could not publish again after the loss: {exc}")
         notes["cms_republished_by_producer"] = len(republished)
         end = wait_converged(s, folder, load, ctx.converge_timeout_s, log_lost=True)
+        if end.converged:
+            # From now on the reference for these sessions is what every region agreed on (the
+            # log no longer has their beginning) plus what the new log adds: later trials compare
+            # every session with that, exactly.
+            folder.adopt(s.regions[0])
         notes["dialog_log_restarts_seen"] = folder.restarts
         notes["dialog_log_lost_turns"] = len(end.sessions.log_lost_turns)
         result = result_of(plan, 1, end, skips.total(), load, notes)

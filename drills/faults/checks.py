@@ -90,6 +90,15 @@ class LogFolder:
                  for m in self._read(folded, start={p: pos - 1 for p, pos in folded.items()}, timeout_s=10.0)}
         return any(found.get(p) != self.last.get(p) for p in folded)
 
+    def adopt(self, region: str) -> None:
+        """Take ``region``'s sessions as the fold so far (after the log lost events every region
+        still holds; checked equal across regions and covering the log before this is called)."""
+        store = PostgresStore.for_region(self.settings, region)
+        try:
+            self.states.update({st.session_id: st for st in store.all_states()})
+        finally:
+            store.close()
+
     @contextmanager
     def witness(self, every_s: float = 0.3) -> Iterator[None]:
         """Fold the log in the background (e.g. until a broker loses it, so the fold saw what it held)."""

@@ -202,3 +202,36 @@ def test_judge_on_plain_data() -> None:
     assert judge(3, 5, None, states) is Verdict.EXPIRED
     assert judge(5, 5, None, {}) is Verdict.SAME_LOG  # the record before was removed, nothing after was
     assert judge(2, 0, (b"k", b"{not json"), states) is Verdict.SAME_LOG  # was dead-lettered
+
+
+class FlakyStore(MemoryStore):
+    """The first commit fails as a restarting Postgres would make it fail."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(topic)
+        self.failures = 1
+
+    def commit(self, *args: Any, **kwargs: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            import psycopg
+
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        super().commit(*args, **kwargs)
+
+
+def test_the_worker_rides_through_its_state_store_failing() -> None:
+    events = conversation("s", random.Random(9), turns=2)
+    store = FlakyStore(TOPIC)
+    log = FakeLog(events)
+    w = worker(log, store)
+    real_consume = log.consume
+
+    def consume(n: int, timeout: float) -> list[Msg]:
+        if store.offsets() == {0: len(events)}:
+            w.stopping.set()
+        return real_consume(n, timeout)
+
+    log.consume = consume  # type: ignore[method-assign]
+    w.run()
+    assert store.failures == 0 and store.get("s") == fold(events)["s"] and store.offsets() == {0: len(events)}
