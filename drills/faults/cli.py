@@ -36,10 +36,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _interrupted(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from drills.faults import table
     from drills.faults.registry import describe
@@ -74,7 +70,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     # Stopped by Ctrl-C or SIGTERM: raise, so the runner's cleanup stops the suite's stack.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupted)
+    from regionsync.bench.cli import interrupted
+
+    signal.signal(signal.SIGTERM, interrupted)
     results = run_suite(settings, options, say=lambda msg: print(msg, file=sys.stderr, flush=True))
     if args.json:
         table.save(results, args.json)

@@ -99,22 +99,13 @@ def run(base: Settings, options: FaultOptions, say: Callable[[str], None] = prin
     return results
 
 
-def start_stack(settings: Settings, attempts: int = 3) -> None:
-    """Infrastructure, workers, then the connector. On a loaded machine Connect's validate call can
-    outlast the REST client's read timeout: the apply is idempotent, so it is tried again."""
-    from connectors.errors import ConnectRestError
+def start_stack(settings: Settings) -> None:
+    """Infrastructure, workers, then the connector (tried again on a slow Connect)."""
     from regionsync.stack import stack
 
     stack.start_infra(settings)
     stack.start_workers(settings)
-    for attempt in range(attempts):
-        try:
-            stack.apply_connector(settings)
-            return
-        except ConnectRestError:
-            if attempt == attempts - 1:
-                raise
-            log.warning("applying the connector timed out; trying again")
+    stack.apply_connector(settings, attempts=3)
 
 
 def _settle(ctx: FaultContext, folder: LogFolder) -> None:

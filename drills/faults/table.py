@@ -3,10 +3,11 @@ any saved run can be printed again: ``regionsync faults --show FILE [--markdown]
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import orjson
+from regionsync.bench.report import load, save  # the same JSON files as the bench's
+
+__all__ = ["all_ok", "load", "markdown", "render", "rows", "save"]
 
 HEADERS = ("scenario", "trials", "faults", "lost", "stale docs", "duplicates absorbed", "converge p50 / max", "notes")
 
@@ -70,11 +71,3 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def save(results: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS) + b"\n")
-
-
-def load(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = orjson.loads(path.read_bytes())
-    return data

@@ -32,7 +32,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _interrupted(signum: int, frame: Any) -> None:
+def interrupted(signum: int, frame: Any) -> None:
+    """SIGTERM as Ctrl-C: raise, so a run's cleanup stops its stack (the fault suite uses it too)."""
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # Stopped by Ctrl-C or SIGTERM (even when started in the background, where SIGINT is ignored
     # by default): raise, so the runner's cleanup stops the bench's stack and profilers.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     results = run_bench(settings, options, say=lambda msg: print(msg, file=sys.stderr, flush=True))
     if args.json:
         report.save(results, args.json)

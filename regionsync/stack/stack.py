@@ -47,13 +47,23 @@ def start_infra(settings: Settings) -> None:
         connect.start(settings)
 
 
-def apply_connector(settings: Settings, timeout: float = 120.0) -> str:
+def apply_connector(settings: Settings, timeout: float = 120.0, attempts: int = 1) -> str:
+    """Register the connector (idempotent) and wait until it runs. On a loaded machine Connect's
+    validate call can outlast the REST client's read timeout: ``attempts`` tries it again."""
     from connectors.client import ConnectClient
     from connectors.config import load, secret_values
+    from connectors.errors import ConnectRestError
 
     config = load(settings)
     client = ConnectClient(settings.connect_url, secrets=secret_values(settings, config))
-    outcome = client.apply(settings.connector_name, config)
+    for attempt in range(attempts):
+        try:
+            outcome = client.apply(settings.connector_name, config)
+            break
+        except ConnectRestError:
+            if attempt == attempts - 1:
+                raise
+            log.warning("applying the connector timed out; trying again")
     client.wait_running(settings.connector_name, timeout=timeout)
     return str(outcome)
 

@@ -51,15 +51,7 @@ def settings() -> Iterator[Settings]:
 def apply_connector_patiently(settings: Settings, attempts: int = 3) -> None:
     """Register the connector; on a machine loaded by other test runs Connect's validate call can
     outlast the client's read timeout, so a timed-out attempt is retried (the call is idempotent)."""
-    from connectors.errors import ConnectRestError
-
-    for attempt in range(attempts):
-        try:
-            stack.apply_connector(settings)
-            return
-        except ConnectRestError:
-            if attempt == attempts - 1:
-                raise
+    stack.apply_connector(settings, attempts=attempts)
 
 
 def run_stack(
