@@ -18,6 +18,7 @@ import psycopg
 
 from regionsync.errors import StackError
 from regionsync.settings import Settings
+from regionsync.stack import procs
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,103 @@ def start(settings: Settings) -> None:
             f"-p {settings.pg_port} -c wal_level=logical -c listen_addresses=127.0.0.1 -k {ddir} "
             "-c max_replication_slots=10 -c max_wal_senders=10 -c fsync=off -c full_page_writes=off"
         )
-        _run(
-            [pg_bin("pg_ctl"), "-D", str(ddir), "-w", "-t", "60", "-l", str(ddir / "server.log"), "-o", opts, "start"],
-            "pg_ctl start",
-        )
+        clear_stale_lock(ddir)
+        try:
+            _run(
+                [pg_bin("pg_ctl"), "-D", str(ddir), "-w", "-t", "60", "-l", str(ddir / "server.log"), "-o", opts,
+                 "start"],
+                "pg_ctl start",
+            )
+        except StackError as exc:
+            raise StackError(f"{exc}\nlast lines of {ddir / 'server.log'}:\n{_tail(ddir / 'server.log')}") from exc
     ensure_databases(settings)
+
+
+def clear_stale_lock(ddir: Path, timeout: float = 30.0, poll_s: float = 0.2) -> bool:
+    """Remove the ``postmaster.pid`` a killed server left behind when it is safe; True if removed.
+
+    Postgres removes a stale lock file itself when its PID is gone, but refuses to start while that
+    PID answers ``kill(pid, 0)``: a zombie nobody has reaped yet, or the number reused by another
+    program. Seen in the fault suite on a loaded machine: the SIGKILLed postmaster (re-parented to
+    PID 1 when pg_ctl exited) was still a zombie when the restart came, and every start failed
+    with "lock file already exists". The files are removed only once its postmaster is not a running
+    postgres and no process is attached to its shared memory any more: a backend orphaned by the
+    kill and still running is what the lock protects the data from, so that is waited for.
+    """
+    lock = ddir / "postmaster.pid"
+    try:
+        lines = lock.read_text().splitlines()
+    except OSError:
+        return False
+    try:
+        pid = int(lines[0])
+    except (IndexError, ValueError):
+        return False
+    if _is_postgres(pid):
+        return False  # a live server: pg_ctl start says so
+    shmid = _lock_shmid(lines)
+    deadline = time.monotonic() + timeout
+    while (attached := _shm_attached(shmid)) > 0:
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"postgres in {ddir} was killed but {attached} of its processes are still attached to its "
+                f"shared memory (segment {shmid}) after {timeout:.0f}s; stop them before starting it again"
+            )
+        time.sleep(poll_s)
+    # The socket's lock file (the data dir is the socket dir here, `-k`) names the same
+    # postmaster and is checked the same way: "lock file .s.PGSQL.<port>.lock already exists".
+    for socket_lock in ddir.glob(".s.PGSQL.*.lock"):
+        try:
+            owner = int(socket_lock.read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue
+        if not _is_postgres(owner):
+            socket_lock.unlink(missing_ok=True)
+    lock.unlink(missing_ok=True)
+    log.info("postgres: removed the lock files of a server that is gone (pid %d)", pid)
+    return True
+
+
+def _is_postgres(pid: int) -> bool:
+    """A running (not zombie) process of a Postgres server."""
+    return procs.pid_alive(pid) and "postgres" in _cmdline(pid)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _lock_shmid(lines: list[str]) -> int | None:
+    # postmaster.pid, line 7: "<shared memory key> <shared memory id>" (miscadmin.h, LOCK_FILE_LINE_SHMEM_KEY).
+    try:
+        return int(lines[6].split()[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _shm_attached(shmid: int | None) -> int:
+    """Processes attached to System V shared memory segment ``shmid`` (0 if it is gone)."""
+    if shmid is None:
+        return 0
+    try:
+        rows = Path("/proc/sysvipc/shm").read_text().splitlines()
+    except OSError:
+        return 0
+    for row in rows[1:]:
+        cols = row.split()
+        if len(cols) > 6 and cols[1] == str(shmid):
+            return int(cols[6])
+    return 0
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def _repair_data_dir_mode(ddir: Path) -> None:
