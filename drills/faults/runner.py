@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,12 @@ def run(base: Settings, options: FaultOptions, say: Callable[[str], None] = prin
         folder = LogFolder(s)
         _settle(ctx, folder)
         for scenario in scenarios:
-            results["scenarios"].append(run_scenario(ctx, scenario, options, folder))
+            row = run_scenario(ctx, scenario, options, folder)
+            results["scenarios"].append(row)
+            if "aborted" in row:  # the figures so far are kept and saved; the rest did not run
+                results["aborted"] = row["aborted"]
+                results["not_run"] = [sc.name for sc in scenarios[scenarios.index(scenario) + 1:]]
+                break
     finally:
         results["seconds"] = round(time.monotonic() - t_start, 1)
         bench.stop(keep_state=options.keep_state)
@@ -133,7 +138,16 @@ def run_scenario(ctx: FaultContext, scenario: Scenario, options: FaultOptions, f
         except Exception as exc:  # noqa: BLE001 - one broken trial is a row entry, not the end of the suite
             log.exception("%s trial %d failed", scenario.name, plan.index)
             result = TrialResult(plan, 1, 0, 0, 0, None, error=f"{type(exc).__name__}: {exc}"[:500])
-        restarted = heal_stack(ctx)
+        try:
+            restarted = heal_stack(ctx)
+        except Exception as exc:  # noqa: BLE001 - reported in the row; the suite cannot go on without its stack
+            log.exception("%s trial %d: the stack could not be restarted", scenario.name, plan.index)
+            why = f"the stack could not be restarted: {type(exc).__name__}: {exc}"[:500]
+            result = replace(result, error=f"{result.error}; {why}" if result.error else why)
+            trials.append(result)
+            aborted = f"{scenario.name} trial {plan.index + 1}: the stack could not be restarted: {exc}"[:1000]
+            ctx.say(f"faults: {aborted}; the suite stops here")
+            return _row(scenario, trials) | {"aborted": aborted}
         if restarted:
             result.notes["restarted_after_trial"] = restarted
         result.notes["trial_seconds"] = round(time.monotonic() - started, 1)
@@ -142,6 +156,10 @@ def run_scenario(ctx: FaultContext, scenario: Scenario, options: FaultOptions, f
                 f"{'-' if result.converge_s is None else f'{result.converge_s:.1f}s'}"
                 + (f", error: {result.error}" if result.error else ""))
         trials.append(result)
+    return _row(scenario, trials)
+
+
+def _row(scenario: Scenario, trials: list[TrialResult]) -> dict[str, Any]:
     return {
         "name": scenario.name,
         "description": scenario.summary,

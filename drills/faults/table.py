@@ -43,17 +43,23 @@ def render(results: dict[str, Any], width: int = 60) -> str:
     out = [line, "-" * len(line)]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
     verdict = "every scenario: 0 lost, 0 stale, converged" if all_ok(results) else "FAILURES: see the rows above"
-    return "\n".join([*out, "", verdict, _footer(results)])
+    return "\n".join([*out, "", verdict, *_aborted(results), _footer(results)])
 
 
 def markdown(results: dict[str, Any]) -> str:
     out = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     out += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows(results)]
-    return "\n".join([*out, "", _footer(results)])
+    return "\n".join([*out, "", *_aborted(results), _footer(results)])
 
 
 def all_ok(results: dict[str, Any]) -> bool:
-    return all(sc["summary"]["ok"] for sc in results["scenarios"])
+    return "aborted" not in results and all(sc["summary"]["ok"] for sc in results["scenarios"])
+
+
+def _aborted(results: dict[str, Any]) -> list[str]:
+    if "aborted" not in results:
+        return []
+    return [f"ABORTED: {results['aborted']}; not run: {', '.join(results.get('not_run') or []) or '-'}"]
 
 
 def _footer(results: dict[str, Any]) -> str:

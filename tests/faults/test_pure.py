@@ -92,6 +92,20 @@ def test_the_table_renders_every_row_and_says_what_failed(tmp_path: Path) -> Non
     assert table.load(path) == results and not table.all_ok(results)
 
 
+def test_a_suite_that_lost_its_stack_says_so_and_is_not_ok() -> None:
+    results = {
+        "seed": 11, "quick": False, "seconds": 60.0, "started": "2026-11-30T15:00:00+00:00",
+        "machine": {}, "workload": {},
+        "scenarios": [{"name": "agent-kill", "summary": summarise("agent-kill", [_result(0)]), "note": "",
+                       "trials": []}],
+        "aborted": "postgres-restart trial 2: the stack could not be restarted: pg_ctl start failed",
+        "not_run": ["broker-loss"],
+    }
+    assert not table.all_ok(results)
+    assert "ABORTED: postgres-restart trial 2" in table.render(results) and "not run: broker-loss" in table.render(results)
+    assert "ABORTED" in table.markdown(results)
+
+
 def test_a_redelivered_change_event_has_the_identity_of_the_first() -> None:
     value = orjson.dumps({"before": None, "after": {"id": "a"}, "op": "u", "source": {"lsn": 42}})
     assert change_identity(b'{"id":"a"}', value) == (b'{"id":"a"}', 42, "u")
