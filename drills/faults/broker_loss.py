@@ -41,15 +41,22 @@ class BrokerLoss(Scenario):
     summary = "the embedded broker killed and restarted empty (every topic and offset lost) under load; reconcile"
     cms_docs = 5
 
+    def __init__(self) -> None:
+        self.published: dict[str, dict[str, Any]] = {}  # every CMS document the trials published
+
     def run_trial(self, ctx: FaultContext, plan: TrialPlan, folder: LogFolder) -> TrialResult:
         s = ctx.settings
         run = f"{plan.index}x{plan.seed % 10_000}"
-        docs = [{"doc_id": f"brokerloss-{run}-cms-{i}", "version": 1, "op": "upsert",
+        docs: list[dict[str, Any]] = [{"doc_id": f"brokerloss-{run}-cms-{i}", "version": 1, "op": "upsert",
                  "document": {"title": f"Published straight to Kafka {i}",
                               "body": f"A CMS document {i} of broker-loss trial {run}, whose only source is the topic.",
                               "tags": ["cms"]}} for i in range(self.cms_docs)]
         publisher = CmsPublisher(s)
         publisher.publish(docs)
+        # The producer's own record of what it published, over every trial: a later loss takes
+        # away the events of earlier trials' documents too (published again after their own loss).
+        published = self.published
+        published.update({str(d["doc_id"]): d for d in docs})
         skips = SkipCounter(ctx)
         workload = ctx.workload(plan.seed, run_id=f"brokerloss-{run}")
         notes: dict[str, Any] = {"cms_documents": len(docs)}
@@ -78,11 +85,14 @@ class BrokerLoss(Scenario):
         notes["reconcile_s"] = round(time.monotonic() - started, 1)
         notes.update(_detected(report))
         # The CMS producer publishes again what only the lost topic knew.
-        republished = [d["doc_id"] for d in docs if d["doc_id"] in set(notes.get("cms_history_orphans", []))]
+        # As a CMS producer does from its own source of truth: everything it published whose event
+        # the topic lost (this trial's documents, and earlier trials' again).
+        orphans = set(notes.get("cms_history_orphans", []))
+        republished = [doc_id for doc_id in published if doc_id in orphans]
         problems: list[str] = []
         if republished:
             try:
-                _publish(publisher, [d for d in docs if d["doc_id"] in set(republished)])
+                _publish(publisher, [published[doc_id] for doc_id in republished])
             except PublishError as exc:
                 problems.append(f"the CMS producer could not publish again after the loss: {exc}")
         notes["cms_republished_by_producer"] = len(republished)
