@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 from typing import IO, Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from regionsync.settings import Settings
 from streams.capture import CaptureSpec
@@ -48,18 +48,32 @@ class CmsPublisher:
             if err is not None:
                 failures.append(f"{msg.key()!r}: {err}")
 
-        for event in checked:
-            self.producer.produce(
-                self.settings.cms_topic, key=event.doc_id.encode("utf-8"), value=event.to_bytes(), on_delivery=on_delivery
-            )
-            self.producer.poll(0)
-        remaining = self.producer.flush(timeout)
+        try:
+            for event in checked:
+                self.producer.produce(
+                    self.settings.cms_topic, key=event.doc_id.encode("utf-8"), value=event.to_bytes(),
+                    on_delivery=on_delivery,
+                )
+                self.producer.poll(0)
+            remaining = self.producer.flush(timeout)
+        except (KafkaException, SystemError) as exc:
+            # A fatal producer error comes out of poll/flush as an exception (seen after the broker
+            # lost its state: "out of order sequence number", the idempotent producer's sequence
+            # desynchronised); confluent-kafka raises it as a SystemError caused by the
+            # KafkaException when a delivery callback runs while it is pending. Nothing is known
+            # to be acknowledged: the same PublishError as an unacknowledged send, with a new producer.
+            cause = exc if isinstance(exc, KafkaException) else exc.__cause__
+            if not isinstance(cause, KafkaException):
+                raise
+            failures.append(f"the producer failed: {cause.args[0] if cause.args else cause}")
+            remaining = len(checked)
         if remaining or failures:
             if self._own:  # a broker that lost its state no longer knows this producer: a new one
                 renew(self.producer)
                 self.producer = self._new_producer()
             raise PublishError(
-                f"{len(failures) + remaining} of {len(checked)} events not acknowledged: {'; '.join(failures[:5])}"
+                f"{min(len(checked), len(failures) + remaining)} of {len(checked)} events not acknowledged: "
+                f"{'; '.join(failures[:5])}"
             )
         return len(checked)
 

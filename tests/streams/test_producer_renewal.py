@@ -59,3 +59,51 @@ def test_the_dialog_publisher_and_the_cms_publisher_renew_theirs(nowhere: Settin
     with pytest.raises(StreamsError):
         cms.publish([{"doc_id": "a", "version": 1, "op": "delete"}], timeout=0.5)
     assert cms.producer is not before
+
+
+class _FatalOnFlush:
+    """A producer whose flush meets a fatal error, raised as confluent-kafka raises it: the
+    KafkaException itself, or a SystemError caused by it (a delivery callback ran while it was
+    pending; seen after the broker lost its state: out-of-order sequence number)."""
+
+    def __init__(self, wrapped: bool) -> None:
+        self.wrapped = wrapped
+
+    def produce(self, *a: object, **k: object) -> None: ...
+
+    def poll(self, t: float) -> int:
+        return 0
+
+    def purge(self, **k: object) -> None: ...
+
+    def flush(self, t: float) -> int:
+        from confluent_kafka import KafkaError, KafkaException
+
+        fatal = KafkaException(KafkaError(KafkaError._FATAL, "out of order sequence number", fatal=True))
+        if not self.wrapped:
+            raise fatal
+        raise SystemError("<built-in method __format__ of KafkaError> returned a result with an exception set") from fatal
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_the_cms_publisher_turns_a_fatal_producer_error_into_a_publish_error_and_renews(
+    nowhere: Settings, wrapped: bool
+) -> None:
+    from streams.publisher import PublishError
+
+    cms = CmsPublisher(nowhere)
+    cms.producer = _FatalOnFlush(wrapped)  # type: ignore[assignment]
+    with pytest.raises(PublishError, match="1 of 1 events not acknowledged: the producer failed"):
+        cms.publish([{"doc_id": "a", "version": 1, "op": "delete"}], timeout=0.5)
+    assert not isinstance(cms.producer, _FatalOnFlush)
+
+
+def test_a_system_error_without_a_kafka_cause_is_not_swallowed(nowhere: Settings) -> None:
+    class Broken(_FatalOnFlush):
+        def flush(self, t: float) -> int:
+            raise SystemError("something else")
+
+    cms = CmsPublisher(nowhere)
+    cms.producer = Broken(False)  # type: ignore[assignment]
+    with pytest.raises(SystemError, match="something else"):
+        cms.publish([{"doc_id": "a", "version": 1, "op": "delete"}], timeout=0.5)
