@@ -132,9 +132,10 @@ def load(
     source: str | Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Read and render a connector template (default: the packaged Postgres documents connector)."""
+    """Read and render a connector template (default: the packaged Postgres documents connector),
+    with the source region's settings: the CMS database it captures and Connect live there."""
     text, origin = read_template(source)
-    return render(text, settings, env=env, origin=origin)
+    return render(text, settings.source(), env=env, origin=origin)
 
 
 def secret_values(settings: Settings, config: Mapping[str, str] | None = None) -> list[str]:

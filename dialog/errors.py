@@ -30,3 +30,7 @@ class SnapshotError(DialogError):
 
 class DeliveryError(DialogError):
     """The broker did not acknowledge an event: the caller must not tell the customer it happened."""
+
+
+class PromotionsChanged(DialogError):
+    """A promotion was recorded while a batch was folded: nothing was written; fold it again."""

@@ -1,9 +1,11 @@
 """Session events: the only record of a conversation.
 
 Every event is a frozen dataclass carrying its identity and order (``session_id``, per-session
-``seq`` starting at 1, a globally unique ``event_id``), when it happened (``ts_ms``) and the region
-that wrote it (``origin``). One topic carries all of them, keyed by session id, so a session's
-events sit in one partition in the order they were written.
+``seq`` starting at 1, a globally unique ``event_id``), when it happened (``ts_ms``), the region
+that wrote it (``origin``) and that region's epoch when it wrote it (``epoch``: the fencing token
+of :mod:`dialog.fence`; 0 in events written before epochs existed). Each region's dialog topic
+carries the events its service wrote, keyed by session id, so a session's events sit in one
+partition in the order they were written; the other regions hold a copy (mirror/).
 
 Wire format: one orjson object per record, ``{"type": ..., "v": ..., <common fields>, <payload>}``.
 ``v`` is the version of that type's payload. A reader accepts every version it knows (today all
@@ -38,6 +40,7 @@ class DialogEvent:
     event_id: str
     ts_ms: int
     origin: str
+    epoch: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

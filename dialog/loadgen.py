@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Any
 
 from dialog.events import (
     BotReplied,
@@ -33,7 +34,7 @@ def conversation(
     events: list[DialogEvent] = []
     ts = start_ms
 
-    def add(cls: type[DialogEvent], **payload: object) -> None:
+    def add(cls: type[DialogEvent], **payload: Any) -> None:
         nonlocal ts
         ts += rng.randint(50, 5000)
         seq = len(events) + 1

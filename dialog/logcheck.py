@@ -35,9 +35,11 @@ class Verdict(StrEnum):
 
 
 def judge(
-    position: int, low: int, record: tuple[bytes | None, bytes | None] | None, states: dict[str, SessionState]
+    position: int, low: int, record: tuple[bytes | None, bytes | None] | None, states: dict[str, SessionState],
+    fenced: set[str] | frozenset[str] = frozenset(),
 ) -> Verdict:
-    """``record``: (key, value) found at ``position - 1`` (None: nothing there). Pure."""
+    """``record``: (key, value) found at ``position - 1`` (None: nothing there); ``fenced``: event
+    ids the store set aside (a promotion's cut: dialog/fence.py), which it read but did not fold. Pure."""
     if position <= 0:
         return Verdict.SAME_LOG
     if position - 1 < low:
@@ -51,29 +53,30 @@ def judge(
     state = states.get(event.session_id)
     if state is not None and (event.seq, event.event_id) in state.recent:
         return Verdict.SAME_LOG
+    if event.event_id in fenced:
+        return Verdict.SAME_LOG
     return Verdict.RECREATED
 
 
 class KafkaLogReader:
-    """Reads single records of the log by offset (assign only: it never joins a group)."""
+    """Reads single records of the region's logs by offset (assign only: it never joins a group)."""
 
-    def __init__(self, settings: Settings, topic: str, region: str, timeout_s: float = 2.0) -> None:
-        self.topic = topic
+    def __init__(self, settings: Settings, region: str, timeout_s: float = 2.0) -> None:
         self.timeout_s = timeout_s
         self._consumer = Consumer({**consumer_config(settings, f"regionsync-dialog-check-{region}"),
                                    "auto.offset.reset": "error"})
 
-    def watermarks(self, partition: int) -> tuple[int, int] | None:
+    def watermarks(self, topic: str, partition: int) -> tuple[int, int] | None:
         try:
             low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, partition), timeout=self.timeout_s, cached=False)
+                TopicPartition(topic, partition), timeout=self.timeout_s, cached=False)
         except KafkaException:
             return None
         return int(low), int(high)
 
-    def record_at(self, partition: int, offset: int) -> tuple[bytes | None, bytes | None] | None:
+    def record_at(self, topic: str, partition: int, offset: int) -> tuple[bytes | None, bytes | None] | None:
         """The record at ``offset``, or None when the log has none there within the timeout."""
-        self._consumer.assign([TopicPartition(self.topic, partition, offset)])
+        self._consumer.assign([TopicPartition(topic, partition, offset)])
         try:
             for msg in self._consumer.consume(1, self.timeout_s):
                 if msg.error() is None and msg.offset() == offset:
@@ -86,4 +89,4 @@ class KafkaLogReader:
         self._consumer.close()
 
 
-LogReader = Any  # what the worker needs: watermarks(partition), record_at(partition, offset), close()
+LogReader = Any  # what the worker needs: watermarks(topic, partition), record_at(topic, partition, offset), close()

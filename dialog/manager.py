@@ -109,8 +109,10 @@ class DialogManager:
         new_id: Callable[[], str] = new_event_id,
         fallback: Handler | None = None,
         cache_size: int = 100_000,
+        epoch: int = 0,
     ) -> None:
         self._publisher = publisher
+        self._epoch = epoch  # the writing region's epoch: every event carries it (dialog/fence.py)
         self._sessions = sessions
         self._region = region
         self._clock = clock
@@ -182,6 +184,7 @@ class DialogManager:
             event_id=self._new_id(),
             ts_ms=self._clock(),
             origin=self._region,
+            epoch=self._epoch,
             **payload,
         )
 

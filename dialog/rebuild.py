@@ -39,7 +39,7 @@ class RebuildReport:
     events_replayed: int  # log records consumed after the restore point
     seconds: float
     restore_seconds: float  # of which: reading the snapshot and loading it into the store
-    positions: dict[int, int]
+    positions: dict[str, int]  # "topic[partition]" -> next offset
 
     @property
     def events_per_second(self) -> float:
@@ -48,7 +48,7 @@ class RebuildReport:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["skipped_snapshots"] = list(self.skipped_snapshots)
-        out["positions"] = {str(p): o for p, o in self.positions.items()}
+        out["positions"] = dict(self.positions)
         out["events_per_second"] = round(self.events_per_second, 1)
         return out
 
@@ -68,7 +68,7 @@ def restore(store: StateStore, snapshots: SnapshotStore | None, region: str) -> 
         return Restored(EXISTING_STORE)
     if snapshots is None:
         return Restored(FULL_REPLAY)
-    loaded = snapshots.load_latest()
+    loaded = snapshots.load_latest(promotions=store.promotions())
     if loaded.snapshot is None:
         if loaded.skipped:
             log.warning("region %s: no usable snapshot (%d skipped): replaying the whole log", region, len(loaded.skipped))
@@ -76,7 +76,8 @@ def restore(store: StateStore, snapshots: SnapshotStore | None, region: str) -> 
             log.info("region %s: no snapshot yet: replaying the whole log", region)
         return Restored(FULL_REPLAY, skipped=loaded.skipped)
     snap = loaded.snapshot
-    store.replace_all(snap.states, snap.manifest.offsets, snap.manifest.stats)
+    store.replace_all(snap.states, snap.manifest.offsets, snap.manifest.stats, snap.manifest.sources,
+                      snap.manifest.folded)
     log.info(
         "region %s: restored %d sessions from snapshot %s%s",
         region,

@@ -3,7 +3,11 @@
 Layout under ``s3://BUCKET/PREFIX/TOPIC/``::
 
     data/<id>.jsonl.gz      every session state, one JSON object per line, gzip
-    manifests/<id>.json     topic, offsets, stats, session count, data key, size and sha256
+    manifests/<id>.json     topic, positions, source positions, stats, session count, data key,
+                            size and sha256
+
+Each region writes its snapshots to its own object store: the positions are offsets of that
+region's broker (its own dialog topic and its copies of the others'), meaningless anywhere else.
 
 A snapshot is written data first, manifest last. A manifest is one small PUT, which S3 stores
 whole or not at all, so a manifest exists only for data that was completely written: a reader
@@ -22,8 +26,8 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -32,13 +36,27 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dialog.errors import SnapshotError
+from dialog.fence import Promotion, tainted
 from dialog.state import SessionState
-from dialog.store import Stats
+from dialog.store import TP, Origin, Stats
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+# 2: positions per (topic, partition) and source positions per (origin, partition); format 1
+# (one topic's partitions) is read as unusable: its positions cannot say which log they are on.
+FORMAT = 2
+
+
+def _nest(flat: Mapping[tuple[str, int], int]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for (name, p), value in sorted(flat.items()):
+        out.setdefault(name, {})[str(p)] = value
+    return out
+
+
+def _flat(nested: Mapping[str, Mapping[str, Any]]) -> dict[tuple[str, int], int]:
+    return {(str(name), int(p)): int(v) for name, parts in nested.items() for p, v in parts.items()}
 
 
 @dataclass(frozen=True)
@@ -47,12 +65,14 @@ class Manifest:
     topic: str
     region: str
     created_ms: int
-    offsets: dict[int, int]
+    offsets: dict[TP, int]
     stats: Stats
     sessions: int
     data_key: str
     size: int
     sha256: str
+    sources: dict[Origin, int] = field(default_factory=dict)
+    folded: dict[Origin, int] = field(default_factory=dict)
     format: int = FORMAT
 
     @property
@@ -67,7 +87,9 @@ class Manifest:
                 "topic": self.topic,
                 "region": self.region,
                 "created_ms": self.created_ms,
-                "offsets": {str(p): o for p, o in self.offsets.items()},
+                "offsets": _nest(self.offsets),
+                "sources": _nest(self.sources),
+                "folded": _nest(self.folded),
                 "stats": self.stats.to_dict(),
                 "sessions": self.sessions,
                 "data_key": self.data_key,
@@ -86,7 +108,9 @@ class Manifest:
             topic=str(data["topic"]),
             region=str(data["region"]),
             created_ms=int(data["created_ms"]),
-            offsets={int(p): int(o) for p, o in data["offsets"].items()},
+            offsets=_flat(data["offsets"]),
+            sources=_flat(data.get("sources") or {}),
+            folded=_flat(data.get("folded") or {}),
             stats=Stats.from_dict(data["stats"]),
             sessions=int(data["sessions"]),
             data_key=str(data["data_key"]),
@@ -160,7 +184,8 @@ class SnapshotStore:
 
     # ------------------------------------------------------------------ writing
     def write(
-        self, states: Iterable[SessionState], offsets: Mapping[int, int], stats: Stats, region: str
+        self, states: Iterable[SessionState], offsets: Mapping[TP, int], stats: Stats, region: str,
+        sources: Mapping[Origin, int] | None = None, folded: Mapping[Origin, int] | None = None,
     ) -> Manifest:
         """Write one snapshot (data, then manifest). Raises :class:`SnapshotError`; a failure
         leaves at most an orphaned data object, which no reader uses and :meth:`prune` removes."""
@@ -174,6 +199,8 @@ class SnapshotStore:
             region=region,
             created_ms=created_ms,
             offsets=dict(offsets),
+            sources=dict(sources or {}),
+            folded=dict(folded or {}),
             stats=stats,
             sessions=len(lines),
             data_key=self.data_key(snapshot_id),
@@ -224,11 +251,18 @@ class SnapshotStore:
             raise SnapshotError(f"{len(states)} distinct sessions in data, manifest says {manifest.sessions}")
         return Snapshot(manifest, states)
 
-    def load_latest(self) -> LoadResult:
-        """The newest snapshot that verifies completely, falling back to older ones."""
+    def load_latest(self, promotions: Sequence[Promotion] = ()) -> LoadResult:
+        """The newest snapshot that verifies completely, falling back to older ones. A snapshot
+        holding events one of ``promotions`` fences (taken before the region heard of it) is
+        skipped too: its sessions hold turns no other region has (dialog/fence.py)."""
         manifests, skipped = self.manifests()
         for manifest in manifests:
             try:
+                for promo in promotions:
+                    hit = tainted(promo, manifest.folded)
+                    if hit:
+                        raise SnapshotError(f"it holds events the promotion of {promo.region} (epoch {promo.epoch}) "
+                                            f"fences ({hit})")
                 return LoadResult(self.read(manifest), tuple(skipped))
             except SnapshotError as exc:
                 reason = f"snapshot {manifest.snapshot_id}: {exc}"

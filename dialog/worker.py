@@ -1,23 +1,36 @@
-"""The dialog worker: folds the session-event topic into a region's state store.
+"""The dialog worker: folds a region's session-event logs into its state store.
 
     python -m dialog.worker --region north
+
+What a region folds (:func:`mirror.policy.inbound_topics`): its own dialog topic (the turns its
+service wrote) and the copy of every other region's (brought by the replicators), plus the
+control topics, where promotions travel. Each session's events come from whichever region was
+active when they were written; their sequence numbers carry on across a failover.
 
 Why a plain confluent-kafka consumer and not a Faust agent: the positions must live in the
 state store's transaction (Faust commits them to the broker), Faust's exactly-once mode fails on
 tansu, and a Faust agent does about 4k events/s on one core where this loop folds tens of
 thousands (``python -m dialog.bench`` prints the figure; shared/STACK.md has Faust's).
 
-Loop: consume a batch -> decode (malformed records -> dead-letter topic, acknowledged before
-the commit) -> fold each event into its session's state with the pure reducer -> one store
-transaction with the changed states, the new positions and the counters. Partitions are
-assigned by hand (one worker per region; the store's compare-and-set on positions stops a
-second one) and start at the stored positions, so a crash at any point loses nothing and
-applies nothing twice. Every N events or T seconds the worker writes a snapshot to S3.
+Loop: consume a batch -> control records first (a promotion learned from another region is
+recorded, and may fence events of this very batch) -> decode each dialog record (malformed ->
+dead-letter topic, acknowledged before the commit) -> events a promotion's cut fences are set
+aside in the conflict report (:mod:`dialog.fence`), the others folded into their session with the
+pure reducer -> one store transaction with the changed states, the new positions, the source
+positions, the fenced events, the promotions and the counters. Partitions are assigned by hand
+(one worker per region; the store's compare-and-set on positions stops a second one) and start
+at the stored positions, so a crash at any point loses nothing and applies nothing twice. Every
+N events or T seconds the worker writes a snapshot to the region's object store.
+
+A promotion learned after this store folded events it fences (this region was the active one
+and comes back; a standby that heard of the promotion late) means the sessions hold turns no
+other region has: the worker folds its logs again from their start (:meth:`DialogWorker.refold`).
 
 "The end of the log" (:meth:`DialogWorker.catch_up`): tansu reports a high-water mark that can
-be lower than the real end (the base offset of the last batch + 1), so reaching it does not mean
-the partition is drained. The worker counts as caught up only when every partition is at or past
-the reported end AND ``dialog_idle_polls`` polls in a row returned nothing.
+be lower than the real end (the base offset of the last batch + 1, and after a broker restart
+1 until the next write), so reaching it does not mean the partition is drained. The worker
+counts as caught up only when every partition is at or past the reported end AND
+``dialog_idle_polls`` polls in a row returned nothing.
 """
 
 from __future__ import annotations
@@ -36,25 +49,115 @@ import orjson
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from dialog import metrics, reducer
-from dialog.errors import DialogError, MalformedEvent, SnapshotError
-from dialog.events import decode
-from dialog.kafka_io import DeadLetters, consumer_config, dead_letter, ensure_topic, partitions_of, where
+from dialog import fence, metrics, reducer
+from dialog.errors import DialogError, MalformedEvent, PromotionsChanged, SnapshotError
+from dialog.events import DialogEvent, decode
+from dialog.fence import Promotion
+from dialog.kafka_io import DeadLetters, consumer_config, dead_letter, where
 from dialog.logcheck import KafkaLogReader, LogReader, Verdict, judge
 from dialog.rebuild import RebuildReport, restore
 from dialog.reducer import Outcome
 from dialog.snapshots import Manifest, SnapshotStore
 from dialog.state import SessionState
-from dialog.store import PostgresStore, StateStore, Stats
+from dialog.store import TP, FencedEvent, Origin, PostgresStore, StateStore, Stats
+from mirror import policy
+from mirror.replicator import provenance
+from regionsync.kafka import fetch_ends
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CHECK_EVERY_S = 5.0  # how often an idle worker checks its positions are on the log it folded
+CHECK_EVERY_S = 5.0  # how often an idle worker checks its positions, topics and the store's promotions
+FENCED = "fenced"  # outcome label of events a promotion's cut set aside
 
 
 class DeadLetterSink(Protocol):
     def send(self, records: Sequence[tuple[bytes | None, bytes]]) -> None: ...
+
+
+class Fold:
+    """The pure part of a batch: what a list of records does to the sessions, given the
+    promotions known. No I/O; :class:`DialogWorker` commits the result."""
+
+    def __init__(self, region: str, regions: list[str], promotions: list[Promotion],
+                 states: dict[str, SessionState], positions: dict[TP, int]) -> None:
+        self.region = region
+        self.regions = regions
+        self.promotions = list(promotions)
+        self.new_promotions: list[Promotion] = []
+        self._states = states
+        self.positions = dict(positions)
+        self.touched: dict[str, SessionState] = {}
+        self.sources: dict[Origin, int] = {}
+        self.folded: dict[Origin, int] = {}
+        self.fenced: list[FencedEvent] = []
+        self.dead: list[tuple[bytes | None, bytes]] = []
+        self.outcomes: Counter[str] = Counter()
+
+    def control(self, msg: Message) -> None:
+        """A control record: a promotion not known yet is recorded (and fences from now on)."""
+        p, offset = where(msg)
+        self.positions[(str(msg.topic()), p)] = offset + 1
+        try:
+            promo = Promotion.from_json(msg.value() or b"")
+        except ValueError as exc:
+            log.warning("dead letter %s[%d]@%d: %s", msg.topic(), p, offset, exc)
+            self.dead.append((msg.key(), dead_letter("bad_control_record", str(exc), msg, stage="control")))
+            return
+        if all(promo.ballot != known.ballot for known in self.promotions):
+            self.promotions.append(promo)
+            self.new_promotions.append(promo)
+
+    def event(self, msg: Message) -> None:
+        p, offset = where(msg)
+        topic = str(msg.topic())
+        if offset < self.positions.get((topic, p), 0):
+            return  # already in the store (re-fetched after a seek)
+        self.positions[(topic, p)] = offset + 1
+        origin = policy.origin_of(topic, self.region, self.regions)
+        prov = provenance(msg.headers()) if origin != self.region else None
+        source_offset = prov.offset if prov is not None else offset
+        key = (origin, p)
+        self.sources[key] = max(self.sources.get(key, 0), source_offset + 1)
+        try:
+            event = decode(msg.key(), msg.value())
+        except MalformedEvent as exc:
+            log.warning("dead letter %s[%d]@%d: %s", topic, p, offset, exc)
+            self.dead.append((msg.key(), dead_letter(exc.reason, exc.detail, msg)))
+            return
+        by = fence.fenced_by(self.promotions, origin, p, source_offset, fence.event_ballot(event.epoch, event.origin))
+        if by is not None:
+            self.fenced.append(_fenced(event, origin, p, source_offset, by, msg.value() or b""))
+            self.outcomes[FENCED] += 1
+            return
+        self.folded[key] = max(self.folded.get(key, 0), source_offset + 1)
+        self.apply(event)
+
+    def apply(self, event: DialogEvent) -> None:
+        sid = event.session_id
+        before = self.touched.get(sid) or self._states.get(sid)
+        result = reducer.step(before, event)
+        self.outcomes[result.outcome.value] += 1
+        if result.outcome is Outcome.GAP:
+            log.warning("session %s: events %d..%d missing before seq %d", sid, *result.missing or (0, 0), event.seq)
+        elif result.outcome is Outcome.CONFLICT:
+            log.error("session %s: seq %d written twice with different events (two writers?)", sid, event.seq)
+        if result.state is not before:
+            self.touched[sid] = result.state
+
+    def stats(self) -> Stats:
+        o = self.outcomes
+        return Stats(
+            applied=o[Outcome.APPLIED.value] + o[Outcome.GAP.value], duplicates=o[Outcome.DUPLICATE.value],
+            conflicts=o[Outcome.CONFLICT.value], late=o[Outcome.LATE.value], gaps=o[Outcome.GAP.value],
+            dead_letters=len(self.dead), fenced=o[FENCED],
+        )
+
+
+def _fenced(event: DialogEvent, origin: str, partition: int, source_offset: int, by: Promotion,
+            raw: bytes) -> FencedEvent:
+    return FencedEvent(origin, partition, source_offset, event.session_id, event.seq, event.event_id, event.epoch,
+                       by.epoch, by.region, raw)
 
 
 class DialogWorker:
@@ -68,52 +171,82 @@ class DialogWorker:
         snapshots: SnapshotStore | None,
         clock: Callable[[], float] = time.monotonic,
         log_reader: LogReader | None = None,
+        consumer_factory: Callable[[], Consumer] | None = None,
     ) -> None:
         self.settings = settings
         self.region = region
         self.store = store
         self.snapshots = snapshots
-        self.topic = store.topic
+        self.topic = settings.dialog_topic  # this region's own dialog topic
+        self.dialog_topics = policy.inbound_topics(settings, region, settings.dialog_topic)
+        self.control_topics = policy.inbound_topics(settings, region, settings.control_topic)
         self._consumer = consumer
+        self._new_consumer = consumer_factory
         self._dead = dead_letters
         self._clock = clock
-        self._positions: dict[int, int] = {}
-        self._partitions: list[int] = []
+        self._positions: dict[TP, int] = {}
+        self._partitions: list[TP] = []
         self._states: dict[str, SessionState] = {}
+        self._promotions: list[Promotion] = []
         self._stats = Stats()  # totals as stored (they travel with snapshots)
         self._since_snapshot = 0
         self._last_snapshot = clock()
         self.stopping = threading.Event()  # set (e.g. by a signal handler) to stop after the current batch
         self._reader = log_reader  # checks the stored positions against the log (dialog/logcheck.py)
         self._checked_at = float("-inf")
+        self.refolds = 0
 
     @classmethod
     def create(cls, settings: Settings, region: str, *, snapshots: bool = True) -> DialogWorker:
-        ensure_topic(settings, settings.dialog_topic)
+        settings = settings.for_region(region)
         store = PostgresStore.for_region(settings, region)
-        # "error", not "earliest": a stored position the log no longer has must be noticed (see
-        # _log_moved), not silently read from the start, where every offset below the position
-        # would be skipped as "already in the store".
-        consumer = Consumer({**consumer_config(settings, f"regionsync-dialog-{region}"), "auto.offset.reset": "error"})
+
+        def new_consumer() -> Consumer:
+            # "error", not "earliest": a stored position the log no longer has must be noticed (see
+            # _log_moved), not silently read from the start, where every offset below the position
+            # would be skipped as "already in the store".
+            return Consumer({**consumer_config(settings, f"regionsync-dialog-{region}"), "auto.offset.reset": "error"})
+
         snap = SnapshotStore.from_settings(settings) if snapshots else None
-        reader = KafkaLogReader(settings, settings.dialog_topic, region)
-        return cls(settings, region, store, consumer, DeadLetters(settings), snap, log_reader=reader)
+        reader = KafkaLogReader(settings, region)
+        return cls(settings, region, store, new_consumer(), DeadLetters(settings), snap, log_reader=reader,
+                   consumer_factory=new_consumer)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Load the stored states and positions and assign every partition at its position.
-        Call after the store holds what it should (:meth:`rebuild` does both)."""
-        self._partitions = partitions_of(self._consumer, self.topic)
+        """Load the stored states, positions and promotions and assign every partition at its
+        position. Call after the store holds what it should (:meth:`rebuild` does both)."""
         self._positions = self.store.offsets()
         self._states = {s.session_id: s for s in self.store.all_states()}
         self._stats = self.store.stats()
-        self._consumer.assign(
-            [TopicPartition(self.topic, p, self._positions.get(p, OFFSET_BEGINNING)) for p in self._partitions]
-        )
-        log.info(
-            "dialog worker %s: %d sessions, positions %s", self.region, len(self._states), self._positions or "start"
-        )
+        self._promotions = self.store.promotions()
+        self._partitions = self._discover()
+        self._assign()
+        log.info("dialog worker %s: %d sessions, %d promotions known, positions %s", self.region, len(self._states),
+                 len(self._promotions), {f"{t}[{p}]": o for (t, p), o in sorted(self._positions.items())} or "start")
+        self._refold_if_tainted(self._promotions)
         self.check_positions()
+
+    def _discover(self) -> list[TP]:
+        """Every partition of every topic this region folds that exists now (a copy of another
+        region's topic appears when its replicator first runs: looked for again while idle)."""
+        try:
+            meta = self._consumer.list_topics(timeout=10)
+        except KafkaException as exc:
+            raise DialogError(f"region {self.region}'s broker does not answer: {exc}") from exc
+        found = []
+        for topic in [*self.dialog_topics, *self.control_topics]:
+            tmeta = meta.topics.get(topic)
+            if tmeta is not None and tmeta.error is None:
+                found += [(topic, p) for p in sorted(tmeta.partitions)]
+        if not any(t == self.topic for t, _ in found):
+            raise DialogError(f"topic {self.topic} has no partitions in region {self.region} (does it exist?)")
+        return found
+
+    def _assign(self) -> None:
+        self._consumer.assign(
+            [TopicPartition(t, p, self._positions.get((t, p), OFFSET_BEGINNING)) for t, p in self._partitions]
+        )
 
     def rebuild(self) -> RebuildReport:
         """Restore the store if it is empty (:func:`dialog.rebuild.restore`: the newest usable
@@ -133,7 +266,7 @@ class DialogWorker:
             events_replayed=replayed,
             seconds=round(time.monotonic() - t0, 3),
             restore_seconds=round(t_restored - t0, 3),
-            positions=self.positions,
+            positions={f"{t}[{p}]": o for (t, p), o in sorted(self.positions.items())},
         )
         log.info("region %s rebuilt from %s: %d sessions, %d events replayed in %.2fs",
                  self.region, restored.source, report.sessions_restored, replayed, report.seconds)
@@ -146,7 +279,7 @@ class DialogWorker:
         self.store.close()
 
     @property
-    def positions(self) -> dict[int, int]:
+    def positions(self) -> dict[TP, int]:
         return dict(self._positions)
 
     # ------------------------------------------------------------------ consuming
@@ -178,8 +311,7 @@ class DialogWorker:
 
         The state store failing (its database restarting) does not end the worker: the batch was
         not committed, so it waits, reloads states and positions from the store (a commit whose
-        answer was lost may have landed) and reads on from there. Seen under the fault suite:
-        both regions' workers exited when Postgres was restarted, and their stores fell behind."""
+        answer was lost may have landed) and reads on from there."""
         while not self.stopping.is_set():
             try:
                 if not self.poll_once() and self._clock() - self._checked_at >= CHECK_EVERY_S:
@@ -194,130 +326,227 @@ class DialogWorker:
             try:
                 self.start()
                 return
-            except psycopg.OperationalError:
+            except (psycopg.OperationalError, DialogError):
                 continue
 
-    def check_positions(self) -> list[int]:
-        """Move every partition whose stored position is not on the folded log to the log's start
-        (dialog/logcheck.py); returns those partitions."""
+    def check_positions(self) -> list[TP]:
+        """Every few seconds while idle: pick up new topics and promotions the service recorded,
+        and move every dialog partition whose stored position is not on the folded log to the
+        log's start (dialog/logcheck.py); returns those partitions."""
         self._checked_at = self._clock()
+        try:
+            found = self._discover()
+        except DialogError as exc:
+            log.debug("%s", exc)
+            found = self._partitions
+        if set(found) != set(self._partitions):
+            self._partitions = found
+            self._assign()
+        self._learn_promotions()
         if self._reader is None:
             return []
         moved = []
-        for p in self._partitions:
-            stored = self._positions.get(p, 0)
-            marks = self._reader.watermarks(p) if stored > 0 else None
+        fenced_ids = None
+        for tp in self._partitions:
+            topic, p = tp
+            if topic not in self.dialog_topics:
+                continue  # promotions are idempotent: reading a control topic again is harmless
+            stored = self._positions.get(tp, 0)
+            marks = self._reader.watermarks(topic, p) if stored > 0 else None
             if marks is None:
                 continue  # nothing folded yet, or the broker does not answer: later
             low, high = marks
-            record = self._reader.record_at(p, stored - 1) if stored - 1 >= low else None
-            verdict = judge(stored, low, record, self._states)
+            record = self._reader.record_at(topic, p, stored - 1) if stored - 1 >= low else None
+            if fenced_ids is None:
+                fenced_ids = {e.event_id for e in self.store.fenced()}
+            verdict = judge(stored, low, record, self._states, fenced_ids)
             if verdict is Verdict.SAME_LOG:
                 continue
-            self._report_moved(p, stored, low, high, verdict)
-            self.store.commit([], {p: low}, {p: stored}, Stats())
-            self._positions[p] = low
-            self._seek(p, low, self._positions)
-            moved.append(p)
+            self._report_moved(tp, stored, low, high, verdict)
+            self.store.commit([], {tp: low}, {tp: stored}, Stats())
+            self._positions[tp] = low
+            self._seek(tp, low, self._positions)
+            moved.append(tp)
         return moved
 
+    def _learn_promotions(self) -> None:
+        """Promotions recorded in the store by someone else (this region's service: its own
+        promotion, or what it read from the other regions when it rejoined)."""
+        held = self.store.promotions()
+        known = {p.ballot for p in self._promotions}
+        new = [p for p in held if p.ballot not in known]
+        if new:
+            self._promotions = held
+            log.info("dialog worker %s: promotions recorded in the store: %s", self.region,
+                     [(p.epoch, p.region) for p in new])
+            self._refold_if_tainted(new)
+
     def _at_reported_end(self) -> bool:
-        for p in self._partitions:
-            low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=5, cached=False)
-            if self._positions.get(p, low) < high:
+        for topic, p in self._partitions:
+            low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)
+            if self._positions.get((topic, p), low) < high:
                 return False
         return True
 
     def _process(self, msgs: list[Message]) -> None:
-        positions = dict(self._positions)
-        touched: dict[str, SessionState] = {}
-        dead: list[tuple[bytes | None, bytes]] = []
-        outcomes: Counter[Outcome] = Counter()
+        fold = Fold(self.region, self.settings.regions, self._promotions, self._states, self._positions)
+        dialog_msgs = []
         for msg in msgs:
             err = msg.error()
             if err is not None:
                 if err.fatal():
                     raise DialogError(f"consumer failed: {err}")
                 if err.code() == KafkaError._AUTO_OFFSET_RESET and msg.partition() is not None:
-                    positions[int(msg.partition() or 0)] = self._log_moved(int(msg.partition() or 0), positions)
+                    tp = (str(msg.topic()), int(msg.partition() or 0))
+                    fold.positions[tp] = self._log_moved(tp, fold.positions)
                 elif err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error (retrying): %s", err)
                 continue
-            p, offset = where(msg)
-            if offset < positions.get(p, 0):
-                continue  # already in the store (re-fetched after a seek)
-            positions[p] = offset + 1
-            try:
-                event = decode(msg.key(), msg.value())
-            except MalformedEvent as exc:
-                log.warning("dead letter %s[%d]@%d: %s", msg.topic(), p, offset, exc)
-                dead.append((msg.key(), dead_letter(exc.reason, exc.detail, msg)))
-                continue
-            sid = event.session_id
-            before = touched.get(sid) or self._states.get(sid)
-            result = reducer.step(before, event)
-            outcomes[result.outcome] += 1
-            if result.outcome is Outcome.GAP:
-                log.warning("session %s: events %d..%d missing before seq %d", sid, *result.missing or (0, 0), event.seq)
-            elif result.outcome is Outcome.CONFLICT:
-                log.error("session %s: seq %d written twice with different events (two writers?)", sid, event.seq)
-            if result.state is not before:
-                touched[sid] = result.state
-        batch = Stats(
-            applied=outcomes[Outcome.APPLIED] + outcomes[Outcome.GAP],
-            duplicates=outcomes[Outcome.DUPLICATE],
-            conflicts=outcomes[Outcome.CONFLICT],
-            late=outcomes[Outcome.LATE],
-            gaps=outcomes[Outcome.GAP],
-            dead_letters=len(dead),
-        )
-        if dead:
-            self._dead.send(dead)  # before the commit: a dead letter is never lost
-        moved = {p: o for p, o in positions.items() if o != self._positions.get(p)}
-        expected = {p: self._positions[p] for p in moved if p in self._positions}
-        self.store.commit(touched.values(), moved, expected, batch)
-        self._positions = positions
-        self._states.update(touched)
+            if str(msg.topic()) in self.control_topics:
+                fold.control(msg)
+            else:
+                dialog_msgs.append(msg)
+        for msg in dialog_msgs:  # after the control records: a promotion in this batch fences already
+            fold.event(msg)
+        if fold.dead:
+            self._dead.send(fold.dead)  # before the commit: a dead letter is never lost
+        batch = fold.stats()
+        moved = {tp: o for tp, o in fold.positions.items() if o != self._positions.get(tp)}
+        expected = {tp: self._positions[tp] for tp in moved if tp in self._positions}
+        folded_before = self.store.folded() if fold.new_promotions else {}
+        try:
+            self.store.commit(
+                fold.touched.values(), moved, expected, batch, sources=fold.sources, folded=fold.folded,
+                fenced=fold.fenced, promotions=fold.new_promotions,
+                known_promotions=[(p.epoch, p.region) for p in self._promotions],
+            )
+        except PromotionsChanged as exc:
+            # A promotion was recorded while this batch was folded (this region's service was
+            # promoted): fold the batch again knowing it.
+            log.info("dialog worker %s: %s; folding the batch again", self.region, exc)
+            self._promotions = self.store.promotions()
+            for tp in {(str(m.topic()), int(m.partition() or 0)) for m in msgs if m.error() is None}:
+                self._seek(tp, self._positions.get(tp, 0), self._positions)
+            return
+        self._positions = fold.positions
+        self._states.update(fold.touched)
         self._stats = self._stats + batch
         self._since_snapshot += len(msgs)
-        for outcome, n in outcomes.items():
-            metrics.EVENTS.labels(self.region, outcome.value).inc(n)
-        metrics.DEAD_LETTERS.labels(f"dialog:{self.region}").inc(len(dead))
+        self._promotions = fold.promotions
+        for outcome, n in fold.outcomes.items():
+            metrics.EVENTS.labels(self.region, outcome).inc(n)
+        metrics.DEAD_LETTERS.labels(f"dialog:{self.region}").inc(len(fold.dead))
+        if fold.fenced:
+            log.warning("dialog worker %s: %d events set aside (fenced by a promotion): %s", self.region,
+                        len(fold.fenced), [(e.session_id, e.seq, e.origin) for e in fold.fenced[:5]])
+        if fold.new_promotions:
+            log.info("dialog worker %s: learned promotions %s", self.region,
+                     [(p.epoch, p.region) for p in fold.new_promotions])
+            self._refold_if_tainted(fold.new_promotions, folded_before)
 
-    def _log_moved(self, partition: int, positions: dict[int, int]) -> int:
-        """The consumer says the stored position of ``partition`` is not on the log any more (a
-        broker that checks: Kafka's "offset out of range"); the new position, from the log's start."""
-        stored = positions.get(partition, 0)
-        low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10, cached=False)
-        self._report_moved(partition, stored, low, high, Verdict.RECREATED if stored >= high else Verdict.EXPIRED)
-        self._seek(partition, low, positions)
+    # ------------------------------------------------------------------ promotions that fence folded events
+    def _refold_if_tainted(self, promotions: Sequence[Promotion], folded: dict[Origin, int] | None = None) -> None:
+        folded = self.store.folded() if folded is None else folded
+        for promo in promotions:
+            hit = fence.tainted(promo, folded)
+            if hit:
+                log.warning("dialog worker %s: promotion of %s (epoch %d) fences events this store already folded "
+                            "(%s): folding the logs again from their start", self.region, promo.region, promo.epoch,
+                            hit)
+                self.refold()
+                return
+
+    def refold(self, timeout_s: float = 600.0) -> None:
+        """Fold every log of this region again from its start with the promotions known, and
+        replace the store's states, positions and counters with the result in one transaction
+        (readers see the old sessions until then, never a half-folded store)."""
+        self.refolds += 1
+        t0 = time.monotonic()
+        ends = fetch_ends(self.settings.kafka_bootstrap, self._partitions, 30.0)
+        consumer = self._new_consumer() if self._new_consumer is not None else self._consumer
+        try:
+            consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in self._partitions])
+            states: dict[str, SessionState] = {}
+            fold = Fold(self.region, self.settings.regions, self.store.promotions(), states, {})
+            all_sources: dict[Origin, int] = {}
+            all_folded: dict[Origin, int] = {}
+            fenced: list[FencedEvent] = []
+            outcomes: Counter[str] = Counter()
+            deadline = time.monotonic() + timeout_s
+            while any(fold.positions.get(tp, 0) < end for tp, end in ends.items()):
+                if self.stopping.is_set():
+                    return
+                if time.monotonic() > deadline:
+                    raise DialogError(f"folding region {self.region}'s logs again: not at their ends after "
+                                      f"{timeout_s:.0f}s")
+                msgs = [m for m in consumer.consume(self.settings.dialog_catchup_batch_events,
+                                                    self.settings.dialog_poll_timeout_s) if m.error() is None]
+                fold.touched, fold.sources, fold.folded, fold.fenced, fold.dead = {}, {}, {}, [], []
+                for msg in [m for m in msgs if str(m.topic()) in self.control_topics]:
+                    fold.control(msg)
+                for msg in [m for m in msgs if str(m.topic()) not in self.control_topics]:
+                    fold.event(msg)
+                states.update(fold.touched)
+                for src, dst in ((fold.sources, all_sources), (fold.folded, all_folded)):
+                    for k, v in src.items():
+                        dst[k] = max(dst.get(k, 0), v)
+                fenced += fold.fenced
+                outcomes.update(fold.outcomes)
+                fold.outcomes = Counter()
+            fold.outcomes = outcomes
+            self.store.replace_all(states.values(), fold.positions, fold.stats(), all_sources, all_folded)
+            if fenced or fold.new_promotions:
+                self.store.commit([], {}, {}, Stats(), fenced=fenced, promotions=fold.new_promotions)
+        finally:
+            if consumer is not self._consumer:
+                consumer.close()
+        log.warning("dialog worker %s: folded again in %.2fs: %d sessions, %d events set aside", self.region,
+                    time.monotonic() - t0, len(states), len(fenced))
+        self.start_after_refold()
+
+    def start_after_refold(self) -> None:
+        self._positions = self.store.offsets()
+        self._states = {s.session_id: s for s in self.store.all_states()}
+        self._stats = self.store.stats()
+        self._promotions = self.store.promotions()
+        self._assign()
+
+    # ------------------------------------------------------------------ a log that moved
+    def _log_moved(self, tp: TP, positions: dict[TP, int]) -> int:
+        """The consumer says the stored position of ``tp`` is not on the log any more (a broker
+        that checks: Kafka's "offset out of range"); the new position, from the log's start."""
+        stored = positions.get(tp, 0)
+        low, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False)
+        self._report_moved(tp, stored, low, high, Verdict.RECREATED if stored >= high else Verdict.EXPIRED)
+        self._seek(tp, low, positions)
         return int(low)
 
-    def _report_moved(self, partition: int, stored: int, low: int, high: int, verdict: Verdict) -> None:
+    def _report_moved(self, tp: TP, stored: int, low: int, high: int, verdict: Verdict) -> None:
         """Past the log's end, or another event there: the log was recreated (a broker that lost its
         data) and starts again at low offsets; its new events continue the sessions (their sequence
         numbers go on) and must all be folded; the sessions folded so far stay. Below the log's
         start: retention removed events this store never folded; they are lost to it, and it says so."""
+        topic, partition = tp
         if verdict is Verdict.RECREATED:
             log.error(
                 "dialog log %s[%d] (offsets %d..%d) is not the log this store folded to %d: the log lost its "
                 "history (recreated by a broker that lost its data); folding the new log from offset %d, "
-                "sessions kept", self.topic, partition, low, high, stored, low,
+                "sessions kept", topic, partition, low, high, stored, low,
             )
         else:
             log.error(
                 "dialog log %s[%d] starts at %d but this store had folded it only to %d: %d events were removed "
                 "before they were folded (retention) and are missing from this region's sessions",
-                self.topic, partition, low, stored, low - stored,
+                topic, partition, low, stored, low - stored,
             )
         metrics.LOG_RESETS.labels(self.region, verdict.value).inc()
 
-    def _seek(self, partition: int, offset: int, positions: dict[int, int]) -> None:
+    def _seek(self, tp: TP, offset: int, positions: dict[TP, int]) -> None:
         try:
-            self._consumer.seek(TopicPartition(self.topic, partition, offset))
+            self._consumer.seek(TopicPartition(tp[0], tp[1], offset))
         except KafkaException:  # not being fetched (an error stopped it): assign every partition again
-            at = {**positions, partition: offset}
-            self._consumer.assign([TopicPartition(self.topic, p, at.get(p, OFFSET_BEGINNING)) for p in self._partitions])
+            at = {**positions, tp: offset}
+            self._consumer.assign([TopicPartition(t, p, at.get((t, p), OFFSET_BEGINNING)) for t, p in self._partitions])
 
     # ------------------------------------------------------------------ snapshots
     def _maybe_snapshot(self) -> None:
@@ -336,7 +565,8 @@ class DialogWorker:
         """Write a snapshot of the committed states and positions, then prune old ones."""
         if self.snapshots is None:
             raise SnapshotError("this worker has no snapshot store")
-        manifest = self.snapshots.write(self._states.values(), self._positions, self._stats, self.region)
+        manifest = self.snapshots.write(self._states.values(), self._positions, self._stats, self.region,
+                                        sources=self.store.sources(), folded=self.store.folded())
         metrics.snapshot_seen(self.region, manifest.created_ms / 1000)
         self._since_snapshot, self._last_snapshot = 0, self._clock()
         try:

@@ -2,9 +2,11 @@
 
 The embedded stack remembers every process it starts by a pid file (``regionsync/stack/procs.py``:
 ``STATE/run/NAME.pid``); Postgres, started by ``pg_ctl``, by its own ``postmaster.pid``. A fault
-is aimed at those names: every process of a region (its Milvus, indexer, dialog worker and HTTP
-service) or one named worker (``changes``, ``connect``, ``broker``, ``s3``, ``postgres``,
-``indexer-east``...). A signal goes to the named process and to every descendant of it, found in
+is aimed at those names: every process of a region (with ``Scope.REGION`` all it owns: object
+store, Postgres, broker, Milvus, replicators into it, dialog worker, indexer, service, and Connect
+and the change agent in the source region; with ``Scope.SERVICES`` its Milvus, indexer, dialog
+worker and service) or one named process (``changes``, ``connect``, ``broker-east``,
+``seaweed-north``, ``postgres-east``, ``mirror-east-north``, ``indexer-east``...). A signal goes to the named process and to every descendant of it, found in
 ``/proc``: a process group is not enough (Postgres' backends, uvicorn's threads are fine, but a
 child that called setsid would be missed), and a freeze must stop them all, or a half-frozen
 service could still answer.
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from drills.errors import BadInput
 from regionsync.settings import Settings
-from regionsync.stack import broker, connect, milvus, postgres, procs, s3, stack, topics
+from regionsync.stack import milvus, postgres, procs, stack
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +39,31 @@ class Mode(StrEnum):
     FREEZE = "freeze"  # SIGSTOP: the process hangs, its sockets stay open and answer nothing
 
 
-def region_workers(settings: Settings, region: str) -> tuple[str, ...]:
-    """Names of every process of a region, in the order they are started again."""
+class Scope(StrEnum):
+    REGION = "region"  # everything the region owns: object store, Postgres, broker, Milvus, workers
+    SERVICES = "services"  # only its Milvus and the workers that serve it (the shared-infra drill of before)
+
+
+def region_workers(settings: Settings, region: str, scope: Scope = Scope.SERVICES) -> tuple[str, ...]:
+    """Names of the processes of a region a fault of ``scope`` hits, in the order they are started
+    again. With ``Scope.REGION`` that is everything the region owns (regionsync/stack/stack.py),
+    Connect and the change agent included when it is the source region."""
     if region not in settings.regions:
         raise BadInput(f"unknown region {region!r}; configured regions: {', '.join(settings.regions)}")
+    if scope is Scope.REGION:
+        return (*stack.region_infra(settings, region), *stack.region_workers(settings, region))
     return (milvus.proc_name(region), stack.indexer_name(region), stack.dialog_name(region), stack.service_name(region))
 
 
-def shared_workers() -> tuple[str, ...]:
-    """Processes that every region shares (infrastructure and the change agent)."""
-    return ("postgres", broker.NAME, s3.NAME, connect.NAME, stack.CHANGES)
+def shared_workers(settings: Settings) -> tuple[str, ...]:
+    """Processes outside any region's services: every region's infrastructure and replicators,
+    Connect and the change agent (each still lives in one region: see :func:`region_workers`)."""
+    names: list[str] = []
+    for region in settings.regions:
+        names += [n for n in stack.region_infra(settings, region) if n != milvus.proc_name(region)]
+    names += [stack.mirror_name(s, t) for s, t in settings.mirror_pairs()]
+    names.append(stack.CHANGES)
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
@@ -66,13 +83,9 @@ class Fault:
 
 def main_pid(settings: Settings, name: str) -> int | None:
     """The pid of a named process of the stack if it is running."""
-    if name == "postgres":
-        pid_file = postgres.data_dir(settings) / "postmaster.pid"
-        try:
-            pid = int(pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if procs.pid_alive(pid) else None
+    kind, _, region = name.partition("-")
+    if kind == "postgres" and region in settings.regions:
+        return postgres.postmaster_pid(settings, region)
     proc = procs.read_proc(settings.state_dir, name)
     return proc.pid if proc is not None and proc.alive() else None
 
@@ -126,7 +139,7 @@ def _signal(pids: Sequence[int], sig: int) -> None:
 
 
 def _check_names(settings: Settings, names: Sequence[str]) -> None:
-    known = set(shared_workers()) | {n for r in settings.regions for n in region_workers(settings, r)}
+    known = set(shared_workers(settings)) | {n for r in settings.regions for n in region_workers(settings, r, Scope.REGION)}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise BadInput(f"unknown process {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -144,7 +157,7 @@ def kill(settings: Settings, names: Sequence[str], clock: Callable[[], float] = 
             _reap(p)
         time.sleep(0.02)
     for name in names:  # `stack status` and a restart must see them as gone
-        if name != "postgres":
+        if not name.startswith("postgres-"):
             (procs.run_dir(settings.state_dir) / f"{name}.pid").unlink(missing_ok=True)
     log.info("killed %s (%d processes)", ", ".join(names), len(pids))
     return Fault(Mode.KILL.value, tuple(names), tuple(pids), at, clock())
@@ -178,45 +191,27 @@ def restart(settings: Settings, names: Sequence[str], clock: Callable[[], float]
     running = [n for n in names if main_pid(settings, n) is not None]
     if running:
         kill(settings, running, clock)
+    services = []
     for name in names:
-        _starter(name)(settings)
+        if name.startswith("serve-"):
+            # Started together and waited for at the end: a service waits for its region's parts.
+            services.append(stack.start_service(settings, name.removeprefix("serve-"), wait=False))
+        else:
+            stack.starter(settings, name)()
+    for proc in services:
+        stack.wait_service(settings, proc.name.removeprefix("serve-"), proc)
     return Fault("restart", tuple(names), (), at, clock())
 
 
-def fail_region(settings: Settings, region: str, mode: Mode, clock: Callable[[], float] = time.time) -> Fault:
-    names = region_workers(settings, region)
+def fail_region(settings: Settings, region: str, mode: Mode, clock: Callable[[], float] = time.time,
+                scope: Scope = Scope.SERVICES) -> Fault:
+    names = region_workers(settings, region, scope)
     return kill(settings, names, clock) if mode is Mode.KILL else freeze(settings, names, clock)
 
 
-def restart_region(settings: Settings, region: str, clock: Callable[[], float] = time.time) -> Fault:
-    return restart(settings, region_workers(settings, region), clock)
-
-
-def _starter(name: str) -> Callable[[Settings], object]:
-    fixed: dict[str, Callable[[Settings], object]] = {
-        "postgres": postgres.start,
-        broker.NAME: _start_broker,
-        s3.NAME: s3.start,
-        connect.NAME: connect.start,
-        stack.CHANGES: stack.start_changes_worker,
-    }
-    if name in fixed:
-        return fixed[name]
-    kind, _, region = name.partition("-")
-    per_region: dict[str, Callable[[Settings, str], object]] = {
-        "milvus": milvus.start,
-        "indexer": stack.start_indexer,
-        "dialog": stack.start_dialog_worker,
-        "serve": stack.start_service,
-    }
-    start = per_region[kind]
-    return lambda s: start(s, region)
-
-
-def _start_broker(settings: Settings) -> None:
-    # tansu keeps topics in memory: a restarted broker has none until they are created again.
-    broker.start(settings)
-    topics.ensure_topics(settings)
+def restart_region(settings: Settings, region: str, clock: Callable[[], float] = time.time,
+                   scope: Scope = Scope.SERVICES) -> Fault:
+    return restart(settings, region_workers(settings, region, scope), clock)
 
 
 def _reap(pid: int) -> None:

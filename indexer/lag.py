@@ -1,13 +1,11 @@
-"""How far a region's indexer is behind the chunks topic.
+"""How far a region's indexer is behind the chunks topic it reads (on its own region's broker:
+the chunks topic in the source region, its copy elsewhere).
 
 Lag of a partition = end offset - the region group's committed offset (a group that never
-committed starts at the low watermark: ``auto.offset.reset=earliest``).
-
-On tansu the reported end offset (ListOffsets latest / high watermark) is the *last batch's base
-offset + 1*, which can be lower than the real end (see shared/STACK.md). So a figure here is a
-lower bound of the true lag: it can read 0 while up to one producer batch is still unapplied, and
-the committed offset can exceed the reported end; such negative differences are clamped to 0.
-On Apache Kafka the figures are exact.
+committed starts at the low watermark: ``auto.offset.reset=earliest``). The end is the fetch
+path's high watermark (:func:`regionsync.kafka.fetch_ends`): tansu's ListOffsets answer can be
+far below the real end. What is not in the region's broker yet (replication lag) is not counted
+here: ``regionsync mirror status`` says that.
 """
 
 from __future__ import annotations
@@ -16,6 +14,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
+from mirror import policy
+from regionsync.kafka import fetch_ends
 from regionsync.settings import Settings
 
 
@@ -29,6 +29,7 @@ class PartitionLag:
 
 
 def lag_report(settings: Settings, region: str, timeout: float = 5.0) -> list[PartitionLag]:
+    settings = settings.for_region(region)
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -38,15 +39,18 @@ def lag_report(settings: Settings, region: str, timeout: float = 5.0) -> list[Pa
         }
     )
     try:
-        topic = settings.chunks_topic
+        topic = policy.chunks_topic_in(settings, region)
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if meta is None or meta.error is not None:
             return []
         tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
         committed = consumer.committed(tps, timeout=timeout)
+        ends = fetch_ends(settings.kafka_bootstrap, [(topic, tp.partition) for tp in tps], timeout)
         out = []
         for tp in committed:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout, cached=False)
+            low, _listed = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout,
+                                                          cached=False)
+            high = ends[(topic, tp.partition)]
             position = tp.offset if tp.offset >= 0 else None
             start = position if position is not None else low
             out.append(PartitionLag(tp.partition, position, low, high, max(0, high - start)))

@@ -1,7 +1,10 @@
 """A region's indexer: chunks topic -> that region's Milvus, at least once, never skipping.
 
-One process per region, each with its own consumer group (``Settings.region_group``), so a dead
-or slow region blocks no other and catches up from its own committed offsets after a restart.
+One process per region, on its region's broker: the source region's indexer reads the chunks
+topic itself, every other region's its copy (``east.regionsync.doc-chunks``, brought by the
+replicator: :func:`mirror.policy.chunks_topic_in`). Each has its own consumer group
+(``Settings.region_group``) with its offsets on its own broker, so a dead or slow region blocks no
+other and catches up from its own committed offsets after a restart.
 
 The loop: consume a batch; decode and check every record (poison -> dead-letter topic with the
 reason and the original bytes, then carry on); ``sink.apply`` the rest; commit the batch's
@@ -41,6 +44,7 @@ from indexer import metrics
 from indexer.errors import IndexerError, RegionUnavailable
 from indexer.schema import record_problem
 from indexer.sink import RegionSink
+from mirror import policy
 from regionsync.metrics import serve_metrics
 from regionsync.settings import Settings
 from streams.deadletter import DeadLetter
@@ -127,8 +131,10 @@ class RegionIndexer:
         flush_min_interval_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        settings = settings.for_region(region)
         self.settings = settings
         self.region = region
+        self.topic = policy.chunks_topic_in(settings, region)
         self.stage = f"indexer:{region}"
         self.sink = sink or RegionSink.for_region(settings, region)
         self.consumer = consumer or make_consumer(settings, region)
@@ -175,7 +181,7 @@ class RegionIndexer:
 
     def run(self, max_idle_s: float | None = None, join_timeout_s: float = 60.0) -> WorkerStats:
         if not self._subscribed:
-            self.consumer.subscribe([self.settings.chunks_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+            self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
             self._subscribed = True
         started = last_activity = self.clock()
         while not self._stop.is_set():
@@ -275,7 +281,7 @@ class RegionIndexer:
             # committed into the new one they would make this region skip its first records.
             # Applied is applied; the group starts the new topic from its beginning.
             log.error("%s: %s was recreated while a batch was applied: its offsets are not committed",
-                      self.stage, self.settings.chunks_topic)
+                      self.stage, self.topic)
         else:
             self._commit(positions)
         self.stats.batches += 1
@@ -331,8 +337,8 @@ class RegionIndexer:
         if self._admin is None:
             return None
         try:
-            found = self._admin.describe_topics(TopicCollection([self.settings.chunks_topic]), request_timeout=5)
-            return str(found[self.settings.chunks_topic].result(5).topic_id)
+            found = self._admin.describe_topics(TopicCollection([self.topic]), request_timeout=5)
+            return str(found[self.topic].result(5).topic_id)
         except Exception:  # noqa: BLE001 - the broker is away: nothing to compare, decide next time
             return None
 
@@ -438,11 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     settings = Settings()
     settings.milvus_uri(args.region)  # unknown region: fail now, with the configured ones listed
+    settings = settings.for_region(args.region)
     indexer = RegionIndexer(settings, args.region)
     serve_metrics(settings.metrics_port("indexer", args.region), settings.serve_host, f"indexer {args.region}")
     signal.signal(signal.SIGTERM, lambda *_: indexer.stop())
     signal.signal(signal.SIGINT, lambda *_: indexer.stop())
-    log.info("indexer for region %s: %s -> %s", args.region, settings.chunks_topic, settings.milvus_uri(args.region))
+    log.info("indexer for region %s: %s -> %s", args.region, indexer.topic, settings.milvus_uri(args.region))
     try:
         stats = indexer.run(max_idle_s=args.max_idle)
     finally:

@@ -53,6 +53,9 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:  # type: ignore
     from drills import cli as drills_cli
 
     drills_cli.register(sub)
+    from mirror import cli as mirror_cli
+
+    mirror_cli.register(sub)
 
 
 def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,14 +8,34 @@ Kubernetes deployment configures the same code) or from keyword arguments (tests
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER = "__debezium_unavailable_value"
+
+
+_REGION_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
+# The embedded stack's object stores: each region's S3 port is this far from the previous one's
+# (SeaweedFS opens several ports per instance, placed around its S3 port: regionsync/stack/seaweed.py).
+S3_PORT_STRIDE = 10
+
+
+def _region_map(value: Any) -> Any:
+    """"region=value,region=value" -> dict (a dict passes through)."""
+    if isinstance(value, str):
+        out: dict[str, str] = {}
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            region, _, item = part.partition("=")
+            out[region.strip()] = item.strip()
+        return out
+    return value
 
 
 def _csv(value: Any) -> Any:
@@ -30,7 +50,10 @@ class Settings(BaseSettings):
     # --- where the embedded stack keeps its data, logs and pid files
     state_dir: Path = Path(".regionsync")
 
-    # --- Postgres: the CMS database (captured) and regionsync's own bookkeeping database
+    # --- Postgres. Every region has its own server (its dialog state store, its role and fence,
+    # the mirrors' checkpoints); the source region's also holds the CMS database (captured) and
+    # the embedding cache. pg_host/pg_port are the source region's unless the settings were made
+    # for another region (:meth:`for_region`); ``pg_addresses`` names every region's server.
     pg_host: str = "127.0.0.1"
     pg_port: int = 55432
     pg_user: str = "regionsync"
@@ -39,7 +62,8 @@ class Settings(BaseSettings):
     # Embedding cache and (later) dialog state live here; may be another server in production.
     pg_state_database: str = "regionsync"
 
-    # --- Kafka-protocol broker and Kafka Connect
+    # --- Kafka-protocol brokers (one per region; kafka_bootstrap is the source region's unless
+    # the settings were made for another region) and Kafka Connect (in the source region)
     kafka_bootstrap: str = "127.0.0.1:19092"
     connect_url: str = "http://127.0.0.1:18083"
     connector_name: str = "cms-documents"
@@ -99,8 +123,19 @@ class Settings(BaseSettings):
     # each), so a title/tags change of one of them is sent as a metadata record, without vectors.
     recent_hashes_max: int = 100_000
 
-    # --- Regions: one Milvus per region
+    # --- Regions. Each owns a broker, an object store, a Postgres, a Milvus and its workers; the
+    # source region also runs the CMS database, Kafka Connect + Debezium and the change agent.
     regions: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["east", "north"])
+    # Empty: the first of ``regions``. It is also the active region (writes dialog turns) until a promotion.
+    source_region: str = ""
+    # Every region's endpoints, "region=value,region=value". A region left out gets the embedded
+    # stack's address: the source region's value (kafka_bootstrap, pg_host:pg_port,
+    # s3_endpoint) with the port moved by the region's index. Filled in at construction, so a
+    # child process gets them all (see :meth:`for_region`).
+    kafka_bootstraps: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    pg_addresses: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    s3_endpoints: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    serve_urls: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     # "region=uri,region=uri"; when empty the embedded stack's Milvus servers (regionsync/stack/milvus.py) are used.
     milvus_uris: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     milvus_token: SecretStr = SecretStr("")
@@ -132,6 +167,8 @@ class Settings(BaseSettings):
     dialog_idle_polls: int = 5
     dialog_poll_timeout_s: float = 0.1
     # Snapshot bucket: any S3-compatible endpoint; empty endpoint = AWS's default for s3_region.
+    # Each region has its own object store (``s3_endpoints``); s3_endpoint is the source region's
+    # unless the settings were made for another region.
     s3_endpoint: str = "http://127.0.0.1:19000"
     s3_region: str = "us-east-1"
     s3_bucket: str = "regionsync-snapshots"
@@ -145,7 +182,25 @@ class Settings(BaseSettings):
 
             raise ConfigError(f"unknown region {region!r}; configured regions: {', '.join(self.regions)}")
         return f"{self.dialog_database_prefix}{region}"
+    # "local": a turn is acknowledged once this region's broker holds its events (the standby
+    # gets them by asynchronous replication: the RPO is the replication lag). "mirrored": also
+    # once every other region's broker holds them (the replicator's checkpoint there says so):
+    # RPO 0, at the price of a longer turn and of refused turns while a standby is unreachable.
+    dialog_ack_mode: Literal["local", "mirrored"] = "local"
+    mirrored_ack_timeout_s: float = 5.0
+    # Promotions travel between regions on this topic (one partition per region's broker).
+    control_topic: str = "regionsync.control"
+    # A region service that starts while its store says it is the active one first reads every
+    # other region's control topic (a promotion may have happened while it was away); it takes
+    # no turn meanwhile. A peer that does not answer within this many seconds is given up on.
+    rejoin_timeout_s: float = 10.0
     # --- end of Dialog block
+
+    # --- Replication between regions (mirror/): one replicator per ordered pair of regions,
+    # running in the target region.
+    mirror_batch_max: int = 5000
+    # A replicator confirms it holds everything of a partition at most this often when idle.
+    mirror_idle_check_s: float = 1.0
 
     # --- Region services (serve/): one HTTP service per region, and every worker's /metrics
     serve_host: str = "127.0.0.1"
@@ -183,14 +238,32 @@ class Settings(BaseSettings):
         return self.serve_base_port + self._region_index(region)
 
     def serve_url(self, region: str) -> str:
+        if region in self.serve_urls:
+            return self.serve_urls[region]
         return f"http://{self.serve_host}:{self.serve_port(region)}"
 
-    def metrics_port(self, worker: str, region: str | None = None) -> int:
-        """Port of a worker's /metrics: ``worker`` is "changes", "indexer" or "dialog"."""
+    def metrics_port(self, worker: str, region: str | None = None, source: str | None = None) -> int:
+        """Port of a worker's /metrics: ``worker`` is "changes", "indexer", "dialog" or "mirror"
+        (the replicator from ``source`` into ``region``)."""
         if worker == "changes":
             return self.metrics_base_port
+        if worker == "mirror":
+            pair = (source or "", region or "")
+            if pair not in self.mirror_pairs():
+                from regionsync.errors import ConfigError
+
+                raise ConfigError(f"no replicator from {source!r} to {region!r}; regions: {', '.join(self.regions)}")
+            return self.metrics_base_port + 1 + 2 * len(self.regions) + self.mirror_pairs().index(pair)
         offset = {"indexer": 1, "dialog": 1 + len(self.regions)}[worker]
         return self.metrics_base_port + offset + self._region_index(region or "")
+
+    def mirror_pairs(self) -> list[tuple[str, str]]:
+        """Every (source, target) pair of regions: one replicator each."""
+        return [(a, b) for a in self.regions for b in self.regions if a != b]
+
+    def metrics_ports_needed(self) -> int:
+        """How many consecutive ports from metrics_base_port the workers' /metrics use."""
+        return 1 + 2 * len(self.regions) + len(self.mirror_pairs())
 
     def _region_index(self, region: str) -> int:
         if region not in self.regions:
@@ -203,6 +276,51 @@ class Settings(BaseSettings):
         "text_columns", "metadata_columns", "published_values", "regions", mode="before"
     )(_csv)
 
+    @field_validator("regions", mode="after")
+    @classmethod
+    def _region_names(cls, value: list[str]) -> list[str]:
+        # A region's name prefixes the topics replicated from it ("east.regionsync.dialog.events"),
+        # so it must be a topic-name fragment without the separator.
+        for name in value:
+            if not _REGION_NAME.fullmatch(name):
+                raise ValueError(f"region name {name!r}: use letters, digits, '-' or '_' (no '.'), at most 40")
+        if len(set(value)) != len(value):
+            raise ValueError(f"regions repeat a name: {value}")
+        if not value:
+            raise ValueError("at least one region is needed")
+        return value
+
+    @field_validator("kafka_bootstraps", "pg_addresses", "s3_endpoints", "serve_urls", mode="before")
+    @classmethod
+    def _parse_maps(cls, value: Any) -> Any:
+        return _region_map(value)
+
+    @model_validator(mode="after")
+    def _complete_regions(self) -> Settings:
+        """Resolve the source region and give every region an address of each kind, so every
+        child process gets the whole map (and no child derives an address from another region's)."""
+        source = self.source_region or self.regions[0]
+        if source not in self.regions:
+            raise ValueError(f"source_region {source!r} is not one of the regions {self.regions}")
+        object.__setattr__(self, "source_region", source)
+        # The flat values are the source region's unless a map says otherwise for it.
+        kafka_host, kafka_port = self.kafka_bootstrap.rsplit(":", 1)
+        s3 = urlsplit(self.s3_endpoint)
+        base = self.regions.index(source)
+        kafka, pg, s3s = dict(self.kafka_bootstraps), dict(self.pg_addresses), dict(self.s3_endpoints)
+        for i, region in enumerate(self.regions):
+            shift = i - base
+            kafka.setdefault(region, f"{kafka_host}:{int(kafka_port) + shift}")
+            pg.setdefault(region, f"{self.pg_host}:{self.pg_port + shift}")
+            if s3.hostname and s3.port:
+                s3s.setdefault(region, f"{s3.scheme}://{s3.hostname}:{s3.port + shift * S3_PORT_STRIDE}")
+            else:
+                s3s.setdefault(region, self.s3_endpoint)
+        object.__setattr__(self, "kafka_bootstraps", kafka)
+        object.__setattr__(self, "pg_addresses", pg)
+        object.__setattr__(self, "s3_endpoints", s3s)
+        return self
+
     @field_validator("state_dir", "embed_onnx_dir", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
@@ -212,15 +330,30 @@ class Settings(BaseSettings):
     @field_validator("milvus_uris", mode="before")
     @classmethod
     def _parse_uris(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            out: dict[str, str] = {}
-            for part in value.split(","):
-                if not part.strip():
-                    continue
-                region, _, uri = part.partition("=")
-                out[region.strip()] = uri.strip()
-            return out
-        return value
+        return _region_map(value)
+
+    # ------------------------------------------------------------------ regions
+    def for_region(self, region: str) -> Settings:
+        """These settings as seen from inside ``region``: its broker, its Postgres and its object
+        store become kafka_bootstrap, pg_host/pg_port and s3_endpoint. Every process that lives in
+        a region (indexer, dialog worker, service, replicator into it) works on these; idempotent."""
+        self._region_index(region)
+        host, port = self.pg_addresses[region].rsplit(":", 1)
+        return self.model_copy(update={
+            "kafka_bootstrap": self.kafka_bootstraps[region],
+            "pg_host": host,
+            "pg_port": int(port),
+            "s3_endpoint": self.s3_endpoints[region],
+        })
+
+    def source(self) -> Settings:
+        """The settings of the source region (CMS database, Connect, change agent, embedding cache)."""
+        return self.for_region(self.source_region)
+
+    def others(self, region: str) -> list[str]:
+        """Every region but ``region``."""
+        self._region_index(region)
+        return [r for r in self.regions if r != region]
 
     # ------------------------------------------------------------------ derived values
     @property

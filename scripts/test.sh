@@ -7,6 +7,6 @@ scripts/setup.sh --test
 # The README's first command installs the runtime alone: fail when runtime code imports a package
 # that only an extra (e.g. the test extra) brings.
 .venv/bin/python scripts/check_runtime_deps.py
-.venv/bin/ruff check regionsync connectors streams embedding indexer dialog serve drills tests
+.venv/bin/ruff check regionsync connectors streams embedding indexer dialog serve drills mirror tests
 .venv/bin/mypy
 exec .venv/bin/pytest "$@"

@@ -176,10 +176,24 @@ class Promoted(BaseModel):
     epoch: int
     previous: str | None
     changed: bool
+    published: bool  # the promotion is on this region's control topic (else it is published later)
+    # Per other region and partition of its dialog topic: the first source offset this region had
+    # not received; that region's older-epoch turns from there on are set aside (dialog/fence.py).
+    cut: dict[str, dict[str, int]]
     dialog_positions: dict[str, int]
     # How long each step took: the lag check, the flip of the active-region row (including any wait
     # for a turn in flight elsewhere, and a fence), a turn of this region in flight, the catch-up.
     seconds: dict[str, float] = {}
+
+
+class Conflicts(BaseModel):
+    """Turns an old active region accepted that the promoted region never received (written after
+    the promotion, or not replicated before the old region was lost): folded nowhere, listed here
+    with the whole event, the same list in every region."""
+
+    region: str
+    count: int
+    fenced: list[dict[str, Any]]
 
 
 SlotValue = Annotated[str, Field(max_length=200)] | bool | Annotated[int, Field(ge=-(2**53), le=2**53)] | None
@@ -288,15 +302,18 @@ def create_app(service: RegionService) -> FastAPI:
         return JSONResponse({"detail": f"region {region}'s database is unavailable; try again"}, status_code=503,
                             headers={"Retry-After": "1"})
 
+    # Probes run on the event loop (async), not in the request thread pool: turns waiting for a
+    # catch-up can fill the pool, and a probe must still answer within its timeout. Readiness is
+    # computed in the background (serve/region.py); this only reads it.
     @app.get("/healthz", response_model=Health, summary="the process answers")
-    def healthz() -> Health:
+    async def healthz() -> Health:
         return Health(status="ok", region=region)
 
     @app.get(
         "/readyz", response_model=Readiness, summary="this region can serve now; its role",
         responses={503: {"model": Readiness, "description": "not ready (see checks)"}},
     )
-    def readyz(response: Response) -> dict[str, Any]:
+    async def readyz(response: Response) -> dict[str, Any]:
         report = service.readiness()
         if not report["ready"]:
             response.status_code = 503
@@ -347,13 +364,34 @@ def create_app(service: RegionService) -> FastAPI:
         "/admin/promote", response_model=Promoted, summary="make this region the active one (admin token)",
         responses={401: {"model": Error}, 403: {"model": Error}, 503: refusals[503]},
     )
-    def promote(x_admin_token: Annotated[str | None, Header(max_length=512)] = None) -> Any:
+    def promote(
+        x_admin_token: Annotated[str | None, Header(max_length=512)] = None,
+        force: Annotated[bool, Query(description="promote even while the copy of the active region's log lags "
+                                                 "a source that answers (what is not copied is set aside)")] = False,
+    ) -> Any:
+        refused = _admin_refusal(x_admin_token)
+        if refused is not None:
+            return refused
+        return service.promote(force=force)
+
+    @app.get(
+        "/admin/conflicts", response_model=Conflicts, summary="turns a promotion set aside (admin token)",
+        responses={401: {"model": Error}, 403: {"model": Error}, 503: refusals[503]},
+    )
+    def conflicts(x_admin_token: Annotated[str | None, Header(max_length=512)] = None) -> Any:
+        refused = _admin_refusal(x_admin_token)
+        if refused is not None:
+            return refused
+        report = service.fenced_report()
+        return Conflicts(region=region, count=len(report), fenced=report)
+
+    def _admin_refusal(token: str | None) -> JSONResponse | None:
         expected = settings.admin_token.get_secret_value()
-        if not x_admin_token:
+        if not token:
             return JSONResponse({"detail": "missing X-Admin-Token header"}, status_code=401)
-        if not expected or not secrets.compare_digest(x_admin_token.encode(), expected.encode()):
+        if not expected or not secrets.compare_digest(token.encode(), expected.encode()):
             return JSONResponse({"detail": "bad admin token"}, status_code=403)
-        return service.promote()
+        return None
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
              responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})

@@ -37,11 +37,19 @@ def register(subparsers: Any) -> None:
 
     region = subparsers.add_parser("region", help="the active region (the one that writes dialog turns)")
     sub = region.add_subparsers(dest="region_command", required=True)
-    p = sub.add_parser("promote", help="make REGION active: catch its dialog state up to the log, then accept turns")
+    p = sub.add_parser("promote", help="make REGION active: a new epoch, its dialog state caught up to what it "
+                                       "received, then it accepts turns")
     p.add_argument("region", metavar="REGION")
+    p.add_argument("--force", action="store_true",
+                   help="promote even while REGION's copy of the active region's log lags a source that answers "
+                        "(what was not copied yet is set aside in the conflict report)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_promote)
-    p = sub.add_parser("status", help="which region is active")
+    p = sub.add_parser("conflicts", help="turns a promotion set aside (the conflict report), as REGION holds it")
+    p.add_argument("region", metavar="REGION")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_conflicts)
+    p = sub.add_parser("status", help="which region each region holds to be active")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
@@ -138,8 +146,10 @@ def _ask_in_process(settings: Settings, region: str, question: str, k: int, sess
     from serve.app import _ask_response
     from serve.region import RegionService
 
-    service = RegionService(settings, region)
+    service = RegionService(settings, region, background=False)
     try:
+        if session is not None:
+            service.rejoin_now()
         if session is None:
             return _ask_response(region, question, service.answer(question, k)).model_dump()
         result = service.turn(session, {"text": question, "intent": "knowledge"})
@@ -156,13 +166,14 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     client = RegionClient(settings, args.region, timeout_s=settings.promote_timeout_s * 2 + 10)
     try:
         if client.is_up():
-            data = client.promote(settings.admin_token.get_secret_value())
+            data = client.promote(settings.admin_token.get_secret_value(), force=args.force)
         else:
             from serve.region import RegionService
 
-            service = RegionService(settings, args.region)
+            service = RegionService(settings, args.region, background=False)
             try:
-                data = service.promote()
+                data = service.promote(force=args.force)
+                service.publish_promotions()
             finally:
                 service.close()
     except ServeError as exc:
@@ -179,14 +190,53 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from serve.roles import ActiveRegionStore
+    """Each region decides from its own database: show every region's view (they agree once
+    replication has carried the last promotion everywhere)."""
+    from serve.roles import RegionRole
 
-    active = ActiveRegionStore(settings).current()
-    standby = [r for r in settings.regions if r != active.region]
+    views: dict[str, Any] = {}
+    for region in settings.regions:
+        try:
+            role = RegionRole(settings, region)
+            try:
+                active = role.current()
+            finally:
+                role.close()
+            views[region] = {"active": active.region, "epoch": active.epoch, "previous": active.previous}
+        except Exception as exc:  # noqa: BLE001 - a region that is down has no view: say so
+            views[region] = {"error": str(exc).splitlines()[0]}
+    agreed = {(v["active"], v["epoch"]) for v in views.values() if "active" in v}
     if args.json:
-        _print_json({"active": active.region, "epoch": active.epoch, "previous": active.previous, "standby": standby})
-    else:
-        print(f"active: {active.region} (epoch {active.epoch}); standby: {', '.join(standby)}")
+        _print_json({"regions": views, "agree": len(agreed) == 1})
+        return 0
+    for region, view in views.items():
+        if "error" in view:
+            print(f"{region:<8} unreachable: {view['error']}")
+        else:
+            print(f"{region:<8} holds: active {view['active']} (epoch {view['epoch']})")
+    if len(agreed) > 1:
+        print("the regions disagree: the newest promotion has not reached every region yet (replication lag or a "
+              "cut link)")
+    return 0
+
+
+def cmd_conflicts(args: argparse.Namespace, settings: Settings) -> int:
+    from dialog.store import PostgresStore
+
+    store = PostgresStore.for_region(settings, args.region)
+    try:
+        report = [e.to_dict() for e in store.fenced()]
+    finally:
+        store.close()
+    if args.json:
+        _print_json(report)
+        return 0
+    if not report:
+        print(f"region {args.region}: no turn was set aside")
+    for e in report:
+        print(f"{e['session_id']} seq {e['seq']} (written in {e['origin']} at epoch {e['epoch']}, offset "
+              f"{e['source_offset']} of partition {e['partition']}): set aside by the promotion of "
+              f"{e['fenced_region']} to epoch {e['fenced_epoch']}")
     return 0
 
 

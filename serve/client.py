@@ -51,6 +51,11 @@ class RegionClient:
         out: dict[str, Any] = self.json("POST", "/ask", json=body)
         return out
 
-    def promote(self, token: str) -> dict[str, Any]:
-        out: dict[str, Any] = self.json("POST", "/admin/promote", headers={"X-Admin-Token": token})
+    def promote(self, token: str, force: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = self.json("POST", "/admin/promote", headers={"X-Admin-Token": token},
+                                        params={"force": "true"} if force else None)
+        return out
+
+    def conflicts(self, token: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.json("GET", "/admin/conflicts", headers={"X-Admin-Token": token})
         return out

@@ -1,8 +1,13 @@
 """One region's service logic, without HTTP: search, answers, dialog turns, readiness, promotion.
 
-Held once per process. The embedding model is loaded on first use and kept (it takes seconds);
-dialog turns are serialised (one writer per session set, and the dialog manager is not
-thread-safe), searches run concurrently.
+Held once per process, working only on its own region's parts (its Milvus, broker, database),
+plus, for a promotion or a rejoin, the other regions' control topics. The embedding model is
+loaded on first use and kept (it takes seconds); dialog turns are serialised (one writer per
+region, and the dialog manager is not thread-safe), searches run concurrently.
+
+Readiness is computed by a background thread every second and served from memory: whatever the
+region is doing (catching up, refolding its log, waiting for a broker), /healthz and /readyz
+answer at once.
 """
 
 from __future__ import annotations
@@ -14,27 +19,35 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import KafkaError, Message, Producer
+
+from dialog.errors import DeliveryError
 from dialog.events import DialogEvent
-from dialog.kafka_io import KafkaPublisher
+from dialog.fence import Promotion
+from dialog.kafka_io import Ack, KafkaPublisher, producer_config
 from dialog.manager import DialogManager, Reply
+from dialog.roles import Active
 from dialog.state import SessionState
 from dialog.store import PostgresStore
 from embedding.embedder import Embedder
 from indexer.lag import lag_report
 from indexer.sink import Hit
 from regionsync.settings import Settings
+from serve.acks import MirroredAcks
 from serve.answers import ChatComposer, Composed, make_composer
 from serve.dialog_log import DialogLog
-from serve.errors import NotCaughtUp, UnknownSession
+from serve.errors import NotCaughtUp, ServeError, UnknownSession
 from serve.factory import make_embedder, make_region_sink
 from serve.handlers import INQUIRE_ORDER, KNOWLEDGE, KnowledgeHandler, demo_order_lookup
-from serve.roles import Active, ActiveRegionStore
+from serve.roles import RegionRole
 
 log = logging.getLogger(__name__)
 
 # A turn on a freshly promoted or restarted active region waits at most this long for its
 # dialog state to reach the end of the log before answering 503 (retry).
 TURN_CATCH_UP_S = 5.0
+READINESS_EVERY_S = 1.0
+READINESS_STALE_S = 10.0  # a readiness report older than this says the check itself is stuck
 
 
 @dataclass(frozen=True)
@@ -46,35 +59,155 @@ class TurnResult:
 
 class FencedPublisher:
     """Publishes a turn's events only while this region's writer session still holds the
-    active-region row (a promotion elsewhere may have fenced it while the turn was computed)."""
+    active-region row (a promotion being recorded may have fenced it while the turn was computed),
+    and, in the ``mirrored`` mode, returns only once every other region holds them."""
 
-    def __init__(self, inner: KafkaPublisher, roles: ActiveRegionStore) -> None:
+    def __init__(self, inner: KafkaPublisher, role: RegionRole, acks: MirroredAcks | None) -> None:
         self._inner = inner
-        self._roles = roles
+        self._role = role
+        self._acks = acks
+        self.last_mirror_wait_s: float | None = None
 
-    def publish(self, events: Sequence[DialogEvent]) -> Any:
-        self._roles.check_writer()
-        return self._inner.publish(events)
+    def publish(self, events: Sequence[DialogEvent]) -> list[Ack]:
+        self._role.check_writer()
+        acks = self._inner.publish(events)
+        if self._acks is not None:
+            self.last_mirror_wait_s = self._acks.wait((a.partition, a.offset) for a in acks)
+        return acks
+
+
+class ControlPublisher:
+    """This region's promotions onto its control topic (acks=all), whence the replicators carry
+    them to every other region."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = settings.control_topic
+        self._config = producer_config(settings)
+        self._producer = Producer(self._config)
+
+    def publish(self, promo: Promotion, timeout: float = 10.0) -> None:
+        errors: list[str] = []
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        self._producer.produce(self.topic, key=promo.key(), value=promo.to_json(), partition=0, on_delivery=delivered)
+        if self._producer.flush(timeout) or errors:
+            self._producer = Producer(self._config)
+            raise DeliveryError(f"promotion to epoch {promo.epoch} not acknowledged: {errors[:1] or 'timeout'}")
+
+    def close(self) -> None:
+        self._producer.flush(5)
 
 
 class RegionService:
-    def __init__(self, settings: Settings, region: str, embedder: Embedder | None = None) -> None:
+    def __init__(self, settings: Settings, region: str, embedder: Embedder | None = None,
+                 background: bool = True) -> None:
         settings.serve_port(region)  # unknown region: fail now, naming the configured ones
+        settings = settings.for_region(region)
         self.settings = settings
         self.region = region
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
         self._sink = make_region_sink(settings, region)
         self.store = PostgresStore.for_region(settings, region)
-        self.dialog_log = DialogLog(settings, region, self.store.offsets)
-        self.roles = ActiveRegionStore(settings)
+        self.dialog_log = DialogLog(settings, region, self.store)
+        self.role = RegionRole(settings, region)
         self._publisher = KafkaPublisher(settings)
+        self._control = ControlPublisher(settings)
+        self._acks = MirroredAcks(settings, region) if settings.dialog_ack_mode == "mirrored" else None
         self.chat: ChatComposer | None  # the chat endpoint composing answers, when configured
         self._compose, self.chat = make_composer(settings)
         self._turn_lock = threading.Lock()
         self._manager: DialogManager | None = None
+        self._fenced_publisher: FencedPublisher | None = None
         self._knowledge: KnowledgeHandler | None = None
         self._epoch: int | None = None  # the epoch whose turns this region may write (caught up)
+        self._stop = threading.Event()
+        # A region that starts as the active one first checks no other region was promoted while
+        # it was away (serve/roles.py): until then it takes no turn.
+        self.rejoining = threading.Event()
+        self._rejoin_note = ""
+        self._ready: dict[str, Any] = {"region": region, "ready": False, "role": "unknown",
+                                       "checks": {"starting": {"ok": False, "error": "first check not done yet"}}}
+        self._ready_at = 0.0
+        self._threads: list[threading.Thread] = []
+        if background:
+            self._start_background()
+
+    # ------------------------------------------------------------------ background work
+    def _start_background(self) -> None:
+        try:
+            active = self.role.current()
+        except Exception as exc:  # noqa: BLE001 - the database may still be starting: rejoin checks then
+            log.warning("region %s: role unreadable at start (%s)", self.region, exc)
+            active = None
+        if active is None or active.region == self.region:
+            self.rejoining.set()
+            self._spawn(self._rejoin, "rejoin")
+        self._spawn(self._readiness_loop, "readiness")
+        self._spawn(self._republish_loop, "control")
+
+    def _spawn(self, target: Any, name: str) -> None:
+        t = threading.Thread(target=target, name=f"{name}-{self.region}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def rejoin_now(self) -> None:
+        """The rejoin check in the caller's thread (a service run in-process by the CLI)."""
+        if self.role.current().region == self.region:
+            self.rejoining.set()
+            self._rejoin()
+
+    def _rejoin(self) -> None:
+        """Read every other region's control topic (a promotion while this region was away makes
+        it a standby); give up on a region that stays silent for ``rejoin_timeout_s``."""
+        started = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                found, silent = self.role.rejoin(min(5.0, self.settings.rejoin_timeout_s))
+            except Exception as exc:  # noqa: BLE001 - its own database not up yet: try again
+                found, silent = [], [f"own database ({exc})"]
+            if not silent or time.monotonic() - started >= self.settings.rejoin_timeout_s:
+                if silent:
+                    log.warning("region %s rejoined without hearing from %s within %.0fs: taking turns as the "
+                                "active region; a promotion there would be found when replication resumes "
+                                "(its cut then sets this region's later turns aside)", self.region, silent,
+                                self.settings.rejoin_timeout_s)
+                active = self.role.current()
+                self._rejoin_note = (f"rejoined as {'active' if active.region == self.region else 'standby'} "
+                                     f"(epoch {active.epoch}; {len(found)} promotions read"
+                                     + (f"; no answer from {', '.join(silent)}" if silent else "") + ")")
+                log.info("region %s %s", self.region, self._rejoin_note)
+                self.rejoining.clear()
+                return
+            self._stop.wait(1.0)
+
+    def _republish_loop(self) -> None:
+        """Publish this region's promotions whose control record was not acknowledged yet."""
+        while not self._stop.wait(2.0):
+            try:
+                self.publish_promotions()
+            except Exception as exc:  # noqa: BLE001 - retried every 2 s
+                log.debug("republishing promotions: %s", exc)
+
+    def publish_promotions(self) -> None:
+        for promo in self.role.unpublished():
+            self._control.publish(promo)
+            self.role.mark_published(promo)
+            log.info("region %s: promotion to epoch %d published on %s", self.region, promo.epoch,
+                     self.settings.control_topic)
+
+    def _readiness_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._ready = self.check_readiness()
+            except Exception as exc:  # noqa: BLE001 - readiness reports every failure as data
+                self._ready = {"region": self.region, "ready": False, "role": "unknown",
+                               "checks": {"readiness": {"ok": False, "error": str(exc)}}}
+            self._ready_at = time.monotonic()
+            self._stop.wait(READINESS_EVERY_S)
 
     # ------------------------------------------------------------------ knowledge
     def embedder(self) -> Embedder:
@@ -94,7 +227,10 @@ class RegionService:
     # ------------------------------------------------------------------ dialog
     def turn(self, session_id: str, message: Mapping[str, Any]) -> TurnResult:
         """Write one turn (409 via NotActive on a standby; 503 via NotCaughtUp while catching up)."""
-        with self._turn_lock, self.roles.writing(self.region) as active:
+        if self.rejoining.is_set():
+            raise NotCaughtUp(f"region {self.region} is rejoining: it checks no other region was promoted while it "
+                              "was away before it takes turns")
+        with self._turn_lock, self.role.writing() as active:
             manager, knowledge = self._writer(active)
             knowledge.last = None
             reply = manager.process({**message, "session_id": session_id})
@@ -111,15 +247,17 @@ class RegionService:
 
     def _writer(self, active: Active) -> tuple[DialogManager, KnowledgeHandler]:
         if self._epoch != active.epoch or self._manager is None or self._knowledge is None:
-            # New role (promotion, restart): the store must hold the whole log before we write,
-            # and a manager of an older epoch may remember states another region has moved on.
-            self.dialog_log.wait_caught_up(TURN_CATCH_UP_S)
-            self._manager, self._knowledge = self._new_manager()
+            # New role (promotion, restart): the store must hold everything below the promotion's
+            # cut before we write, and a manager of an older epoch may remember states another
+            # region has moved on.
+            self.dialog_log.wait_caught_up(self.role.promotion_of(active).cut, TURN_CATCH_UP_S)
+            self._manager, self._knowledge = self._new_manager(active.epoch)
             self._epoch = active.epoch
         return self._manager, self._knowledge
 
-    def _new_manager(self) -> tuple[DialogManager, KnowledgeHandler]:
-        manager = DialogManager(FencedPublisher(self._publisher, self.roles), sessions=self.store, region=self.region)
+    def _new_manager(self, epoch: int) -> tuple[DialogManager, KnowledgeHandler]:
+        self._fenced_publisher = FencedPublisher(self._publisher, self.role, self._acks)
+        manager = DialogManager(self._fenced_publisher, sessions=self.store, region=self.region, epoch=epoch)
         knowledge = KnowledgeHandler(lambda text: self.answer(text))
         manager.register_handler(KNOWLEDGE, knowledge)
         from dialog.handlers.order_status import InquireOrderHandler
@@ -127,37 +265,84 @@ class RegionService:
         manager.register_handler(INQUIRE_ORDER, InquireOrderHandler(demo_order_lookup))
         return manager, knowledge
 
+    @property
+    def last_mirror_wait_s(self) -> float | None:
+        return self._fenced_publisher.last_mirror_wait_s if self._fenced_publisher else None
+
     # ------------------------------------------------------------------ role
-    def promote(self) -> dict[str, Any]:
-        """Make this region the active one: nearly caught up first (so the old region's last turns
-        are in), then the flip, then exactly to the end of the log, then turns are accepted. The
-        answer says how long each step took (the failover drill reports where promotion time goes)."""
+    def promote(self, force: bool = False) -> dict[str, Any]:
+        """Make this region the active one: refused (nothing changed) while its store lags its own
+        broker, or while its copy of the active region's log lags a source that answers (unless
+        ``force``); then a new epoch and its cut (serve/roles.py), the promotion published on the
+        control topic, and the store folded up to the cut; then turns are accepted. The answer says
+        how long each step took (the failover drill reports where promotion time goes)."""
         t0 = time.perf_counter()
-        lag = self.dialog_log.lag()
-        if lag > self.settings.ready_max_dialog_lag:
-            raise NotCaughtUp(f"region {self.region} is {lag} dialog events behind; not promoting (nothing changed)")
+        current = self.role.current()
+        if current.region != self.region:
+            lag = self.dialog_log.lag()
+            if lag > self.settings.ready_max_dialog_lag and not force:
+                raise NotCaughtUp(f"region {self.region} is {lag} dialog events behind its own broker; not promoting "
+                                  "(nothing changed)")
+            behind = self._replication_behind(current.region)
+            if behind and not force:
+                raise NotCaughtUp(f"region {self.region}'s copy of region {current.region}'s log is {behind} records "
+                                  f"behind while {current.region} answers; not promoting (nothing changed; force to "
+                                  "promote anyway: the records not copied yet would be set aside)")
         t1 = time.perf_counter()
-        plan = self.roles.promote(self.region)
+        promo, changed = self.role.promote()
         t2 = time.perf_counter()
+        published = False
+        if changed:
+            try:
+                self._control.publish(promo)
+                self.role.mark_published(promo)
+                published = True
+            except DeliveryError as exc:  # the background loop publishes it when the broker answers
+                log.warning("region %s: %s; publishing it later", self.region, exc)
         with self._turn_lock:
             t3 = time.perf_counter()
-            self.dialog_log.wait_caught_up(self.settings.promote_timeout_s)
-            self._manager, self._knowledge = self._new_manager()
-            self._epoch = plan.after.epoch
+            self.dialog_log.wait_caught_up(promo.cut, self.settings.promote_timeout_s)
+            self._manager, self._knowledge = self._new_manager(promo.epoch)
+            self._epoch = promo.epoch
         t4 = time.perf_counter()
         return {
             "region": self.region,
-            "active": plan.after.region,
-            "epoch": plan.after.epoch,
-            "previous": plan.before.region if plan.changed else plan.after.previous,
-            "changed": plan.changed,
-            "dialog_positions": {str(p): o for p, o in sorted(self.store.offsets().items())},
+            "active": promo.region,
+            "epoch": promo.epoch,
+            "previous": promo.previous,
+            "changed": changed,
+            "published": published or not changed,
+            "cut": {o: {str(p): n for p, n in parts.items()} for o, parts in promo.cut.items()},
+            "dialog_positions": {f"{t}[{p}]": o for (t, p), o in sorted(self.store.offsets().items())},
             "seconds": {"lag_check": round(t1 - t0, 4), "flip": round(t2 - t1, 4),
                         "turn_in_flight": round(t3 - t2, 4), "catch_up": round(t4 - t3, 4)},
         }
 
+    def _replication_behind(self, source: str) -> int:
+        """Records of ``source``'s dialog log not copied here yet, if ``source`` answered the
+        replicator in the last few seconds (a source that is gone cannot be waited for)."""
+        from mirror.status import inbound
+
+        try:
+            row = inbound(self.settings, self.region).get(source)
+        except Exception:  # noqa: BLE001 - no checkpoints readable: nothing to wait for
+            return 0
+        if not row or row["source_seen_s"] is None or row["source_seen_s"] > 5.0:
+            return 0
+        behind = int(row["topics"].get(self.settings.dialog_topic, 0))
+        return behind if behind > self.settings.ready_max_dialog_lag else 0
+
     # ------------------------------------------------------------------ readiness and metrics
     def readiness(self) -> dict[str, Any]:
+        """The last readiness report (computed every second in the background)."""
+        age = time.monotonic() - self._ready_at
+        if self._ready_at and age > READINESS_STALE_S:
+            return {**self._ready, "ready": False,
+                    "checks": {**self._ready["checks"],
+                               "fresh": {"ok": False, "error": f"readiness last checked {age:.0f}s ago"}}}
+        return self._ready
+
+    def check_readiness(self) -> dict[str, Any]:
         checks: dict[str, dict[str, Any]] = {}
         try:
             self._sink.ping()
@@ -177,9 +362,13 @@ class RegionService:
         except Exception as exc:  # noqa: BLE001
             checks["dialog"] = {"ok": False, "error": str(exc)}
         try:
-            active = self.roles.current()
+            active = self.role.current()
             role = "active" if active.region == self.region else "standby"
-            checks["role"] = {"ok": True, "active_region": active.region, "epoch": active.epoch}
+            checks["role"] = {"ok": not self.rejoining.is_set(), "active_region": active.region, "epoch": active.epoch}
+            if self.rejoining.is_set():
+                checks["role"]["error"] = "rejoining: reading the other regions' control topics"
+            elif self._rejoin_note:
+                checks["role"]["note"] = self._rejoin_note
         except Exception as exc:  # noqa: BLE001
             role = "unknown"
             checks["role"] = {"ok": False, "error": str(exc)}
@@ -192,12 +381,23 @@ class RegionService:
             "index_lag": sum(p.lag for p in parts),
             "applied": {p.partition: p.committed for p in parts if p.committed is not None},
             "dialog_lag": self.dialog_log.lag(),
-            "active": self.roles.current().region == self.region,
+            "active": self.role.current().region == self.region,
         }
 
+    def fenced_report(self) -> list[dict[str, Any]]:
+        """The conflict report: turns a promotion's cut set aside (dialog/fence.py)."""
+        return [e.to_dict() for e in self.store.fenced()]
+
     def close(self) -> None:
+        self._stop.set()
         self._sink.close()
         self.dialog_log.close()
-        self.roles.close()
+        self.role.close()
         self._publisher.close()
+        self._control.close()
+        if self._acks is not None:
+            self._acks.close()
         self.store.close()
+
+
+__all__ = ["RegionService", "ServeError", "TurnResult"]

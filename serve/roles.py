@@ -1,75 +1,56 @@
-"""Which region writes dialog turns: the "active region" fact, and the promotion that moves it.
+"""Which region writes dialog turns, decided by each region from its own database.
 
-Where the fact lives: one row in regionsync's own Postgres database (``pg_state_database``),
-the same server both regions already depend on for the CMS and the embedding cache. Why a row
-and not a compacted Kafka topic: a topic has no conditional write, so two promotions racing
-would both "win" (last writer wins, each region briefly sure it is active), and a turn already
-being written by the old active region could not be fenced. Postgres gives both:
+There is no shared database: each region keeps the promotions it knows and a row naming the
+active one in its own Postgres (dialog/roles.py); a promotion travels to the other regions on the
+promoted region's control topic (dialog/fence.py says how its epoch and its *cut* fence the old
+active region's late turns). This module is the service's side:
 
-* a turn is written while holding the row ``FOR SHARE`` and only if the row names this region;
-* a promotion takes the row ``FOR UPDATE`` (so it waits for turns in flight anywhere, and no new
-  one can start), names the new region and bumps ``epoch``. Once it commits, the old region
-  refuses the next turn (409 naming the new one): there is never a moment with two writers.
+* a turn is written while holding the region's active-region row ``FOR SHARE``, and only if the
+  row names this region (:meth:`RegionRole.writing`; a standby answers 409 naming the active one);
+  the dialog worker records a promotion it learns from another region with the row ``FOR UPDATE``,
+  so the role changes between two turns, never during one;
+* a promotion (:meth:`RegionRole.promote`) records, in one transaction, the new epoch (the highest
+  known + 1) and its cut: what this region had received of every other region's dialog topic (its
+  replicators' checkpoints and its store's folded positions, both locked meanwhile, so neither moves
+  under the cut); then the service publishes it on its control topic;
+* a region whose service starts while its row names it (it was the active region and comes back)
+  reads every other region's control topic first and accepts no turn until it has
+  (:meth:`RegionRole.rejoin`): a promotion elsewhere while it was away makes it a standby.
 
-After the flip the new region still refuses turns (503) until its dialog state store has folded
-the log to the end, which is now fixed, because nobody else may append (see ``RegionService``).
+**Fencing a hung writer.** A turn whose process hangs while it holds the row (frozen, a VM paused)
+would keep the dialog worker from recording a promotion. Each writer session is named
+(``application_name`` ``regionsync-writer-<region>``); the worker, after ``promote_fence_after_s``
+waiting for the row, terminates it (:func:`fence_writers`). The cut out turn cannot finish: it checks
+its session right before it publishes (:meth:`RegionRole.check_writer`).
 
-**Fencing a hung writer.** A region whose process hangs in the middle of a turn (frozen, a VM
-paused) keeps its transaction open and the row ``FOR SHARE``; a promotion would wait for it
-forever (seen in the failover drill's freeze mode). Each region's writer session is named
-(``application_name`` ``regionsync-writer-<region>``), so a promotion that has waited
-``promote_fence_after_s`` for the row terminates the other regions' writer sessions that hold it,
-then takes it. The fenced region's turn cannot finish: it checks its session right before it
-publishes the turn's events (:meth:`ActiveRegionStore.check_writer`) and its commit fails, so the
-customer never sees it acknowledged. What no row lock can stop: a process frozen *between* that
-check and the publish and thawed after the promotion would still append that turn's events; the
-failover drill kills a frozen region before starting it again, and a log with a producer epoch
-(Kafka transactions, which the embedded broker does not honour) would close that gap.
-
-The decisions are pure functions (:func:`may_write`, :func:`promotion`); :class:`ActiveRegionStore`
-is the Postgres I/O around them.
+The decisions are pure functions (:func:`may_write`, :func:`dialog.fence.active`); the rest is I/O.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from dialog import fence
+from dialog import roles as role_db
+from dialog.fence import Promotion
+from dialog.roles import Active, fence_writers, writer_name
+from dialog.store import ensure_schema as ensure_store_schema
+from mirror.checkpoints import ensure_schema as ensure_mirror_schema
+from regionsync.kafka import EndsUnknown, fetch_ends
+from regionsync.pgdb import region_dsn
 from regionsync.settings import Settings
 from serve.errors import Fenced, NotActive, ServeError
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS regionsync_active_region (
-    singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    region      text NOT NULL,
-    epoch       bigint NOT NULL,
-    previous    text,
-    promoted_at timestamptz NOT NULL DEFAULT now()
-)
-"""
-
-
-@dataclass(frozen=True)
-class Active:
-    region: str
-    epoch: int  # bumped by every promotion that moves the role: a fencing token
-    previous: str | None = None
-
-
-@dataclass(frozen=True)
-class Promotion:
-    before: Active
-    after: Active
-
-    @property
-    def changed(self) -> bool:
-        return self.after.epoch != self.before.epoch
+__all__ = ["Active", "RegionRole", "fence_writers", "may_write", "writer_name"]
 
 
 def may_write(active: Active, region: str) -> None:
@@ -78,69 +59,65 @@ def may_write(active: Active, region: str) -> None:
         raise NotActive(region, active.region)
 
 
-def promotion(current: Active, region: str) -> Promotion:
-    """Promoting the active region again changes nothing (idempotent); otherwise a new epoch."""
-    if current.region == region:
-        return Promotion(current, current)
-    return Promotion(current, Active(region, current.epoch + 1, current.region))
+class RegionRole:
+    """This region's role, in its own database."""
 
-
-class ActiveRegionStore:
-    """The active-region row. The first region of ``settings.regions`` is active until a promotion."""
-
-    def __init__(self, settings: Settings, lock_timeout_s: float = 30.0) -> None:
-        self._dsn = settings.pg_dsn(settings.pg_state_database)
-        self._default = settings.regions[0]
+    def __init__(self, settings: Settings, region: str, lock_timeout_s: float = 30.0) -> None:
+        self.settings = settings.for_region(region)
+        self.region = region
         self._lock_timeout_ms = int(lock_timeout_s * 1000)
-        self._fence_after_ms = int(settings.promote_fence_after_s * 1000)
         try:
-            with psycopg.connect(self._dsn, autocommit=True) as conn, conn.transaction():
-                # Two services starting together would race CREATE TABLE IF NOT EXISTS (a known
-                # Postgres race on the type name): serialise them.
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext('regionsync_active_region'))")
-                conn.execute(SCHEMA)
-                conn.execute(
-                    "INSERT INTO regionsync_active_region (region, epoch) VALUES (%s, 1) ON CONFLICT DO NOTHING",
-                    (self._default,),
-                )
+            self._dsn = region_dsn(self.settings, region)
+            with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as conn:
+                ensure_store_schema(conn, self.settings.source_region)
+                ensure_mirror_schema(conn)
         except psycopg.Error as exc:
-            raise ServeError(f"active-region store unavailable: {exc}") from exc
-        self._writer: psycopg.Connection | None = None
+            raise ServeError(f"region {region}'s database is unavailable: {exc}") from exc
+        self._writer: psycopg.Connection[Any] | None = None
 
-    def _connect(self, application_name: str = "regionsync-serve") -> psycopg.Connection:
-        conn = psycopg.connect(self._dsn, autocommit=True, application_name=application_name)
+    def _connect(self, application_name: str = "regionsync-serve") -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self._dsn, autocommit=True, application_name=application_name, connect_timeout=10)
         conn.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
         return conn
 
     def current(self) -> Active:
-        with psycopg.connect(self._dsn, autocommit=True) as conn:
-            return _read(conn, "")
+        with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as conn:
+            return role_db.read_active(conn)
+
+    def promotions(self) -> list[Promotion]:
+        with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as conn:
+            return role_db.read_promotions(conn)
+
+    def promotion_of(self, active: Active) -> Promotion:
+        """The promotion behind the active-region row (the genesis one before any)."""
+        found = [p for p in self.promotions() if (p.epoch, p.region) == (active.epoch, active.region)]
+        return found[0] if found else fence.genesis(self.settings.source_region)
 
     @contextmanager
-    def writing(self, region: str) -> Iterator[Active]:
-        """Hold the row shared while the caller writes a turn; raise :class:`NotActive` unless
-        ``region`` is active. One writer connection per service (turns are serialised)."""
+    def writing(self) -> Iterator[Active]:
+        """Hold the row shared while the caller writes a turn; raise :class:`NotActive` unless this
+        region is active. One writer connection per service (turns are serialised)."""
         try:
             if self._writer is None or self._writer.closed:
-                self._writer = self._connect(writer_name(region))
+                self._writer = self._connect(writer_name(self.region))
         except psycopg.Error as exc:
-            raise ServeError(f"active-region store unavailable: {exc}") from exc
+            raise ServeError(f"region {self.region}'s database is unavailable: {exc}") from exc
         conn = self._writer
         try:
             with conn.transaction():
-                active = _read(conn, "FOR SHARE")
-                may_write(active, region)
+                active = role_db.read_active(conn, "FOR SHARE")
+                may_write(active, self.region)
                 yield active
         except psycopg.OperationalError as exc:
             conn.close()  # reconnect next time
-            # Fenced by a promotion elsewhere, Postgres down or restarting, or a promotion holding the
-            # row past lock_timeout: nothing was written; the HTTP layer answers 503 (retry later).
-            raise Fenced(f"region {region}'s turn was not written: its session with the active-region row ended "
-                         f"(fenced by a promotion elsewhere, or the database restarted): {exc}") from exc
+            # Fenced (the worker recording a promotion cut this session), Postgres down or
+            # restarting, or the row held past lock_timeout: nothing was written; 503 (retry later).
+            raise Fenced(f"region {self.region}'s turn was not written: its session with the active-region row "
+                         f"ended (a promotion was being recorded, or the database restarted): {exc}") from exc
 
     def check_writer(self) -> None:
         """Called inside :meth:`writing`, right before a turn's events are published: raise
-        :class:`Fenced` if a promotion has terminated this writer's session meanwhile."""
+        :class:`Fenced` if this writer's session was terminated meanwhile."""
         conn = self._writer
         if conn is None or conn.closed:
             raise Fenced("no writer session")
@@ -149,61 +126,97 @@ class ActiveRegionStore:
         except psycopg.OperationalError as exc:
             raise Fenced(f"this region's writer session was fenced: {exc}") from exc
 
-    def promote(self, region: str) -> Promotion:
-        """Make ``region`` the active one. Waits for turns in flight in any region; one that holds
-        the row longer than ``promote_fence_after_s`` is fenced (its writer session terminated)."""
-        with self._connect() as conn:
-            conn.execute(f"SET lock_timeout = {self._fence_after_ms}")
-            try:
-                return self._flip(conn, region)
-            except psycopg.errors.LockNotAvailable:
-                fenced = fence_writers(conn, region)
-                log.warning("promotion of %s waited %.1fs for the active-region row: fenced the writer sessions %s",
-                            region, self._fence_after_ms / 1000, fenced)
-            conn.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
-            return self._flip(conn, region)
+    def promote(self) -> tuple[Promotion, bool]:
+        """Make this region the active one: a new epoch and its cut, in one transaction. Returns
+        the promotion and whether it is new (promoting the active region again changes nothing)."""
+        regions = self.settings.regions
+        with self._connect() as conn, conn.transaction(), conn.cursor() as cur:
+            # The row first (the order the worker takes it in), then what the cut is read from:
+            # neither the store's positions nor the replicators' checkpoints move until commit.
+            cur.execute("SELECT region FROM regionsync_active_region FOR UPDATE")
+            cur.execute("LOCK TABLE dialog_sources IN SHARE MODE")
+            cur.execute("LOCK TABLE mirror_checkpoints IN SHARE MODE")
+            known = role_db.read_promotions(conn)
+            top = fence.active(known, self.settings.source_region)
+            if top.region == self.region:
+                return top, False
+            received: dict[tuple[str, int], int] = {}
+            for origin, p, n in cur.execute("SELECT origin, partition, next_source FROM dialog_sources").fetchall():
+                received[(str(origin), int(p))] = int(n)
+            for origin, p, n in cur.execute(
+                "SELECT source_region, partition, next_offset FROM mirror_checkpoints WHERE topic = %s",
+                (self.settings.dialog_topic,),
+            ).fetchall():
+                key = (str(origin), int(p))
+                received[key] = max(received.get(key, 0), int(n))
+            promo = Promotion(top.epoch + 1, self.region, top.region, fence.cut_of(received, self.region, regions),
+                              int(time.time() * 1000))
+            role_db.record_promotions(cur, [promo], self.settings.source_region, published=False)
+        log.info("region %s promoted: epoch %d (previous %s), cut %s", self.region, promo.epoch, promo.previous,
+                 promo.cut)
+        return promo, True
 
-    def _flip(self, conn: psycopg.Connection, region: str) -> Promotion:
-        with conn.transaction():
-            plan = promotion(_read(conn, "FOR UPDATE"), region)
-            if plan.changed:
-                conn.execute(
-                    "UPDATE regionsync_active_region SET region = %s, epoch = %s, previous = %s, promoted_at = now()",
-                    (plan.after.region, plan.after.epoch, plan.after.previous),
-                )
-                log.info("active region: %s -> %s (epoch %d)", plan.before.region, region, plan.after.epoch)
-            return plan
+    def unpublished(self) -> list[Promotion]:
+        with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as conn:
+            return role_db.unpublished(conn, self.region)
+
+    def mark_published(self, promo: Promotion) -> None:
+        with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as conn:
+            role_db.mark_published(conn, promo)
+
+    def record(self, promotions: list[Promotion]) -> Active:
+        """Record promotions read from other regions (the rejoin); returns the active region after."""
+        with self._connect() as conn, conn.transaction(), conn.cursor() as cur:
+            return role_db.record_promotions(cur, promotions, self.settings.source_region)
+
+    def rejoin(self, timeout_s: float) -> tuple[list[Promotion], list[str]]:
+        """Read every other region's control topic from its own broker and record what it holds.
+        Returns the promotions found and the regions that did not answer within ``timeout_s``."""
+        found: list[Promotion] = []
+        silent: list[str] = []
+        for peer in self.settings.others(self.region):
+            try:
+                found += read_control(self.settings, peer, timeout_s)
+            except (EndsUnknown, KafkaException) as exc:
+                log.warning("region %s rejoining: region %s's control topic did not answer (%s)", self.region, peer, exc)
+                silent.append(peer)
+        if found:
+            self.record(found)
+        return found, silent
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
 
 
-WRITER_PREFIX = "regionsync-writer-"
-
-
-def writer_name(region: str) -> str:
-    """``application_name`` of a region's writer session (Postgres keeps at most 63 bytes)."""
-    return f"{WRITER_PREFIX}{region}"[:63]
-
-
-def fence_writers(conn: psycopg.Connection, promoting: str) -> list[str]:
-    """Terminate the writer sessions of other regions that hold a lock on the active-region row."""
-    rows = conn.execute(
-        """
-        SELECT a.application_name, a.pid, pg_terminate_backend(a.pid)
-        FROM pg_stat_activity a
-        WHERE starts_with(a.application_name, %s) AND a.application_name <> %s AND a.pid <> pg_backend_pid()
-          AND a.pid IN (SELECT l.pid FROM pg_locks l
-                        WHERE l.relation = 'regionsync_active_region'::regclass AND l.granted)
-        """,
-        (WRITER_PREFIX, writer_name(promoting)),
-    ).fetchall()
-    return [f"{name} (pid {pid})" for name, pid, _ok in rows]
-
-
-def _read(conn: psycopg.Connection, lock: str) -> Active:
-    row = conn.execute(f"SELECT region, epoch, previous FROM regionsync_active_region {lock}").fetchone()
-    if row is None:
-        raise ServeError("active-region row missing")
-    return Active(str(row[0]), int(row[1]), row[2])
+def read_control(settings: Settings, region: str, timeout_s: float) -> list[Promotion]:
+    """Every promotion on ``region``'s own control topic, read from ``region``'s broker."""
+    bootstrap = settings.kafka_bootstraps[region]
+    tp = (settings.control_topic, 0)
+    end = fetch_ends(bootstrap, [tp], timeout_s)[tp]
+    if end == 0:
+        return []
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "regionsync-rejoin", "enable.auto.commit": False,
+                         "fetch.wait.max.ms": 20})
+    out: list[Promotion] = []
+    try:
+        consumer.assign([TopicPartition(settings.control_topic, 0, 0)])
+        deadline = time.monotonic() + timeout_s
+        position = 0
+        while position < end:
+            if time.monotonic() > deadline:
+                raise EndsUnknown(f"region {region}'s control topic: read {position} of {end} records in time")
+            for msg in consumer.consume(1000, 0.2):
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.debug("control topic of %s: %s", region, err)
+                    continue
+                position = max(position, int(msg.offset() or 0) + 1)
+                try:
+                    out.append(Promotion.from_json(msg.value() or b""))
+                except ValueError as exc:
+                    log.warning("control topic of %s: record %d is not a promotion (%s)", region, msg.offset(), exc)
+    finally:
+        consumer.close()
+    return out

@@ -21,6 +21,7 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from mirror import policy
 from regionsync.settings import Settings
 from streams.metrics import observe_batch
 from streams.processor import ChangeProcessor, RawMessage
@@ -48,7 +49,9 @@ def _tune_fetch_wait(wait_ms: int) -> None:
 
 def create_app(settings: Settings, processor: ChangeProcessor | None = None) -> faust.App:
     """Build the app. ``processor`` defaults to the real one (model, Postgres cache, Kafka output),
-    created when the worker starts so that importing this module stays cheap."""
+    created when the worker starts so that importing this module stays cheap. It runs in the
+    source region, on its broker, beside the CMS database."""
+    settings = settings.source()
     _tune_fetch_wait(settings.fetch_wait_max_ms)
     app = faust.App(
         APP_ID,
@@ -66,7 +69,7 @@ def create_app(settings: Settings, processor: ChangeProcessor | None = None) -> 
     source = app.topic(
         settings.cdc_topic,
         settings.cms_topic,
-        settings.heal_topic,
+        *policy.inbound_topics(settings, settings.source_region, settings.heal_topic),
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
@@ -135,7 +138,7 @@ def build_processor(settings: Settings) -> ChangeProcessor:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings()
+    settings = Settings().source()
     from regionsync.metrics import serve_metrics
 
     serve_metrics(settings.metrics_port("changes"), settings.serve_host, "change agent")

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from mirror import policy
 from regionsync.settings import Settings
 from streams import cms, debezium
 from streams.capture import CaptureSpec
@@ -94,7 +95,9 @@ class ChangeProcessor:
         self.spec = CaptureSpec.from_settings(settings)
         self.cdc_topic = settings.cdc_topic
         self.cms_topic = settings.cms_topic
-        self.heal_topic = settings.heal_topic
+        # Heal requests come from every region: the source region's own, and the copies of the
+        # others' (mirror/policy.py), all on the source region's broker.
+        self.heal_topics = frozenset(policy.inbound_topics(settings, settings.source_region, settings.heal_topic))
         self.source_rows = source_rows
         self.source_events = source_events
         self.chunk_size = settings.chunk_size
@@ -184,7 +187,7 @@ class ChangeProcessor:
         heal_requests: list[tuple[RawMessage, HealRequest]] = []
         for msg in messages:
             try:
-                if msg.topic == self.heal_topic:
+                if msg.topic in self.heal_topics:
                     heal_requests.append((msg, HealRequest.from_bytes(msg.value)))
                 else:
                     changes.append(self.parse(msg))

@@ -25,7 +25,7 @@ class CmsPublisher:
     """Validates and publishes CMS document events; :meth:`publish` returns once all are acknowledged."""
 
     def __init__(self, settings: Settings, producer: Producer | None = None) -> None:
-        self.settings = settings
+        self.settings = settings.source()  # the CMS topic is the source region's
         self.spec = CaptureSpec.from_settings(settings)
         self._own = producer is None
         self.producer = producer or self._new_producer()

@@ -14,7 +14,8 @@ from regionsync.settings import Settings
 def register(sub: Any) -> None:
     p = sub.add_parser("stack", help="the embedded default stack (no Docker): up, down, status")
     actions = p.add_subparsers(dest="action", required=True)
-    up = actions.add_parser("up", help="start Postgres, broker, S3, Milvus per region, Connect + Debezium, workers")
+    up = actions.add_parser("up", help="start every region (object store, broker, Postgres, Milvus, workers, "
+                            "replicators) and, in the source region, Connect + Debezium and the change agent")
     up.add_argument("--no-workers", action="store_true", help="start services only, not the stream workers")
     up.add_argument("--json", action="store_true")
     up.set_defaults(func=_up)
@@ -57,20 +58,27 @@ def _print(info: dict[str, Any], as_json: bool) -> None:
 
 
 def render(info: dict[str, Any]) -> list[str]:
-    """The text of ``stack up`` and ``stack status``: one line per process of the stack."""
+    """The text of ``stack up`` and ``stack status``: one line per process of the stack, by region."""
     lines = [
         f"state dir     {info['state_dir']}",
-        f"postgres      {info['postgres']['dsn']}  up={info['postgres']['up']}",
-        f"kafka         {info['kafka']['bootstrap']}  up={info['kafka']['up']}",
-        f"connect       {info['connect']['url']}  up={info['connect']['up']}  connector={info['connect']['connector']}",
-        f"s3            {info['s3']['endpoint']}  up={info['s3']['up']}",
+        f"connect       {info['connect']['url']}  up={info['connect']['up']}  connector={info['connect']['connector']}"
+        f"  (in {info['source_region']})",
         f"prometheus    {info['prometheus']['url']}  up={info['prometheus']['up']}",
     ]
     lines += [f"{name:<13} running={running}" for name, running in info["workers"].items()]
     for region, r in info["regions"].items():
-        lines.append(f"region {region:<7} milvus={r['milvus_uri']} up={r['milvus_up']} indexer={r['indexer_running']} "
-                     f"lag={r['lag']}")
-        service = f"  serve-{region:<6} {r['service_url']}  running={r['service_running']}"
+        role = " (source)" if r.get("source") else ""
+        lines.append(f"region {region}{role}")
+        lines.append(f"  object store {r['object_store']['endpoint']}  up={r['object_store']['up']}")
+        lines.append(f"  broker       {r['broker']['bootstrap']}  up={r['broker']['up']}")
+        lines.append(f"  postgres     {r['postgres']['dsn']}  up={r['postgres']['up']}")
+        lines.append(f"  milvus       {r['milvus_uri']}  up={r['milvus_up']}  indexer={r['indexer_running']} lag={r['lag']}  "
+                     f"dialog worker={r['dialog_running']}")
+        for source, row in (r.get("replication") or {}).items():
+            running = r["mirrors_in"].get(source)
+            lines.append(f"  from {source:<7} replicator={running}  lag {row['lag_records']} records, "
+                         f"{row['lag_seconds']:.1f}s")
+        service = f"  serve        {r['service_url']}  running={r['service_running']}"
         if r.get("service_ready") is not None:
             service += f"  ready={r['service_ready']}  role={r.get('role')}"
         lines.append(service)

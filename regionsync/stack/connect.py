@@ -1,10 +1,11 @@
-"""The Kafka Connect worker of the embedded stack: one distributed worker running Debezium from jars.
+"""The Kafka Connect worker of the embedded stack: one distributed worker running Debezium from
+jars, in the source region, on that region's broker.
 
 The classpath is ``vendor/connect-libs/`` built by ``scripts/fetch_connect_jars.py`` (see
 shared/STACK.md for why it is assembled by hand). Distributed mode keeps connector configs and
-source offsets in the broker's compacted topics, so the worker can be killed and started again
-and resumes where its last offset flush left it; on tansu those topics live in memory, so a
-broker restart forgets them.
+source offsets in the broker's compacted topics, which live in the source region's object store
+(regionsync/stack/broker.py): the worker, and the broker, can be killed and started again and
+Debezium resumes where its last offset flush left it.
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ JVM_OPTIONS = ("-Xms64m", "-Xmx384m", "-XX:+UseSerialGC", "-XX:MinHeapFreeRatio=
 
 def start(settings: Settings, timeout: float = START_TIMEOUT_S) -> procs.Proc:
     """Start the worker and wait until its REST API answers; kill it if it does not within ``timeout``."""
+    settings = settings.source()
     libs = libs_dir()
     java = java_binary()
     host, port = rest_host_port(settings)

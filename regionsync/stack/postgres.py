@@ -1,6 +1,10 @@
-"""A throwaway PostgreSQL server with ``wal_level=logical`` (the CMS database Debezium captures).
+"""A PostgreSQL server per region, with ``wal_level=logical`` (the CMS database Debezium captures
+lives in the source region's).
 
-The server binaries refuse to run as root, so as root we run them as user ``postgres``.
+Each region's server holds that region's own database (dialog state store, role and fence, the
+replicators' checkpoints: regionsync/pgdb.py); the source region's also the CMS database and the
+embedding cache. Data in ``STATE/pg/<region>``. The server binaries refuse to run as root, so as
+root we run them as user ``postgres``.
 """
 
 from __future__ import annotations
@@ -55,8 +59,13 @@ def _as_postgres(argv: list[str]) -> list[str]:
     return argv
 
 
-def data_dir(settings: Settings) -> Path:
-    return settings.state_dir / "postgres"
+def proc_name(region: str) -> str:
+    """The name faults and `stack status` give a region's server (it runs under pg_ctl, no pid file of ours)."""
+    return f"postgres-{region}"
+
+
+def data_dir(settings: Settings, region: str) -> Path:
+    return settings.state_dir / "pg" / region
 
 
 def _chown_for_postgres(path: Path) -> None:
@@ -88,17 +97,28 @@ def _ensure_traversable(path: Path) -> None:
             os.chmod(parent, mode | 0o001)
 
 
-def is_running(settings: Settings) -> bool:
+def is_running(settings: Settings, region: str) -> bool:
     try:
-        with psycopg.connect(settings.pg_dsn("postgres"), connect_timeout=2):
+        with psycopg.connect(settings.for_region(region).pg_dsn("postgres"), connect_timeout=2):
             return True
     except psycopg.Error:
         return False
 
 
-def start(settings: Settings) -> None:
-    """initdb on first use, start the server, create the role, databases and CMS schema."""
-    ddir = data_dir(settings)
+def postmaster_pid(settings: Settings, region: str) -> int | None:
+    """The postmaster's pid if it runs."""
+    try:
+        found = int((data_dir(settings, region) / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return found if procs.pid_alive(found) else None
+
+
+def start(settings: Settings, region: str) -> None:
+    """initdb on first use, start the region's server, create the role, databases and (in the
+    source region) the CMS schema."""
+    ddir = data_dir(settings, region)
+    settings = settings.for_region(region)
     ddir.parent.mkdir(parents=True, exist_ok=True)
     _ensure_traversable(ddir.parent)
     if not (ddir / "PG_VERSION").exists():
@@ -118,7 +138,7 @@ def start(settings: Settings) -> None:
         finally:
             pwfile.unlink(missing_ok=True)
     _repair_data_dir_mode(ddir)
-    if not is_running(settings):
+    if not is_running(settings, region):
         # fsync=off: a throwaway server; an OS crash may cost it, a process crash does not.
         # synchronous_commit stays on (the default): with it off, a commit's WAL reaches the
         # walsender only at the WAL writer's next round (wal_writer_delay, 200 ms), which Debezium
@@ -137,7 +157,7 @@ def start(settings: Settings) -> None:
             )
         except StackError as exc:
             raise StackError(f"{exc}\nlast lines of {ddir / 'server.log'}:\n{_tail(ddir / 'server.log')}") from exc
-    ensure_databases(settings)
+    ensure_databases(settings, region)
 
 
 def clear_stale_lock(ddir: Path, timeout: float = 30.0, poll_s: float = 0.2) -> bool:
@@ -239,18 +259,25 @@ def _repair_data_dir_mode(ddir: Path) -> None:
         os.chmod(ddir, 0o700)
 
 
-def ensure_databases(settings: Settings) -> None:
-    with psycopg.connect(settings.pg_dsn("postgres"), autocommit=True) as conn:
-        for db in (settings.pg_database, settings.pg_state_database):
+def ensure_databases(settings: Settings, region: str) -> None:
+    """The region's own database; in the source region also the CMS database (with its table)
+    and regionsync's (the embedding cache)."""
+    local = settings.for_region(region)
+    wanted = [settings.dialog_database(region)]
+    if region == settings.source_region:
+        wanted += [settings.pg_database, settings.pg_state_database]
+    with psycopg.connect(local.pg_dsn("postgres"), autocommit=True) as conn:
+        for db in wanted:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{db}"')
-    with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
-        conn.execute(SCHEMA_SQL)
+    if region == settings.source_region:
+        with psycopg.connect(local.pg_dsn(), autocommit=True) as conn:
+            conn.execute(SCHEMA_SQL)
 
 
-def stop(settings: Settings, timeout: float = 30.0) -> None:
-    ddir = data_dir(settings)
+def stop(settings: Settings, region: str, timeout: float = 30.0) -> None:
+    ddir = data_dir(settings, region)
     pid_file = ddir / "postmaster.pid"
     if not pid_file.exists():
         return

@@ -24,21 +24,24 @@ RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.
 SCRAPE_INTERVAL = "5s"
 
 
-def targets(settings: Settings) -> dict[str, list[tuple[str, str | None]]]:
-    """Job -> (host:port, region) of every /metrics the embedded stack serves."""
+def targets(settings: Settings) -> dict[str, list[tuple[str, dict[str, str]]]]:
+    """Job -> (host:port, labels) of every /metrics the embedded stack serves."""
     host = settings.serve_host
     return {
-        "regionsync-service": [(f"{host}:{settings.serve_port(r)}", r) for r in settings.regions],
-        "regionsync-changes": [(f"{host}:{settings.metrics_port('changes')}", None)],
-        "regionsync-indexer": [(f"{host}:{settings.metrics_port('indexer', r)}", r) for r in settings.regions],
-        "regionsync-dialog": [(f"{host}:{settings.metrics_port('dialog', r)}", r) for r in settings.regions],
+        "regionsync-service": [(f"{host}:{settings.serve_port(r)}", {"region": r}) for r in settings.regions],
+        "regionsync-changes": [(f"{host}:{settings.metrics_port('changes')}", {"region": settings.source_region})],
+        "regionsync-indexer": [(f"{host}:{settings.metrics_port('indexer', r)}", {"region": r}) for r in settings.regions],
+        "regionsync-dialog": [(f"{host}:{settings.metrics_port('dialog', r)}", {"region": r}) for r in settings.regions],
+        # A replicator runs in its target region.
+        "regionsync-mirror": [(f"{host}:{settings.metrics_port('mirror', t, s)}", {"region": t})
+                              for s, t in settings.mirror_pairs()],
     }
 
 
 def config(settings: Settings, rules: Path = RULES) -> dict[str, Any]:
     jobs = []
     for job, found in targets(settings).items():
-        groups = [{"targets": [t], "labels": {"region": r}} if r else {"targets": [t]} for t, r in found]
+        groups = [{"targets": [t], "labels": labels} if labels else {"targets": [t]} for t, labels in found]
         jobs.append({"job_name": job, "static_configs": groups})
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},

@@ -1,0 +1,69 @@
+"""Where a partition ends, told by the fetch path: the one answer every Kafka-protocol broker gets right.
+
+tansu's S3 storage engine answers ListOffsets(latest) from the newest batch object's *listing
+time* (1 s resolution): the base offset of the first batch written in the newest second + 1,
+below the real end whenever that second held several batches or one batch of several records,
+during normal operation and after a restart alike (tansu-storage/src/dynostore.rs,
+``DynoStore::list_offsets``). Its fetch path reads the partition's watermark every time and is
+exact. So an end offset here is the high watermark of a fetch response: assign each partition at
+its ListOffsets answer (never past the end), fetch until the partition reports EOF, read the
+watermark the fetch carried. On Apache Kafka both answers agree and this costs one fetch.
+
+Use it wherever an end matters: lag, "read to the end", a promotion's "caught up".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+TP = tuple[str, int]
+
+
+class EndsUnknown(Exception):
+    """The broker did not answer in time: no end offset can be given."""
+
+
+def fetch_ends(bootstrap: str, tps: Sequence[TP], timeout_s: float = 5.0) -> dict[TP, int]:
+    """The end offset (next offset to be written) of each of ``tps``; raises :class:`EndsUnknown`."""
+    if not tps:
+        return {}
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "regionsync-ends",  # a label: assign only, nothing committed
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "fetch.wait.max.ms": 20,
+        "socket.connection.setup.timeout.ms": int(timeout_s * 1000),
+    })
+    try:
+        deadline = time.monotonic() + timeout_s
+        starts: dict[TP, int] = {}
+        for topic, p in tps:
+            try:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)
+            except KafkaException as exc:
+                raise EndsUnknown(f"{topic}[{p}] at {bootstrap}: {exc}") from exc
+            starts[(topic, p)] = max(int(low), int(high))
+        consumer.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
+        pending = set(starts)
+        seen: dict[TP, int] = dict(starts)
+        while pending:
+            if time.monotonic() > deadline:
+                raise EndsUnknown(f"no fetch answer for {sorted(pending)} at {bootstrap} within {timeout_s:.0f}s")
+            for msg in consumer.consume(10_000, 0.2):
+                tp = (str(msg.topic()), int(msg.partition() or 0))
+                err = msg.error()
+                if err is None:
+                    seen[tp] = max(seen.get(tp, 0), int(msg.offset() or 0) + 1)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(tp)
+        out: dict[TP, int] = {}
+        for tp in starts:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            out[tp] = max(int(high), seen[tp])
+        return out
+    finally:
+        consumer.close()
