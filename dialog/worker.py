@@ -41,8 +41,8 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -80,8 +80,11 @@ class Fold:
     promotions known. No I/O; :class:`DialogWorker` commits the result."""
 
     def __init__(self, region: str, regions: list[str], promotions: list[Promotion],
-                 states: dict[str, SessionState], positions: dict[TP, int]) -> None:
+                 states: dict[str, SessionState], positions: dict[TP, int], in_log_order: bool = True) -> None:
         self.region = region
+        # False: records come in another order than the log's (a reference fold sorted by session
+        # and sequence), so an offset below the position is not a re-fetched record.
+        self._in_log_order = in_log_order
         self.regions = regions
         self.promotions = list(promotions)
         self.new_promotions: list[Promotion] = []
@@ -108,22 +111,21 @@ class Fold:
             self.promotions.append(promo)
             self.new_promotions.append(promo)
 
-    def event(self, msg: Message) -> None:
+    def event(self, msg: Message, pre: Decoded | None = None) -> None:
         p, offset = where(msg)
         topic = str(msg.topic())
-        if offset < self.positions.get((topic, p), 0):
+        if self._in_log_order and offset < self.positions.get((topic, p), 0):
             return  # already in the store (re-fetched after a seek)
-        self.positions[(topic, p)] = offset + 1
+        self.positions[(topic, p)] = max(self.positions.get((topic, p), 0), offset + 1)
         origin = policy.origin_of(topic, self.region, self.regions)
         prov = provenance(msg.headers()) if origin != self.region else None
         source_offset = prov.offset if prov is not None else offset
         key = (origin, p)
         self.sources[key] = max(self.sources.get(key, 0), source_offset + 1)
-        try:
-            event = decode(msg.key(), msg.value())
-        except MalformedEvent as exc:
-            log.warning("dead letter %s[%d]@%d: %s", topic, p, offset, exc)
-            self.dead.append((msg.key(), dead_letter(exc.reason, exc.detail, msg)))
+        event = pre if pre is not None else decoded(msg)
+        if isinstance(event, MalformedEvent):
+            log.warning("dead letter %s[%d]@%d: %s", topic, p, offset, event)
+            self.dead.append((msg.key(), dead_letter(event.reason, event.detail, msg)))
             return
         by = fence.fenced_by(self.promotions, origin, p, source_offset, fence.event_ballot(event.epoch, event.origin))
         if by is not None:
@@ -152,6 +154,72 @@ class Fold:
             conflicts=o[Outcome.CONFLICT.value], late=o[Outcome.LATE.value], gaps=o[Outcome.GAP.value],
             dead_letters=len(self.dead), fenced=o[FENCED],
         )
+
+
+Decoded = DialogEvent | MalformedEvent
+
+
+def decoded(msg: Message) -> Decoded:
+    try:
+        return decode(msg.key(), msg.value())
+    except MalformedEvent as exc:
+        return exc
+
+
+class Merger:
+    """Orders the records of a region's dialog logs so every session folds in sequence.
+
+    A session's events can sit in several logs: it started in one region and went on in another
+    after a promotion. Within one log they are in order; across logs the epoch says which came
+    first (a promoted region writes at a higher epoch, and only after folding what it had
+    received). A session lives in the same partition number of every region's dialog topic (the
+    same key, partitioner and partition count everywhere; the replicators keep partitions), so the
+    merge is per partition number: the next record folded is the lowest-epoch head among that
+    partition's logs, and only while every one of them either has a record waiting or is at its
+    end; otherwise the merge waits for the fetch. Records not folded yet keep their log's position
+    where it was: nothing is lost by a crash. In steady state one log has news and the others are
+    at their end, so a record is folded as soon as it arrives."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[TP, deque[tuple[Message, Decoded]]] = {}
+        self.fetched_to: dict[TP, int] = {}  # one past the newest record buffered, per log
+
+    def add(self, msg: Message) -> None:
+        tp = (str(msg.topic()), int(msg.partition() or 0))
+        offset = int(msg.offset() or 0)
+        if offset < self.fetched_to.get(tp, 0):
+            return  # fetched again after a seek: it is buffered or folded already
+        self.fetched_to[tp] = offset + 1
+        self.buffers.setdefault(tp, deque()).append((msg, decoded(msg)))
+
+    def take(self, streams: Sequence[TP], at_end: Callable[[TP], bool]) -> list[tuple[Message, Decoded]]:
+        """The records that may be folded now, in folding order."""
+        by_partition: dict[int, list[TP]] = {}
+        for tp in streams:
+            by_partition.setdefault(tp[1], []).append(tp)
+        out: list[tuple[Message, Decoded]] = []
+        for tps in by_partition.values():
+            while True:
+                heads = [(_epoch(self.buffers[tp][0][1]), tp) for tp in tps if self.buffers.get(tp)]
+                if not heads:
+                    break
+                if any(not self.buffers.get(tp) and not at_end(tp) for tp in tps):
+                    break  # a log of this partition may still hold an earlier epoch
+                _e, tp = min(heads)
+                out.append(self.buffers[tp].popleft())
+        return out
+
+    def pending(self) -> int:
+        return sum(len(b) for b in self.buffers.values())
+
+    def reset(self, positions: Mapping[TP, int]) -> None:
+        """Forget what is buffered; the logs are read again from ``positions``."""
+        self.buffers.clear()
+        self.fetched_to = dict(positions)
+
+
+def _epoch(item: Decoded) -> int:
+    return -1 if isinstance(item, MalformedEvent) else item.epoch  # a dead letter goes first: it folds nothing
 
 
 def _fenced(event: DialogEvent, origin: str, partition: int, source_offset: int, by: Promotion,
@@ -194,6 +262,8 @@ class DialogWorker:
         self.stopping = threading.Event()  # set (e.g. by a signal handler) to stop after the current batch
         self._reader = log_reader  # checks the stored positions against the log (dialog/logcheck.py)
         self._checked_at = float("-inf")
+        self._merger = Merger()
+        self._paused: set[TP] = set()
         self.refolds = 0
 
     @classmethod
@@ -222,6 +292,7 @@ class DialogWorker:
         self._promotions = self.store.promotions()
         self._partitions = self._discover()
         self._assign()
+        self._merger.reset(self._positions)
         log.info("dialog worker %s: %d sessions, %d promotions known, positions %s", self.region, len(self._states),
                  len(self._promotions), {f"{t}[{p}]": o for (t, p), o in sorted(self._positions.items())} or "start")
         self._refold_if_tainted(self._promotions)
@@ -247,6 +318,7 @@ class DialogWorker:
         self._consumer.assign(
             [TopicPartition(t, p, self._positions.get((t, p), OFFSET_BEGINNING)) for t, p in self._partitions]
         )
+        self._paused.clear()
 
     def rebuild(self) -> RebuildReport:
         """Restore the store if it is empty (:func:`dialog.rebuild.restore`: the newest usable
@@ -284,20 +356,21 @@ class DialogWorker:
 
     # ------------------------------------------------------------------ consuming
     def poll_once(self, max_events: int | None = None) -> int:
-        """Consume and commit one batch; returns how many records it held (0: nothing came)."""
+        """Consume, fold what the merge allows and commit it; returns the records consumed (0:
+        nothing came)."""
         msgs = self._consumer.consume(max_events or self.settings.dialog_batch_max_events,
                                       self.settings.dialog_poll_timeout_s)
-        if msgs:
+        if msgs or self._merger.pending():
             self._process(msgs)
         self._maybe_snapshot()
         return len(msgs)
 
     def catch_up(self) -> int:
-        """Consume to the end of the log (see the module docstring); returns records consumed."""
+        """Consume to the end of the logs (see the module docstring); returns records consumed."""
         consumed = idle = 0
         while idle < self.settings.dialog_idle_polls and not self.stopping.is_set():
             got = self.poll_once(self.settings.dialog_catchup_batch_events)
-            if got:
+            if got or self._merger.pending():
                 consumed += got
                 idle = 0
             elif self._at_reported_end():
@@ -305,6 +378,14 @@ class DialogWorker:
             else:
                 idle = 0
         return consumed
+
+    def _at_end(self, tp: TP) -> bool:
+        """Everything of ``tp`` the broker has was fetched (the fetch's high watermark: exact on
+        tansu too, where ListOffsets is not, see regionsync/kafka.py)."""
+        _low, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+        if high < 0:
+            return False  # no fetch answer yet
+        return max(self._positions.get(tp, 0), self._merger.fetched_to.get(tp, 0)) >= high
 
     def run(self) -> None:
         """Follow the log until :attr:`stopping` is set; check the positions while idle.
@@ -365,6 +446,8 @@ class DialogWorker:
             self._report_moved(tp, stored, low, high, verdict)
             self.store.commit([], {tp: low}, {tp: stored}, Stats())
             self._positions[tp] = low
+            self._merger.buffers.pop(tp, None)
+            self._merger.fetched_to[tp] = low
             self._seek(tp, low, self._positions)
             moved.append(tp)
         return moved
@@ -390,7 +473,6 @@ class DialogWorker:
 
     def _process(self, msgs: list[Message]) -> None:
         fold = Fold(self.region, self.settings.regions, self._promotions, self._states, self._positions)
-        dialog_msgs = []
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -399,19 +481,25 @@ class DialogWorker:
                 if err.code() == KafkaError._AUTO_OFFSET_RESET and msg.partition() is not None:
                     tp = (str(msg.topic()), int(msg.partition() or 0))
                     fold.positions[tp] = self._log_moved(tp, fold.positions)
+                    self._merger.buffers.pop(tp, None)
+                    self._merger.fetched_to[tp] = fold.positions[tp]
                 elif err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error (retrying): %s", err)
                 continue
             if str(msg.topic()) in self.control_topics:
-                fold.control(msg)
+                fold.control(msg)  # first: a promotion read now fences records folded below
             else:
-                dialog_msgs.append(msg)
-        for msg in dialog_msgs:  # after the control records: a promotion in this batch fences already
-            fold.event(msg)
+                self._merger.add(msg)
+        streams = [tp for tp in self._partitions if tp[0] in self.dialog_topics]
+        for msg, event in self._merger.take(streams, self._at_end):
+            fold.event(msg, event)
+        self._flow_control(streams)
         if fold.dead:
             self._dead.send(fold.dead)  # before the commit: a dead letter is never lost
         batch = fold.stats()
         moved = {tp: o for tp, o in fold.positions.items() if o != self._positions.get(tp)}
+        if not moved and not fold.new_promotions:
+            return
         expected = {tp: self._positions[tp] for tp in moved if tp in self._positions}
         folded_before = self.store.folded() if fold.new_promotions else {}
         try:
@@ -422,16 +510,15 @@ class DialogWorker:
             )
         except PromotionsChanged as exc:
             # A promotion was recorded while this batch was folded (this region's service was
-            # promoted): fold the batch again knowing it.
+            # promoted): fold again from the committed positions, knowing it.
             log.info("dialog worker %s: %s; folding the batch again", self.region, exc)
             self._promotions = self.store.promotions()
-            for tp in {(str(m.topic()), int(m.partition() or 0)) for m in msgs if m.error() is None}:
-                self._seek(tp, self._positions.get(tp, 0), self._positions)
+            self._rewind()
             return
         self._positions = fold.positions
         self._states.update(fold.touched)
         self._stats = self._stats + batch
-        self._since_snapshot += len(msgs)
+        self._since_snapshot += len(fold.touched) + batch.fenced + batch.dead_letters
         self._promotions = fold.promotions
         for outcome, n in fold.outcomes.items():
             metrics.EVENTS.labels(self.region, outcome).inc(n)
@@ -443,6 +530,23 @@ class DialogWorker:
             log.info("dialog worker %s: learned promotions %s", self.region,
                      [(p.epoch, p.region) for p in fold.new_promotions])
             self._refold_if_tainted(fold.new_promotions, folded_before)
+
+    def _rewind(self) -> None:
+        """Read every log again from the committed positions (what was buffered is dropped)."""
+        self._merger.reset(self._positions)
+        self._assign()
+
+    def _flow_control(self, streams: Sequence[TP], high: int = 50_000) -> None:
+        """A log whose records wait for another log's (an earlier epoch still being fetched) stops
+        being fetched while its buffer is big; it resumes once the buffer drained."""
+        pause = [tp for tp in streams if len(self._merger.buffers.get(tp, ())) > high and tp not in self._paused]
+        resume = [tp for tp in self._paused if len(self._merger.buffers.get(tp, ())) < high // 2]
+        if pause:
+            self._consumer.pause([TopicPartition(*tp) for tp in pause])
+            self._paused.update(pause)
+        if resume:
+            self._consumer.resume([TopicPartition(*tp) for tp in resume])
+            self._paused.difference_update(resume)
 
     # ------------------------------------------------------------------ promotions that fence folded events
     def _refold_if_tainted(self, promotions: Sequence[Promotion], folded: dict[Origin, int] | None = None) -> None:
@@ -468,40 +572,41 @@ class DialogWorker:
             consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in self._partitions])
             states: dict[str, SessionState] = {}
             fold = Fold(self.region, self.settings.regions, self.store.promotions(), states, {})
-            all_sources: dict[Origin, int] = {}
-            all_folded: dict[Origin, int] = {}
-            fenced: list[FencedEvent] = []
-            outcomes: Counter[str] = Counter()
+            merger = Merger()
+            streams = [tp for tp in self._partitions if tp[0] in self.dialog_topics]
             deadline = time.monotonic() + timeout_s
+
+            def at_end(tp: TP) -> bool:
+                return merger.fetched_to.get(tp, 0) >= ends.get(tp, 0)
+
             while any(fold.positions.get(tp, 0) < end for tp, end in ends.items()):
                 if self.stopping.is_set():
                     return
                 if time.monotonic() > deadline:
                     raise DialogError(f"folding region {self.region}'s logs again: not at their ends after "
                                       f"{timeout_s:.0f}s")
-                msgs = [m for m in consumer.consume(self.settings.dialog_catchup_batch_events,
-                                                    self.settings.dialog_poll_timeout_s) if m.error() is None]
-                fold.touched, fold.sources, fold.folded, fold.fenced, fold.dead = {}, {}, {}, [], []
-                for msg in [m for m in msgs if str(m.topic()) in self.control_topics]:
-                    fold.control(msg)
-                for msg in [m for m in msgs if str(m.topic()) not in self.control_topics]:
-                    fold.event(msg)
-                states.update(fold.touched)
-                for src, dst in ((fold.sources, all_sources), (fold.folded, all_folded)):
-                    for k, v in src.items():
-                        dst[k] = max(dst.get(k, 0), v)
-                fenced += fold.fenced
-                outcomes.update(fold.outcomes)
-                fold.outcomes = Counter()
-            fold.outcomes = outcomes
-            self.store.replace_all(states.values(), fold.positions, fold.stats(), all_sources, all_folded)
-            if fenced or fold.new_promotions:
-                self.store.commit([], {}, {}, Stats(), fenced=fenced, promotions=fold.new_promotions)
+                for msg in consumer.consume(self.settings.dialog_catchup_batch_events,
+                                            self.settings.dialog_poll_timeout_s):
+                    if msg.error() is not None:
+                        continue
+                    tp = (str(msg.topic()), int(msg.partition() or 0))
+                    if int(msg.offset() or 0) >= ends.get(tp, 0):
+                        continue  # past the end taken at the start: the worker folds it afterwards
+                    if tp[0] in self.control_topics:
+                        fold.control(msg)
+                    else:
+                        merger.add(msg)
+                for msg, event in merger.take(streams, at_end):
+                    fold.event(msg, event)
+            states.update(fold.touched)
+            self.store.replace_all(states.values(), fold.positions, fold.stats(), fold.sources, fold.folded)
+            if fold.fenced or fold.new_promotions:
+                self.store.commit([], {}, {}, Stats(), fenced=fold.fenced, promotions=fold.new_promotions)
         finally:
             if consumer is not self._consumer:
                 consumer.close()
         log.warning("dialog worker %s: folded again in %.2fs: %d sessions, %d events set aside", self.region,
-                    time.monotonic() - t0, len(states), len(fenced))
+                    time.monotonic() - t0, len(states), len(fold.fenced))
         self.start_after_refold()
 
     def start_after_refold(self) -> None:
@@ -509,7 +614,7 @@ class DialogWorker:
         self._states = {s.session_id: s for s in self.store.all_states()}
         self._stats = self.store.stats()
         self._promotions = self.store.promotions()
-        self._assign()
+        self._rewind()
 
     # ------------------------------------------------------------------ a log that moved
     def _log_moved(self, tp: TP, positions: dict[TP, int]) -> int:

@@ -72,6 +72,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--fail", required=True, metavar="REGION", help="the region to fail (the active one)")
     p.add_argument("--mode", choices=["kill", "freeze"], default="kill",
                    help="kill: SIGKILL every process of the region; freeze: SIGSTOP them (a hang) (kill)")
+    p.add_argument("--scope", choices=["region", "services"], default="region",
+                   help="region: everything the region owns (object store, broker, Postgres, Milvus, replicators, "
+                        "workers; Connect and the change agent in the source region); services: its Milvus and "
+                        "workers only (region)")
     p.add_argument("--probe-interval", type=float, default=10.0, metavar="S",
                    help="GSLB probe of every region's /readyz every S seconds (10)")
     p.add_argument("--probe-timeout", type=float, metavar="S",
@@ -183,10 +187,11 @@ def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
     """Exit status: 0 the drill passed its correctness checks (timing targets are reported, not
     judged here); 1 a check failed; 2 bad input or an error (nothing touched for bad input)."""
     from drills import failover, report
-    from drills.inject import Mode
+    from drills.inject import Mode, Scope
 
     opts = failover.DrillOptions(
-        fail=args.fail, mode=Mode(args.mode), probe_interval_s=args.probe_interval, probe_timeout_s=args.probe_timeout,
+        fail=args.fail, mode=Mode(args.mode), scope=Scope(args.scope), probe_interval_s=args.probe_interval,
+        probe_timeout_s=args.probe_timeout,
         misses=args.misses, users=args.users, think_s=args.think, doc_rate=args.doc_rate,
         search_rate=args.search_rate, warmup_s=args.warmup, after_s=args.after, max_outage_s=args.max_outage,
         failback=not args.no_failback, seed=args.seed,

@@ -8,17 +8,25 @@ The steps, in order (each recorded with its time):
 2. a live workload (drills/workload.py) and the GSLB's prober (drills/prober.py) start; the drill
    waits until the customers have answers from the active region;
 3. the failure (drills/inject.py), at a random phase of the probe schedule: every process of the
-   region killed or frozen;
+   region killed or frozen (``--scope region``, the default: its object store, broker, Postgres,
+   Milvus, replicators and workers, and Connect and the change agent when it is the source region;
+   ``--scope services``: only its Milvus and workers). The replication lag into the standby is
+   read from its replicator just before;
 4. when the prober declares the region down, the standby is promoted through its service
    (``POST /admin/promote``: the dialog state is brought to the end of the log first); the
    customers find it by themselves (a failed region makes them move, the standby's 409 names
    the active region);
 5. once every customer has had an answer from the new region (or ``max_outage_s`` passed), the
    workload runs ``after_s`` more and stops;
-6. the new region is checked against what was acknowledged and committed (RPO), its sessions
-   against a fold of the whole log (drills/measure.py), and reconciled with the source;
-7. failback: the failed region's processes are started again; it comes back as a standby and
-   catches up (index and dialog state); then every region is reconciled with the source.
+6. the new region is checked: the turns acknowledged and the document versions committed that
+   it lacks (the RPO), its sessions against a fold of its logs (drills/dialoglog.py), the
+   knowledge version it serves while the source region is down, and (when the source is alive)
+   reconciled with the source;
+7. failback: the failed region's processes are started again; it comes back as a standby
+   (it learns the promotion from the new active region's control topic), its late turns cross to
+   the new region and are set aside there (the conflict report: drills lists them as the turns
+   that were not replicated, which must be exactly the acknowledged turns lost), it catches up,
+   and every region is reconciled with the source.
 
 If anything fails after the failure was injected, the region's processes are started again
 before the error propagates, so the stack is not left broken.
@@ -40,15 +48,12 @@ from typing import Any
 
 import requests
 
-from dialog.errors import DialogError
-from dialog.events import decode
-from dialog.reducer import fold
 from dialog.state import SessionState
 from dialog.store import PostgresStore
-from drills import inject, measure, report
+from drills import dialoglog, inject, measure, report
 from drills.errors import BadInput, DrillsError
 from drills.gslb import Health, Transition
-from drills.inject import Mode
+from drills.inject import Mode, Scope
 from drills.prober import Prober
 from drills.workload import Workload, WorkloadConfig, WorkloadResult
 from regionsync.settings import Settings
@@ -60,6 +65,7 @@ log = logging.getLogger(__name__)
 class DrillOptions:
     fail: str
     mode: Mode = Mode.KILL
+    scope: Scope = Scope.REGION
     probe_interval_s: float = 10.0
     probe_timeout_s: float | None = None  # default: min(2 s, the interval)
     misses: int = 3
@@ -133,7 +139,7 @@ def preflight(settings: Settings, opts: DrillOptions) -> str:
     if not ready:
         why = "; ".join(f"{r}: {_why_not_ready(states[r])}" for r in standbys)
         raise BadInput(f"region {opts.fail} is the only active region and no standby is ready to take over ({why})")
-    missing = [n for n in inject.region_workers(settings, opts.fail) if inject.main_pid(settings, n) is None]
+    missing = [n for n in inject.region_workers(settings, opts.fail, opts.scope) if inject.main_pid(settings, n) is None]
     if missing:
         raise BadInput(f"region {opts.fail} is not whole: {', '.join(missing)} not running (`regionsync stack up`)")
     return ready[0]
@@ -177,18 +183,24 @@ def run(settings: Settings, opts: DrillOptions, clock: Callable[[], float] = tim
     fault: inject.Fault | None = None
     times: dict[str, float | None] = {"promote_started_at": None, "promoted_at": None}
     promotion: dict[str, Any] = {}
+    lag_at_failure: dict[str, Any] = {}
+    knowledge: dict[str, Any] = {}
+    source_down = opts.scope is Scope.REGION and opts.fail == settings.source_region
     prober.start()
     workload.start()
     try:
         _warm_up(workload, opts)
         time.sleep(rng.uniform(0, opts.probe_interval_s))  # a random phase of the probe schedule
-        log.info("drill: failing region %s (%s)", opts.fail, opts.mode.value)
-        fault = inject.fail_region(settings, opts.fail, opts.mode, clock)
+        lag_at_failure = replication_lag(settings, opts.fail, new_region)
+        log.info("drill: failing region %s (%s, scope %s)", opts.fail, opts.mode.value, opts.scope.value)
+        fault = inject.fail_region(settings, opts.fail, opts.mode, clock, scope=opts.scope)
         if not flag.event.wait(opts.misses * opts.probe_interval_s + opts.timeout_s + 60):
             raise DrillsError(f"the prober never declared region {opts.fail} down")
         times["promote_started_at"] = clock()
         promotion = _promote(settings, new_region, opts)
         times["promoted_at"] = clock()
+        if source_down:
+            knowledge = knowledge_served(settings, new_region)
         _wait_moved(workload, opts, new_region, fault.at, clock)
         time.sleep(opts.after_s)
     except BaseException:
@@ -196,19 +208,23 @@ def run(settings: Settings, opts: DrillOptions, clock: Callable[[], float] = tim
         prober.stop()
         if fault is not None:
             log.error("drill failed after the failure was injected: starting region %s again", opts.fail)
-            inject.restart_region(settings, opts.fail, clock)
+            inject.restart_region(settings, opts.fail, clock, scope=opts.scope)
         raise
     result = workload.stop()
     probes, transitions = prober.stop()
     log.info("drill: workload stopped (%d turns acknowledged); checking %s", len(result.acks), new_region)
     try:
-        checks = _check_new_region(settings, new_region, result, clock)
-        surviving = _reconcile(settings, [r for r in settings.regions if r != opts.fail], repair=False)
+        checks = _check_new_region(settings, new_region, result, clock, wait_docs=not source_down)
+        surviving = ({"skipped": f"the source region {opts.fail} is down: the regions are compared with it at the "
+                                 "end, after the failback"} if source_down
+                     else _reconcile(settings, [r for r in settings.regions if r != opts.fail], repair=False))
     finally:
-        failback = _failback(settings, opts, clock) if opts.failback else None
+        failback = _failback(settings, opts, new_region, result, clock) if opts.failback else None
     final = _reconcile(settings, list(settings.regions), repair=True) if opts.failback else None
     model = _model(settings, opts, new_region, started, fault, times, promotion, result, probes, transitions,
                    checks, surviving, final, failback, load_before, os.getloadavg())
+    model["replication"] = {"lag_at_failure": lag_at_failure, "ack_mode": settings.dialog_ack_mode}
+    model["knowledge"] = knowledge or None
     model["verdict"] = report.verdict(model)
     model["targets"] = report.targets(model)
     return model
@@ -268,38 +284,6 @@ class RegionChecks:
     log_events: int
 
 
-def read_log(settings: Settings) -> tuple[dict[str, SessionState], dict[int, int], int]:
-    """Fold the whole dialog log: states by session, the end offset per partition, events read."""
-    from regionsync.verify import read_topic
-
-    ends: dict[int, int] = {}
-    events = []
-    for msg in read_topic(settings, settings.dialog_topic):
-        ends[msg.partition()] = max(ends.get(msg.partition(), 0), (msg.offset() or 0) + 1)
-        try:
-            events.append(decode(msg.key(), msg.value()))
-        except DialogError:
-            continue  # poison: the dialog workers dead-letter it too
-    return fold(events), ends, len(events)
-
-
-def wait_store(settings: Settings, region: str, ends: Mapping[int, int], timeout_s: float = 120.0) -> dict[str, SessionState]:
-    """The region's dialog store once it has folded the log up to ``ends``."""
-    store = PostgresStore.for_region(settings, region)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            held = store.offsets()
-            if all(held.get(p, 0) >= end for p, end in ends.items()):
-                return {s.session_id: s for s in store.all_states()}
-            if time.monotonic() > deadline:
-                raise DrillsError(f"region {region}'s dialog store did not reach the end of the log within "
-                                  f"{timeout_s:.0f} s (at {held}, end {dict(ends)})")
-            time.sleep(0.2)
-    finally:
-        store.close()
-
-
 def region_docs(settings: Settings, region: str) -> dict[str, Any]:
     from indexer.sink import RegionSink
 
@@ -311,22 +295,23 @@ def region_docs(settings: Settings, region: str) -> dict[str, Any]:
 
 
 def _check_new_region(settings: Settings, region: str, result: WorkloadResult, clock: Callable[[], float],
-                      timeout_s: float = 120.0) -> RegionChecks:
-    # Documents: changes committed just before the workload stopped are still in flight.
+                      timeout_s: float = 120.0, wait_docs: bool = True) -> RegionChecks:
+    # Documents: changes committed just before the workload stopped are still in flight (when
+    # the source region is down, what it had not replicated cannot arrive before the failback).
     stopped = result.stopped_at
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + (timeout_s if wait_docs else 0.0)
     while True:
         docs = measure.lost_documents(result.doc_changes, region_docs(settings, region))
         if not docs.missing or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     complete_after = None if docs.missing else max(0.0, clock() - stopped)
-    folded, ends, n_events = read_log(settings)
-    held = wait_store(settings, region, ends)
-    sessions = measure.compare_sessions(held, folded)
+    ref = dialoglog.fold_region(settings, region)
+    held = dialoglog.wait_store(settings, region, ref.ends)
+    sessions = measure.compare_sessions(held, ref.states)
     turns = measure.lost_turns(result.acks, held)
-    checked, differing = _compare_views(settings, region, result.sessions(), folded)
-    return RegionChecks(turns, docs, complete_after, sessions, checked, differing, n_events)
+    checked, differing = _compare_views(settings, region, result.sessions(), ref.states)
+    return RegionChecks(turns, docs, complete_after, sessions, checked, differing, ref.events)
 
 
 VIEW_FIELDS = ("status", "intent", "slots", "last_seq", "turns", "tool_calls", "confirmed", "handoff_reason", "origin")
@@ -369,15 +354,18 @@ def _reconcile(settings: Settings, regions: list[str], repair: bool) -> dict[str
     return merged.to_dict()
 
 
-def _failback(settings: Settings, opts: DrillOptions, clock: Callable[[], float], timeout_s: float = 300.0
-              ) -> dict[str, Any]:
-    """Start the failed region's processes again and wait until it is a standby that caught up."""
+def _failback(settings: Settings, opts: DrillOptions, new_region: str, result: WorkloadResult,
+              clock: Callable[[], float], timeout_s: float = 300.0) -> dict[str, Any]:
+    """Start the failed region's processes again and wait until it is a standby that caught up:
+    it learned the promotion, its late turns reached the new region (and were set aside there),
+    the new region's turns reached it, and its sessions equal the fold of its logs and the new
+    region's sessions."""
     from indexer.lag import region_lag
 
     region = opts.fail
     started = clock()
     log.info("drill: failback: starting region %s again", region)
-    inject.restart_region(settings, region, clock)
+    inject.restart_region(settings, region, clock, scope=opts.scope)
     deadline = time.monotonic() + timeout_s
     state: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -389,19 +377,112 @@ def _failback(settings: Settings, opts: DrillOptions, clock: Callable[[], float]
             pass
         time.sleep(0.5)
     ready_at = clock()
-    folded, ends, _n = read_log(settings)
+    replicated = wait_replicated(settings, [region, new_region], max(10.0, deadline - time.monotonic()))
+    sessions = same_as_new = None
+    conflicts: list[dict[str, Any]] = []
     try:
-        held = wait_store(settings, region, ends, timeout_s=max(10.0, deadline - time.monotonic()))
-        sessions = measure.compare_sessions(held, folded)
+        ref = dialoglog.fold_region(settings, region)
+        held = dialoglog.wait_store(settings, region, ref.ends, timeout_s=max(10.0, deadline - time.monotonic()))
+        sessions = measure.compare_sessions(held, ref.states)
+        new_ref = dialoglog.fold_region(settings, new_region)
+        new_held = dialoglog.wait_store(settings, new_region, new_ref.ends,
+                                        timeout_s=max(10.0, deadline - time.monotonic()))
+        same_as_new = measure.compare_sessions(held, new_held)
+        conflicts = [e.to_dict() for e in _fenced(settings, new_region)]
     except DrillsError as exc:
         log.error("drill: failback: %s", exc)
-        sessions = None
-    caught_up = bool(state.get("ready")) and sessions is not None and not sessions.differing and not sessions.absent
+    caught_up = (bool(state.get("ready")) and state.get("role") == "standby" and replicated
+                 and sessions is not None and not sessions.differing and not sessions.absent
+                 and same_as_new is not None and not same_as_new.differing and not same_as_new.absent)
     return {
         "region": region, "started_at": started, "ready_at": ready_at, "seconds": ready_at - started,
-        "role": state.get("role"), "ready": bool(state.get("ready")), "caught_up": caught_up,
+        "role": state.get("role"), "ready": bool(state.get("ready")), "replicated": replicated,
+        "caught_up": caught_up,
         "sessions": None if sessions is None else asdict(sessions),
+        "same_as_new_region": None if same_as_new is None else asdict(same_as_new),
+        "conflicts": conflicts,
+        "unreplicated_turns": unreplicated_turns(result, region, conflicts),
     }
+
+
+def _fenced(settings: Settings, region: str) -> list[Any]:
+    store = PostgresStore.for_region(settings, region)
+    try:
+        return store.fenced()
+    finally:
+        store.close()
+
+
+def unreplicated_turns(result: WorkloadResult, failed: str, conflicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The acknowledged turns of the failed region that the promotion set aside: any of their
+    events is in the conflict report (written in the failed region, never received by the new
+    one before its cut). Pure."""
+    fenced = {(str(c["session_id"]), int(c["seq"])) for c in conflicts if c.get("origin") == failed}
+    out = []
+    for ack in result.acks:
+        if ack.region != failed:
+            continue
+        seqs = range(ack.last_seq - ack.events + 1, ack.last_seq + 1)
+        hit = sorted(q for q in seqs if (ack.session_id, q) in fenced)
+        if hit:
+            out.append({"session_id": ack.session_id, "turn": ack.turn, "region": ack.region,
+                        "last_seq": ack.last_seq, "fenced_seqs": hit, "acked_at": ack.acked_at})
+    return out
+
+
+def wait_replicated(settings: Settings, regions: list[str], timeout_s: float) -> bool:
+    """Every replicator into ``regions`` holds everything of its source (as its source answers
+    it now): lag 0 and the source heard from within the last few seconds."""
+    from mirror.status import inbound
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            rows = [row for r in regions for row in inbound(settings, r).values()]
+            if rows and all(row["lag_records"] == 0 and row["source_seen_s"] is not None
+                            and row["source_seen_s"] < 3.0 for row in rows):
+                return True
+        except Exception:  # noqa: BLE001 - a database still starting: ask again
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def replication_lag(settings: Settings, source: str, target: str) -> dict[str, Any]:
+    """What ``target`` lacks of ``source`` right now, from the replicator's live /metrics (the
+    dialog topic: the turns a loss of ``source`` would cost), and its checkpoints' view."""
+    from mirror.status import inbound
+
+    out: dict[str, Any] = {"source": source, "target": target}
+    try:
+        port = settings.metrics_port("mirror", target, source)
+        text = requests.get(f"http://{settings.serve_host}:{port}/metrics", timeout=2).text
+        records = seconds = 0.0
+        for line in text.splitlines():
+            if f'source="{source}"' not in line or f'topic="{settings.dialog_topic}"' not in line:
+                continue
+            if line.startswith("regionsync_mirror_lag_records{"):
+                records += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("regionsync_mirror_lag_seconds{"):
+                seconds = max(seconds, float(line.rsplit(" ", 1)[1]))
+        out.update(dialog_lag_records=int(records), dialog_lag_ms=round(seconds * 1000, 1))
+    except (requests.RequestException, ValueError, IndexError) as exc:
+        out["metrics_error"] = str(exc)
+    try:
+        out["checkpoints"] = inbound(settings, target).get(source)
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal
+        out["checkpoints_error"] = str(exc)
+    return out
+
+
+def knowledge_served(settings: Settings, region: str) -> dict[str, Any]:
+    """What ``region`` serves while the source region is down: how many documents, the newest
+    CMS commit it holds (a WAL position) and when it was written there."""
+    states = region_docs(settings, region)
+    live = [s for s in states.values() if not s.deleted]
+    versions = [int(s.version) for s in live]
+    return {"region": region, "documents": len(live), "newest_version": max(versions, default=None),
+            "read_at": time.time()}
 
 
 # ---------------------------------------------------------------------------- the report model
@@ -444,6 +525,8 @@ def _model(
     return {
         "drill": {
             "failed_region": opts.fail, "new_region": new_region, "mode": opts.mode.value,
+            "scope": opts.scope.value, "source_region": settings.source_region,
+            "ack_mode": settings.dialog_ack_mode,
             "regions": list(settings.regions), "probe_interval_s": opts.probe_interval_s,
             "probe_timeout_s": opts.timeout_s, "misses": opts.misses, "users": opts.users, "think_s": opts.think_s,
             "doc_rate": opts.doc_rate, "search_rate": opts.search_rate, "run_id": opts.run_id,

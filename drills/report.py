@@ -1,9 +1,10 @@
 """The failover drill's report: one JSON model, and an HTML page rendered from it.
 
 The model is plain data (what ``--json`` writes); :func:`html` renders the page from the model
-alone, so a saved JSON can be rendered again. Targets come from the issue that asked for the
-drill: 0 acknowledged turns lost, every session equal to the fold of the log, every region equal
-to the source at the end, 98% of customers answered by the new region within a minute, and an
+alone, so a saved JSON can be rendered again. Targets come from the issues that asked for the
+drill: the acknowledged turns lost are exactly those listed as not replicated (0 with mirrored
+acknowledgements), every session equal to the fold of the log, every region equal
+to the source at the end, every customer answered by the new region within a minute, and an
 RTO of at most 35 s with the GSLB's defaults (10 s probes, 3 misses) or 6 s with 1 s probes.
 The verdict (and the CLI's exit status) is about correctness only; timing targets are reported
 as met or missed, since they depend on the machine and its load.
@@ -20,7 +21,7 @@ import orjson
 
 # (probe interval s, misses) -> RTO target s, as the issue states them.
 RTO_TARGETS = {(10.0, 3): 35.0, (1.0, 3): 6.0}
-MOVED_SHARE_TARGET = 0.98
+MOVED_SHARE_TARGET = 1.0
 
 
 def rto_target(interval_s: float, misses: int) -> float | None:
@@ -35,9 +36,28 @@ def targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     def add(name: str, value: Any, target: str, met: bool | None, kind: str) -> None:
         out.append({"name": name, "value": value, "target": target, "met": met, "kind": kind})
 
-    add("acknowledged turns lost", r["rpo"]["turns_lost"], "0", r["rpo"]["turns_lost"] == 0, "correctness")
-    add("document versions missing in the new region", r["rpo"]["docs_missing"], "0",
-        r["rpo"]["docs_missing"] == 0, "correctness")
+    fb = report.get("failback")
+    lost = {(t["session_id"], t["turn"]) for t in r["rpo"]["missing_turns"]}
+    if d.get("ack_mode", "local") == "mirrored" or fb is None:
+        # Mirrored acknowledgements: a turn is told only once the standby holds it, so none may be
+        # lost. Without a failback the unreplicated turns cannot be listed: none may be lost either.
+        add("acknowledged turns lost", r["rpo"]["turns_lost"], "0", r["rpo"]["turns_lost"] == 0, "correctness")
+    else:
+        # Asynchronous replication: the RPO is what was not replicated when the region was lost.
+        # Every acknowledged turn the new region lacks must be one the failback found set aside
+        # (not replicated before the cut), and every such turn must be lacking: never silent.
+        unrep = {(t["session_id"], t["turn"]) for t in fb.get("unreplicated_turns") or []}
+        add("acknowledged turns lost = turns listed as not replicated", f"{len(lost)} lost, {len(unrep)} listed",
+            "equal", lost == unrep, "correctness")
+    source_down = d.get("scope") == "region" and d.get("source_region") == d["failed_region"]
+    if source_down:
+        # The CMS lives in the lost region: what it had not replicated is reported as the
+        # knowledge RPO here and must be in every region after the failback (the final reconcile).
+        add("document versions not in the new region while the source region was down",
+            r["rpo"]["docs_missing"], "reported", None, "correctness")
+    else:
+        add("document versions missing in the new region", r["rpo"]["docs_missing"], "0",
+            r["rpo"]["docs_missing"] == 0, "correctness")
     sessions_ok = not r["sessions"]["differing"] and not r["sessions"]["absent"] and not r["sessions"]["views_differing"]
     add("sessions equal to the fold of the log", f"{r['sessions']['held'] - len(r['sessions']['differing'])} of "
         f"{r['sessions']['held']} (+{len(r['sessions']['absent'])} absent)", "all", sessions_ok, "correctness")
@@ -45,7 +65,6 @@ def targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     equal = None if final is None else (not final["drift_found"])
     add("regions equal to the source at the end", "yes" if equal else ("no" if equal is not None else "not checked"),
         "yes", equal, "correctness")
-    fb = report.get("failback")
     fb_ok = None if fb is None else bool(fb.get("caught_up"))
     add(f"failback: {d['failed_region']} back as a standby that caught up",
         "yes" if fb_ok else ("no" if fb_ok is not None else "not done"), "yes", fb_ok, "correctness")
@@ -182,12 +201,26 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     """The drill's outcome for a terminal."""
     d, rec = report["drill"], report["results"]["recovery"]
     verb = {"kill": "killed", "freeze": "frozen"}.get(d["mode"], d["mode"])
-    out = [f"drill: {d['failed_region']} {verb}, {d['new_region']} promoted "
-           f"(probes every {d['probe_interval_s']:g} s, {d['misses']} misses, {d['users']} customers)"]
+    scope = {"region": "the whole region", "services": "its services"}.get(d.get("scope", ""), "its services")
+    out = [f"drill: {d['failed_region']} {verb} ({scope}), {d['new_region']} promoted "
+           f"(probes every {d['probe_interval_s']:g} s, {d['misses']} misses, {d['users']} customers, "
+           f"{d.get('ack_mode', 'local')} acknowledgements)"]
     out += [f"  {t['name']}: {_fmt(t['value'])} (target {t['target']}: "
             f"{'met' if t['met'] else ('-' if t['met'] is None else 'MISSED')})" for t in targets(report)]
     out.append(f"  detection {_fmt(rec['detection_s'], ' s')}, promotion {_fmt(rec['promotion_s'], ' s')}, "
                f"failure -> first answer {_fmt(rec['failure_to_first_answer_s'], ' s')}")
+    lag = (report.get("replication") or {}).get("lag_at_failure") or {}
+    if "dialog_lag_ms" in lag:
+        out.append(f"  replication lag into {d['new_region']} at the failure: {lag['dialog_lag_records']} dialog records, "
+                   f"{lag['dialog_lag_ms']:.0f} ms")
+    know = report.get("knowledge")
+    if know:
+        out.append(f"  while the source region was down, {know['region']} served {know['documents']} documents "
+                   f"(newest version {know['newest_version']})")
+    fb = report.get("failback") or {}
+    if fb.get("conflicts") is not None:
+        out.append(f"  failback: {len(fb['conflicts'])} events set aside in the conflict report, "
+                   f"{len(fb.get('unreplicated_turns') or [])} acknowledged turns among them")
     v = report["verdict"]
     out.append("PASSED" if v["ok"] else "FAILED: " + ", ".join(v["failed"]))
     return out

@@ -37,7 +37,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from regionsync.stack import stack
 
     print(f"regionsync demo: state dir {settings.state_dir}; regions {', '.join(settings.regions)}")
-    t = _step("1. starting the embedded stack: Postgres, tansu, S3, one Milvus per region, Kafka Connect + Debezium")
+    t = _step(f"1. starting the embedded stack: per region an object store (SeaweedFS), a broker (tansu on it), "
+              f"Postgres and Milvus; in {settings.source_region} also Kafka Connect + Debezium")
     try:
         stack.start_infra(settings)
         print(f"   up in {time.monotonic() - t:.1f}s")
@@ -66,11 +67,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         _converge(settings, verify, t, timeout=120)
         _search_all(settings, args.query)
 
-        _step("5. per-region lag (records on the chunks topic not yet applied)")
+        _step("5. per-region lag (records on the chunks topic not yet applied) and replication between regions")
         info = stack.status(settings)
         for region, r in info["regions"].items():
             print(f"   {region:<6} lag={r['lag']}  milvus={r['milvus_uri']}")
+            for source, row in (r.get("replication") or {}).items():
+                print(f"          from {source}: {row['lag_records']} records not copied yet, "
+                      f"complete up to {row['lag_seconds']:.1f}s ago")
 
+        _previous_conversation(settings)
         _conversation(settings)
     finally:
         if not args.keep_up:
@@ -114,15 +119,58 @@ def _search_all(settings: Settings, query: str) -> None:
                   f"v={hit.version} <- {where}")
 
 
+LAST_SESSION = "demo-last-session.json"
+
+
+def _active_region(settings: Settings) -> str:
+    """The region the regions agree is active (each holds its own view: serve/roles.py)."""
+    from serve.roles import RegionRole
+
+    views = []
+    for region in settings.regions:
+        role = RegionRole(settings, region)
+        try:
+            views.append(role.current())
+        finally:
+            role.close()
+    return max(views, key=lambda a: (a.epoch, a.region)).region
+
+
+def _previous_conversation(settings: Settings) -> None:
+    """The conversation of the previous demo on this state dir, as every region holds it now:
+    a restart of the whole stack keeps the log, the stores and the snapshots."""
+    import orjson
+    import requests
+
+    path = settings.state_dir / LAST_SESSION
+    if not path.exists():
+        return
+    last = orjson.loads(path.read_bytes())
+    _step(f"5b. the previous demo's conversation (session {last['session']}, {last['turns']} turns written in "
+          f"{last['region']}), in every region after the restart")
+    for region in settings.regions:
+        try:
+            resp = requests.get(f"{settings.serve_url(region)}/sessions/{last['session']}", timeout=30)
+            if resp.status_code == 200:
+                body = resp.json()
+                print(f"   {region:<6} holds it: {len(body['turns'])} turns, last_seq={body['last_seq']}, "
+                      f"first message {body['turns'][0]['text']!r}")
+            else:
+                print(f"   {region:<6} MISSING ({resp.status_code}: {resp.text[:120]})")
+        except requests.RequestException as exc:
+            print(f"   {region:<6} no answer: {exc}")
+
+
 def _conversation(settings: Settings) -> None:
     """A customer talks to the active region's service: a cited answer, an order inquiry through
     the order tool, then the session as the region holds it."""
     import secrets
 
-    from serve.client import RegionClient
-    from serve.roles import ActiveRegionStore
+    import orjson
 
-    active = ActiveRegionStore(settings).current().region
+    from serve.client import RegionClient
+
+    active = _active_region(settings)
     client = RegionClient(settings, active, timeout_s=120)
     session = f"demo-{secrets.token_hex(3)}"
     _step(f"6. a conversation in the active region ({active}, {client.base}), session {session}")
@@ -136,6 +184,8 @@ def _conversation(settings: Settings) -> None:
     state = client.json("GET", f"/sessions/{session}")
     print(f"   GET /sessions/{session}: {len(state['turns'])} turns, tool calls "
           f"{[c['name'] for c in state['tool_calls']]}, last_seq={state['last_seq']}, origin={state['origin']}")
+    (settings.state_dir / LAST_SESSION).write_bytes(orjson.dumps(
+        {"session": session, "region": active, "turns": len(state["turns"]), "last_seq": state["last_seq"]}))
 
 
 def _cms_seed(settings: Settings) -> None:

@@ -23,6 +23,14 @@ class RegionClient:
         except requests.RequestException:
             return False
 
+    def settled(self) -> bool:
+        """Up and done rejoining: the service knows its role (serve/region.py)."""
+        try:
+            body = self._http.get(f"{self.base}/readyz", timeout=2).json()
+            return bool((body.get("checks") or {}).get("role", {}).get("ok"))
+        except (requests.RequestException, ValueError, AttributeError):
+            return False
+
     def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
         try:

@@ -221,6 +221,46 @@ def free_service_ports(regions: int) -> dict[str, int]:
     infrastructure's) to free ones, so two stacks on one machine do not collide."""
     return {
         "serve_base_port": free_port_block(regions),
-        "metrics_base_port": free_port_block(1 + 2 * regions),
+        # The change agent, an indexer and a dialog worker per region, a replicator per ordered pair.
+        "metrics_base_port": free_port_block(1 + 2 * regions + regions * (regions - 1)),
         "prometheus_port": free_port(),
+    }
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_object_store_port() -> int:
+    """An S3 port for an embedded object store whose whole block is free (its ten ports: see
+    regionsync/stack/seaweed.py, which places them from the S3 port up, and the admin gRPC port
+    10000 above its admin port)."""
+    from regionsync.settings import S3_PORT_STRIDE
+
+    for _ in range(200):
+        base = free_port_block(S3_PORT_STRIDE)
+        if base + S3_PORT_STRIDE + 10000 < 65000 and _free(base + 8 + 10000):
+            return base
+    raise RuntimeError("no free block of ports for an object store")
+
+
+def free_infra_ports(regions: list[str], source: str | None = None) -> dict[str, object]:
+    """Settings updates that put every region's broker, Postgres, object store and Milvus, and
+    Kafka Connect, on free ports (the maps name each region; the flat values are the source's)."""
+    source = source or regions[0]
+    kafka = {r: f"127.0.0.1:{free_port()}" for r in regions}
+    pg = {r: f"127.0.0.1:{free_port()}" for r in regions}
+    s3 = {r: f"http://127.0.0.1:{free_object_store_port()}" for r in regions}
+    return {
+        "kafka_bootstraps": kafka, "kafka_bootstrap": kafka[source],
+        "pg_addresses": pg, "pg_port": int(pg[source].rsplit(":", 1)[1]),
+        "s3_endpoints": s3, "s3_endpoint": s3[source],
+        "milvus_uris": {r: f"http://127.0.0.1:{free_port()}" for r in regions},
+        "connect_url": f"http://127.0.0.1:{free_port()}",
+        **free_service_ports(len(regions)),
     }

@@ -156,9 +156,11 @@ def start_service(settings: Settings, region: str, wait: bool = True) -> procs.P
 
 
 def wait_service(settings: Settings, region: str, proc: procs.Proc | None = None) -> None:
+    """Until the service answers and knows its role (a region that was active has read the
+    others' control topics: serve/region.py)."""
     from serve.client import RegionClient
 
-    procs.wait_until(RegionClient(settings, region).is_up, 120, f"region service {region}", proc)
+    procs.wait_until(RegionClient(settings, region).settled, 120, f"region service {region}", proc, interval=0.2)
 
 
 def starter(settings: Settings, name: str) -> Callable[[], object]:

@@ -1,0 +1,125 @@
+"""The fold of a region's dialog logs, read straight from its broker: what its store must equal.
+
+A region folds its own dialog topic and its copies of the other regions' (mirror/policy.py),
+with the promotions it knows setting aside what their cuts fence (dialog/fence.py). The reference
+here reads every record of those topics from the start to the end the fetch path reports
+(regionsync/kafka.py), learns every promotion first (its control topics and the store's own
+record of promotions), and folds the events with the same pure reducer; the drills and the
+fault suite compare the region's store, and what its service shows, with it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from dialog.errors import MalformedEvent
+from dialog.events import decode
+from dialog.fence import Promotion
+from dialog.state import SessionState
+from dialog.store import TP, FencedEvent, PostgresStore
+from dialog.worker import Fold
+from drills.errors import DrillsError
+from mirror import policy
+from regionsync.kafka import fetch_ends
+from regionsync.settings import Settings
+
+
+@dataclass(frozen=True)
+class RegionLog:
+    region: str
+    states: dict[str, SessionState]
+    ends: dict[TP, int]  # end offset of every dialog partition read (the store must reach these)
+    events: int  # dialog records read
+    fenced: tuple[FencedEvent, ...]
+    promotions: tuple[Promotion, ...]
+
+
+def read_all(settings: Settings, region: str, timeout_s: float = 120.0) -> tuple[list[Message], dict[TP, int]]:
+    """Every record of the region's dialog and control topics, with the ends read to."""
+    local = settings.for_region(region)
+    topics = [*policy.inbound_topics(local, region, local.dialog_topic),
+              *policy.inbound_topics(local, region, local.control_topic)]
+    consumer = Consumer({"bootstrap.servers": local.kafka_bootstrap, "group.id": "regionsync-drill-fold",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 20,
+                         "fetch.message.max.bytes": 16 * 1024 * 1024})
+    try:
+        meta = consumer.list_topics(timeout=10)
+        parts = [(t, p) for t in topics if t in meta.topics and meta.topics[t].error is None
+                 for p in sorted(meta.topics[t].partitions)]
+        ends = fetch_ends(local.kafka_bootstrap, parts, 30.0)
+        wanted = {tp: end for tp, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(t, p, 0) for t, p in wanted])
+        out: list[Message] = []
+        at: dict[TP, int] = {}
+        deadline = time.monotonic() + timeout_s
+        while any(at.get(tp, 0) < end for tp, end in wanted.items()):
+            if time.monotonic() > deadline:
+                raise DrillsError(f"reading region {region}'s dialog logs: not at their ends after {timeout_s:.0f}s")
+            for msg in consumer.consume(5000, 0.2):
+                if msg.error() is not None:
+                    continue
+                tp = (str(msg.topic()), int(msg.partition() or 0))
+                if int(msg.offset() or 0) < wanted.get(tp, 0):
+                    out.append(msg)
+                at[tp] = max(at.get(tp, 0), int(msg.offset() or 0) + 1)
+        return out, ends
+    finally:
+        consumer.close()
+
+
+def fold_region(settings: Settings, region: str, timeout_s: float = 120.0) -> RegionLog:
+    """The reference fold of ``region``'s logs (see the module docstring)."""
+    records, ends = read_all(settings, region, timeout_s)
+    store = PostgresStore.for_region(settings, region)
+    try:
+        known = store.promotions()
+    finally:
+        store.close()
+    control_topics = set(policy.inbound_topics(settings, region, settings.control_topic))
+    states: dict[str, SessionState] = {}
+    fold = Fold(region, settings.regions, known, states, {}, in_log_order=False)
+    for msg in records:
+        if str(msg.topic()) in control_topics:
+            fold.control(msg)
+    dialog = [m for m in records if str(m.topic()) not in control_topics]
+    # A session's events may sit in several regions' logs (it moved at a failover): fold each
+    # session in sequence order, whichever log an event is in (malformed records first: they
+    # are dead letters, folded nowhere).
+    for msg in sorted(dialog, key=_session_order):
+        fold.event(msg)
+    states.update(fold.touched)
+    dialog_ends = {tp: end for tp, end in ends.items() if tp[0] not in control_topics}
+    return RegionLog(region, states, dialog_ends, len(dialog), tuple(fold.fenced), tuple(fold.promotions))
+
+
+def _session_order(msg: Message) -> tuple[str, int, str, int, int]:
+    try:
+        event = decode(msg.key(), msg.value())
+        session, seq = event.session_id, event.seq
+    except MalformedEvent:
+        session, seq = "", 0
+    return session, seq, str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
+
+
+def wait_store(settings: Settings, region: str, ends: Mapping[TP, int], timeout_s: float = 120.0
+               ) -> dict[str, SessionState]:
+    """The region's dialog store once it has folded its logs up to ``ends``."""
+    store = PostgresStore.for_region(settings, region)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            held = store.offsets()
+            if all(held.get(tp, 0) >= end for tp, end in ends.items()):
+                return {s.session_id: s for s in store.all_states()}
+            if time.monotonic() > deadline:
+                behind = {f"{t}[{p}]": (held.get((t, p), 0), end) for (t, p), end in ends.items()
+                          if held.get((t, p), 0) < end}
+                raise DrillsError(f"region {region}'s dialog store did not reach the end of its logs within "
+                                  f"{timeout_s:.0f} s (position, end: {behind})")
+            time.sleep(0.2)
+    finally:
+        store.close()
