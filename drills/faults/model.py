@@ -24,11 +24,14 @@ class TrialPlan:
 
 @dataclass(frozen=True)
 class TrialResult:
-    """What one trial found. ``lost``: acknowledged events (committed document changes, turns a
-    region acknowledged) whose effect is missing at the end; ``stale``: documents that differ from
-    the source in some region at the end; ``duplicates``: records the regions' version guards
-    refused (redeliveries absorbed); ``converge_s``: from the end of the load until every region
-    equalled the source and every session the log (None: not within the timeout)."""
+    """What one trial found. ``lost``: acknowledged events whose effect is missing at the end: a
+    committed document version a region never applied, nor any later version of the document
+    (counted per region and version: checks.lost_versions), a turn a region acknowledged that is
+    not in the log or in a region; ``stale``: documents that differ from the source in some region
+    at the end; ``duplicates``: records the regions' version guards refused (redeliveries
+    absorbed); ``converge_s``: from the end of the load until every region equalled the source,
+    every session the log, and every region applied every committed version (None: not within
+    the timeout)."""
 
     plan: TrialPlan
     faults: int
