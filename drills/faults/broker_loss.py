@@ -65,11 +65,12 @@ class BrokerLoss(Scenario):
             # log held is then known, and what it lost can be told from what the regions kept.
             with folder.witness():
                 time.sleep(plan.fault_after_s)
-                fault_at = time.monotonic()
+                fault_at, wall0 = time.monotonic(), time.time()  # wall time: the workload's clock
                 inject.kill(s, [broker.NAME])
                 time.sleep(plan.fault_s)
                 inject.restart(s, [broker.NAME])  # started empty; regionsync's topics created again
                 restarted_at = time.monotonic()
+                window = (wall0, time.time())
                 notes["broker_down_s"] = round(restarted_at - fault_at, 2)
                 time.sleep(plan.after_s)
         finally:
@@ -104,12 +105,13 @@ class BrokerLoss(Scenario):
             folder.adopt(s.regions[0])
         notes["dialog_log_restarts_seen"] = folder.restarts
         notes["dialog_log_lost_turns"] = len(end.sessions.log_lost_turns)
-        result = result_of(plan, 1, end, skips.total(), load, notes)
+        result = result_of(plan, 1, end, skips.total(), load, notes, window)
         problems += result.problems
         if not report:
             problems.append(f"reconcile printed no report (exit {out.returncode}): {out.stderr[-300:]}")
         return TrialResult(plan, 1, result.lost, result.stale, result.duplicates, result.converge_s,
-                           result.lost_detail, result.stale_detail, result.notes, problems=tuple(problems))
+                           result.lost_detail, result.stale_detail, result.notes, problems=tuple(problems),
+                           availability=result.availability)
 
     def note(self, trials: Sequence[TrialResult]) -> str:
         parts = []

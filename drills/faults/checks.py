@@ -4,8 +4,12 @@ fold of the dialog log, and everything the workload saw acknowledged looked up.
 ``wait_converged`` polls until both hold or the timeout passes, then says what differs:
 
 * documents: reconcile's scan (drills/reconcile.py): each document a region holds differently
-  from the source (table + CMS topic), by class. A document the workload changed that differs at
-  the end is a committed change lost; every differing document is stale;
+  from the source (table + CMS topic), by class; every differing document is stale;
+* committed versions: every change the workload committed (not only each document's newest) is
+  looked up in each region's bookkeeping (``documents_versions``, the version the region applied
+  next to its vectors); a change the region's state is older than is lost there
+  (:func:`lost_versions` says exactly when). This is counted from what each region applied,
+  whether or not the region converged;
 * sessions: the log is read to its end and folded with the pure reducer (incrementally: the
   folder keeps its states and positions between checks, and starts over if the log's offsets
   went back, i.e. the broker lost it); each region's store must hold exactly those states once it
@@ -18,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -32,7 +36,8 @@ from dialog.store import PostgresStore
 from drills.diff import Drift
 from drills.errors import BadInput
 from drills.kafka_io import reader, watermarks
-from drills.workload import TurnAck, WorkloadResult
+from drills.workload import DocChange, TurnAck, WorkloadResult
+from indexer.plan import DocState
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -224,7 +229,7 @@ class EndState:
     seconds: float
     drifts: list[Drift]
     sessions: SessionCheck
-    lost_docs: list[str]
+    lost_versions: list[str]  # committed document versions a region never applied (lost_versions)
 
     @property
     def stale_docs(self) -> list[str]:
@@ -232,17 +237,89 @@ class EndState:
 
     @property
     def lost(self) -> list[str]:
-        return self.lost_docs + self.sessions.lost_turns
+        return self.lost_versions + self.sessions.lost_turns
 
     @property
     def stale_count(self) -> int:
         return len({d.doc_id for d in self.drifts})
 
 
-def lost_documents(drifts: Iterable[Drift], changed: Iterable[str]) -> list[str]:
-    """Documents whose newest committed change (the workload's record) is not what a region holds."""
-    mine = set(changed)
-    return sorted({f"{d.doc_id} ({d.kind.value} in {d.region})" for d in drifts if d.doc_id in mine})
+@dataclass(frozen=True)
+class LostVersion:
+    region: str
+    change: DocChange
+    held: DocState | None  # the region's bookkeeping row for the document (None: it has none)
+
+    def __str__(self) -> str:
+        c, h = self.change, self.held
+        holds = "no version of it" if h is None else f"version {h.version}{' (deleted)' if h.deleted else ''}"
+        return f"{c.doc_id} {c.op} at LSN {c.lsn_lo}..{c.lsn_hi} not applied in {self.region}, which holds {holds}"
+
+
+def version_held(change: DocChange, later: Sequence[DocChange], state: DocState | None) -> bool:
+    """Has a region whose bookkeeping row for the document is ``state`` applied ``change`` or a
+    later committed change of the document? ``later``: the document's committed changes after
+    ``change``, in commit order.
+
+    * ``state.version >= change.lsn_lo``: the region applied ``change`` (its version, the change's
+      WAL position, lies in ``[lsn_lo, lsn_hi)``) or a later change of the row (which lies past
+      ``lsn_hi``: the row lock orders them). The bookkeeping row is written after the chunks, so
+      it never claims a version whose chunks are not there; and the version guard never lowers it.
+    * the region holds the document absent (no row, or a deleted marker of any version) and
+      ``change`` or a later change is a delete: the region's state is that delete's. It may have
+      got there without applying the versions before it (they were superseded before it read
+      them: every record is a document's whole state), or by a tombstone or a repair's delete
+      record, whose versions are lower than the delete's WAL position.
+    """
+    if state is not None and state.version >= change.lsn_lo:
+        return True
+    absent = state is None or state.deleted
+    return absent and (change.deleted or any(c.deleted for c in later))
+
+
+def lost_versions(changes: Sequence[DocChange], applied: Mapping[str, Mapping[str, DocState]]) -> list[LostVersion]:
+    """Every committed change a region never applied, per region.
+
+    A committed change of a document is **lost for a region** when the region never held it nor
+    any later committed change of the document: the region's final state of the document is older
+    than the change (:func:`version_held`). Versions only grow in a region (the version guard) and
+    its bookkeeping rows are never removed, so the final state says what the region ever reached:
+    a version superseded before the region got to it is not lost (the newer record replaced it),
+    a version the region's state stops short of is, however the region compares with the source
+    at the end. ``applied``: per region, its bookkeeping rows (doc id -> state)."""
+    history: dict[str, list[DocChange]] = {}
+    for change in sorted(changes, key=lambda c: c.lsn_lo):
+        history.setdefault(change.doc_id, []).append(change)
+    out: list[LostVersion] = []
+    for region, states in applied.items():
+        for doc_id, doc_changes in sorted(history.items()):
+            state = states.get(doc_id)
+            for i, change in enumerate(doc_changes):
+                if not version_held(change, doc_changes[i + 1:], state):
+                    out.append(LostVersion(region, change, state))
+    return out
+
+
+def applied_states(settings: Settings, regions: Sequence[str],
+                   last: Mapping[str, Mapping[str, DocState]]) -> tuple[dict[str, dict[str, DocState]], list[str]]:
+    """Every region's bookkeeping rows, and the regions that could not be read. A region that does
+    not answer keeps its reading from ``last``: versions only grow, so an older reading can only
+    make a change look lost, never hide one."""
+    from indexer.sink import RegionSink
+
+    out: dict[str, dict[str, DocState]] = {}
+    unread: list[str] = []
+    for region in regions:
+        sink = RegionSink.for_region(settings, region)
+        try:
+            out[region] = sink.doc_states()
+        except Exception as exc:  # noqa: BLE001 - a region still coming back: its last reading stands
+            log.info("end check: %s's bookkeeping not readable yet: %s", region, exc)
+            out[region] = dict(last.get(region, {}))
+            unread.append(region)
+        finally:
+            sink.close()
+    return out, unread
 
 
 def wait_converged(
@@ -254,12 +331,15 @@ def wait_converged(
     clock: Callable[[], float] = time.monotonic,
     log_lost: bool = False,
 ) -> EndState:
-    """Poll until every region equals the source and every session the log; the time taken."""
+    """Poll until every region equals the source, every session the log, and every region has
+    applied every committed version (or a later one); the time taken. At the timeout, what is
+    still missing is lost: counted from each region's last reading."""
     from drills.reconcile import scan
 
     started = clock()
     acks = result.acks if result is not None else ()
-    changed = {c.doc_id for c in result.doc_changes} if result is not None else set()
+    changes = result.doc_changes if result is not None else ()
+    applied: dict[str, dict[str, DocState]] = {}
     while True:
         try:
             drifts = scan(settings, settings.regions).drifts
@@ -267,7 +347,11 @@ def wait_converged(
         except Exception as exc:  # noqa: BLE001 - a region or the broker still coming back: not yet
             log.info("end check: not readable yet: %s", exc)
             drifts, sessions = [], SessionCheck(caught_up=False, differing=[f"unreadable: {exc}"])
-        done = not drifts and sessions.ok
+        applied, unread = applied_states(settings, settings.regions, applied)
+        lost = lost_versions(changes, applied)
+        done = not drifts and sessions.ok and not lost and not unread
         if done or clock() - started > timeout_s:
-            return EndState(done, clock() - started, drifts, sessions, lost_documents(drifts, changed))
+            detail = [f"{v}{' (its last reading: it did not answer at the end)' if v.region in unread else ''}"
+                      for v in lost]
+            return EndState(done, clock() - started, drifts, sessions, detail)
         time.sleep(interval_s)

@@ -50,8 +50,10 @@ def bucket_delta(after: Mapping[float, float], before: Mapping[float, float]) ->
 
 
 def summarise(name: str, trials: Sequence[TrialResult]) -> dict[str, Any]:
-    """One row of the table: sums over the trials, time to converge as median and maximum."""
+    """One row of the table: sums over the trials, time to converge as median and maximum, the
+    dialog's availability during the faults (turns/s during / before) as minimum and median."""
     converged = [t.converge_s for t in trials if t.converge_s is not None]
+    available = [t.availability for t in trials if t.availability is not None]
     not_converged = sum(1 for t in trials if t.converge_s is None and t.error is None)
     errors = [t.error for t in trials if t.error]
     lost = sum(t.lost for t in trials)
@@ -67,6 +69,8 @@ def summarise(name: str, trials: Sequence[TrialResult]) -> dict[str, Any]:
         "converge_p50_s": _round(percentile(converged, 50)),
         "converge_max_s": _round(max(converged) if converged else None),
         "not_converged": not_converged,
+        "availability_min": _round(min(available) if available else None),
+        "availability_p50": _round(percentile(available, 50)),
         "errors": len(errors),
         "error_examples": errors[:3],
         "problems": len(problems),

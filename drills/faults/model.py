@@ -24,11 +24,16 @@ class TrialPlan:
 
 @dataclass(frozen=True)
 class TrialResult:
-    """What one trial found. ``lost``: acknowledged events (committed document changes, turns a
-    region acknowledged) whose effect is missing at the end; ``stale``: documents that differ from
-    the source in some region at the end; ``duplicates``: records the regions' version guards
-    refused (redeliveries absorbed); ``converge_s``: from the end of the load until every region
-    equalled the source and every session the log (None: not within the timeout)."""
+    """What one trial found. ``lost``: acknowledged events whose effect is missing at the end: a
+    committed document version a region never applied, nor any later version of the document
+    (counted per region and version: checks.lost_versions), a turn a region acknowledged that is
+    not in the log or in a region; ``stale``: documents that differ from the source in some region
+    at the end; ``duplicates``: records the regions' version guards refused (redeliveries
+    absorbed); ``converge_s``: from the end of the load until every region equalled the source,
+    every session the log, and every region applied every committed version (None: not within
+    the timeout);
+    ``availability``: dialog turns acknowledged per second during the fault over the rate in an
+    equal window before it (availability.py; None: no fault window or no turn before it)."""
 
     plan: TrialPlan
     faults: int
@@ -43,6 +48,7 @@ class TrialResult:
     # Checks that failed besides loss and staleness: a crash, a dead letter with a wrong reason, a
     # region's session that differs from the log, a leaked secret...
     problems: tuple[str, ...] = ()
+    availability: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -57,5 +63,5 @@ class TrialResult:
             TrialPlan(**data["plan"]), int(data["faults"]), int(data["lost"]), int(data["stale"]),
             int(data["duplicates"]), data.get("converge_s"), tuple(data.get("lost_detail") or ()),
             tuple(data.get("stale_detail") or ()), dict(data.get("notes") or {}), data.get("error"),
-            tuple(data.get("problems") or ()),
+            tuple(data.get("problems") or ()), data.get("availability"),
         )

@@ -52,10 +52,12 @@ class PoisonStorm(Scenario):
         workload = ctx.workload(plan.seed, run_id=f"storm-{plan.index}-{plan.seed % 10_000}")
         try:
             time.sleep(plan.fault_after_s)
+            wall0 = time.time()  # the storm's window, on the workload's clock
             topics = {CMS: s.cms_topic, "cdc": s.cdc_topic}
             where = produce(s.kafka_bootstrap, [(topics[e.topic] if isinstance(e, Hostile) else s.cms_topic, e.key, e.value)
                                                 for e in events])
             produced_s = time.monotonic() - t0 - generated_s
+            window = (wall0, time.time())
         finally:
             load = workload.stop()
         end = wait_converged(s, folder, load, ctx.converge_timeout_s)
@@ -95,14 +97,15 @@ class PoisonStorm(Scenario):
             "generate_s": round(generated_s, 1),
             "produce_s": round(produced_s, 1),
         }
-        result = result_of(plan, sum(kinds.values()), end, skips.total(), load, notes)
+        result = result_of(plan, sum(kinds.values()), end, skips.total(), load, notes, window)
         lost_all = list(result.lost_detail) + lost
         problems = [*result.problems, *(f"wrong dead-letter reason: {m}" for m in misfiled),
                     *(f"{w} crashed or restarted" for w in crashes)]
         if retries:
             problems.append(f"the change agent retried {retries} batches (a failure inside the batch, not poison)")
         return TrialResult(plan, result.faults, len(lost_all), result.stale, result.duplicates, result.converge_s,
-                           tuple(lost_all), result.stale_detail, result.notes, problems=tuple(problems))
+                           tuple(lost_all), result.stale_detail, result.notes, problems=tuple(problems),
+                           availability=result.availability)
 
     def note(self, trials: Sequence[TrialResult]) -> str:
         if not trials or "hostile" not in trials[-1].notes:

@@ -154,6 +154,7 @@ def run_scenario(ctx: FaultContext, scenario: Scenario, options: FaultOptions, f
         ctx.say(f"faults: {scenario.name} trial {plan.index + 1}: lost {result.lost}, stale {result.stale}, "
                 f"duplicates {result.duplicates}, converged in "
                 f"{'-' if result.converge_s is None else f'{result.converge_s:.1f}s'}"
+                + ("" if result.availability is None else f", turns/s in fault vs before {result.availability:.2f}")
                 + (f", error: {result.error}" if result.error else ""))
         trials.append(result)
     return _row(scenario, trials)

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+from drills.faults.availability import availability
 from drills.faults.checks import EndState, LogFolder, wait_converged
 from drills.faults.context import FaultContext, SkipCounter, wait
 from drills.faults.model import TrialPlan, TrialResult
@@ -41,19 +42,28 @@ class Scenario(ABC):
 
 
 def result_of(plan: TrialPlan, faults: int, end: EndState, duplicates: int, load: WorkloadResult | None,
-              notes: dict[str, Any] | None = None) -> TrialResult:
+              notes: dict[str, Any] | None = None, fault_window: tuple[float, float] | None = None) -> TrialResult:
+    """The trial's figures. ``fault_window``: when the fault began and its repair ended, on the
+    workload's clock (wall time), for the availability of the dialog (availability.py)."""
     notes = dict(notes or {})
+    ratio = None
     if load is not None:
         notes.setdefault("doc_changes", len(load.doc_changes))
         notes.setdefault("turns_acked", len(load.acks))
         if load.errors:
             notes["workload_errors"] = list(load.errors[:5])
+        if fault_window is not None:
+            # Customers start within one think time of the load's start: count from then on.
+            earliest = load.started_at + load.config.think_s
+            seen = availability([a.acked_at for a in load.acks], fault_window[0], fault_window[1], earliest)
+            notes["availability"] = seen.to_dict()
+            ratio = None if seen.ratio is None else round(seen.ratio, 3)
     problems = [f"{region_session} differs from the fold of the log" for region_session in end.sessions.differing]
     if not end.sessions.caught_up:
         problems.append("a region's dialog store did not reach the end of the log")
     return TrialResult(
         plan, faults, len(end.lost), end.stale_count, duplicates, round(end.seconds, 2) if end.converged else None,
-        tuple(end.lost), tuple(end.stale_docs), notes, problems=tuple(problems),
+        tuple(end.lost), tuple(end.stale_docs), notes, problems=tuple(problems), availability=ratio,
     )
 
 
@@ -84,10 +94,11 @@ class LiveTrial(Scenario):
         try:
             wait(plan.fault_after_s)
             seen["fault"] = self.observe(ctx, plan, "fault")
-            t0 = time.monotonic()
+            t0, wall0 = time.monotonic(), time.time()  # wall time: the workload's clock
             faults = self.inject(ctx, plan, skips)
             wait(plan.fault_s)
             self.repair(ctx, plan)
+            window = (wall0, time.time())
             seen["repaired"] = self.observe(ctx, plan, "repaired")
             seen["repaired"]["fault_seconds"] = round(time.monotonic() - t0, 2)
             wait(plan.after_s)
@@ -96,4 +107,4 @@ class LiveTrial(Scenario):
         end = wait_converged(ctx.settings, folder, load, ctx.converge_timeout_s)
         notes = self.finish(ctx, plan, seen, end)
         notes["fault_seconds"] = seen["repaired"]["fault_seconds"]
-        return result_of(plan, faults, end, skips.total(), load, notes)
+        return result_of(plan, faults, end, skips.total(), load, notes, window)

@@ -9,11 +9,22 @@ from regionsync.bench.report import load, save  # the same JSON files as the ben
 
 __all__ = ["all_ok", "load", "markdown", "render", "rows", "save"]
 
-HEADERS = ("scenario", "trials", "faults", "lost", "stale docs", "duplicates absorbed", "converge p50 / max", "notes")
+HEADERS = ("scenario", "trials", "faults", "lost", "stale docs", "duplicates absorbed", "converge p50 / max",
+           "turns/s in fault vs before: min / median", "notes")
 
 
 def _secs(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}s"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _availability(row: dict[str, Any]) -> str:
+    # Runs saved before the column existed have neither key: "-".
+    low, mid = row.get("availability_min"), row.get("availability_p50")
+    return "-" if low is None and mid is None else f"{_ratio(low)} / {_ratio(mid)}"
 
 
 def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -30,7 +41,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
             notes = f"{row['errors']} trial(s) failed: {row['error_examples'][0]}" + (f"; {notes}" if notes else "")
         out.append((
             sc["name"], str(row["trials"]), str(row["faults"]), str(row["lost"]), str(row["stale"]),
-            str(row["duplicates"]), converge, notes,
+            str(row["duplicates"]), converge, _availability(row), notes,
         ))
     return out
 

@@ -1,5 +1,6 @@
 """Pure parts of the fault suite: trial plans from a seed, figures, the table, what a redelivery
-is, which secrets are looked for."""
+is, which committed versions a region lost, the dialog's availability during a fault, which
+secrets are looked for and where."""
 
 from __future__ import annotations
 
@@ -10,17 +11,20 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from drills.diff import Drift, DriftKind, Origin
 from drills.errors import BadInput
 from drills.faults import table
-from drills.faults.checks import lost_documents
+from drills.faults.availability import availability
+from drills.faults.checks import EndState, SessionCheck, lost_versions, version_held
 from drills.faults.figures import bucket_delta, histogram_quantile, percentile, summarise
 from drills.faults.model import TrialPlan, TrialResult
 from drills.faults.plan import Timing, plan_trials
 from drills.faults.registry import ORDER, build, describe
 from drills.faults.runner import select, suite_settings
+from drills.faults.scenario import result_of
 from drills.faults.secrets_scan import secrets_of
 from drills.faults.topics import change_identity
+from drills.workload import DocChange, TurnAck, WorkloadConfig, WorkloadResult
+from indexer.plan import DocState
 from regionsync.settings import Settings
 
 
@@ -127,10 +131,106 @@ def test_every_set_secret_is_looked_for_and_the_suite_makes_its_own_up() -> None
         assert len(getattr(mine, name).get_secret_value()) >= 16
 
 
-def test_lost_documents_are_the_workload_changes_a_region_does_not_hold() -> None:
-    drifts = [Drift("east", "w-1", DriftKind.STALE, Origin.TABLE, "old"),
-              Drift("north", "other", DriftKind.MISSING, Origin.TABLE, "gone")]
-    assert lost_documents(drifts, ["w-1", "w-2"]) == ["w-1 (stale in east)"]
+def _change(doc: str, op: str, lo: int) -> DocChange:
+    return DocChange(doc, op, lo, lo + 10, float(lo), "" if op == "delete" else f"{doc}-{lo}")
+
+
+def _held(version: int, deleted: bool = False) -> DocState:
+    return DocState(version, None if deleted else "h", 0 if deleted else 2, deleted)
+
+
+def test_every_committed_version_a_region_stops_short_of_is_lost_there() -> None:
+    # d1: insert, two updates; east holds the newest, north stopped after the first update.
+    changes = [_change("d1", "insert", 100), _change("d1", "update", 200), _change("d1", "update", 300)]
+    lost = lost_versions(changes, {"east": {"d1": _held(305)}, "north": {"d1": _held(205)}})
+    assert [(v.region, v.change.lsn_lo) for v in lost] == [("north", 300)]
+    # Each version is counted, not the document: a region still at the insert lost both updates;
+    # a region with no row of it lost all three.
+    lost = lost_versions(changes, {"east": {"d1": _held(104)}, "north": {}})
+    assert [(v.region, v.change.lsn_lo) for v in lost] == [("east", 200), ("east", 300),
+                                                           ("north", 100), ("north", 200), ("north", 300)]
+    assert str(lost[0]) == "d1 update at LSN 200..210 not applied in east, which holds version 104"
+    assert "which holds no version of it" in str(lost[-1])
+
+
+def test_a_superseded_version_is_not_lost_and_convergence_plays_no_part() -> None:
+    # The region never held version 200 (the record of 300 replaced it before the region read
+    # it): not lost. What the region holds is all that is looked at: no drift, no end check.
+    changes = [_change("d1", "insert", 100), _change("d1", "update", 200), _change("d1", "update", 300)]
+    assert lost_versions(changes, {"east": {"d1": _held(301)}}) == []
+    # Order of the record does not matter: changes are taken in commit (LSN) order.
+    assert lost_versions(list(reversed(changes)), {"east": {"d1": _held(205)}})[0].change.lsn_lo == 300
+
+
+def test_a_delete_is_held_by_a_region_that_holds_the_document_absent() -> None:
+    changes = [_change("d2", "insert", 100), _change("d2", "update", 200), _change("d2", "delete", 300)]
+    # Deleted at the delete's version; never held at all (it jumped straight to the delete's
+    # state); deleted by a tombstone or a repair's delete record at a lower version: nothing lost.
+    for state in ({"d2": _held(300, deleted=True)}, {}, {"d2": _held(201, deleted=True)}):
+        assert lost_versions(changes, {"east": state}) == [], state
+    # Still holding the text of the update: the delete is lost, the versions before it are not.
+    lost = lost_versions(changes, {"east": {"d2": _held(205)}})
+    assert [(v.change.op, v.change.lsn_lo) for v in lost] == [("delete", 300)]
+    # Still holding the insert: the update and the delete are lost.
+    assert len(lost_versions(changes, {"east": {"d2": _held(100)}})) == 2
+    # A re-insert after a delete is not held by absence.
+    again = [*changes, _change("d2", "insert", 400)]
+    assert [v.change.lsn_lo for v in lost_versions(again, {"east": {"d2": _held(300, deleted=True)}})] == [400]
+
+
+def test_version_held_reads_the_change_window() -> None:
+    change = _change("d", "update", 100)
+    assert version_held(change, [], _held(100)) and version_held(change, [], _held(109))
+    assert not version_held(change, [], _held(99)) and not version_held(change, [], None)
+    assert not version_held(change, [], _held(99, deleted=True))  # deleted before the update: no later delete
+    assert version_held(change, [_change("d", "delete", 200)], _held(99, deleted=True))
+
+
+def test_availability_compares_the_fault_with_an_equal_window_before_it() -> None:
+    # 2 turns/s before the fault, 0.5 turn/s during a 10 s fault.
+    before = [90.0 + 0.5 * i for i in range(20)]  # 90.0 .. 99.5
+    during = [100.0 + 2.0 * i for i in range(5)]  # 100, 102, ... 108
+    seen = availability([*before, *during, 111.0], 100.0, 110.0, earliest=0.0)
+    assert (seen.turns_before, seen.seconds_before, seen.turns_during, seen.seconds_during) == (20, 10.0, 5, 10.0)
+    assert seen.ratio == pytest.approx(0.25)
+    # A 60 s fault 4 s into the load: the window before is what there was, rates compared.
+    short = availability([1.0, 2.0, 3.0, 3.5, 30.0], 4.0, 64.0, earliest=1.0)
+    assert short.seconds_before == 3.0 and short.turns_before == 4 and short.turns_during == 1
+    assert short.ratio == pytest.approx((1 / 60) / (4 / 3))
+    assert availability([1.0], 5.0, 5.0, 0.0).ratio is None  # an instant fault: no window
+    assert availability([6.0], 5.0, 8.0, 0.0).ratio is None  # nothing acknowledged before it
+    assert availability([1.0, 6.0], 5.0, 8.0, 5.0).ratio is None  # no time before it
+    assert availability([1.0, 4.0], 5.0, 8.0, 0.0).to_dict()["ratio"] == 0.0  # a stall: 0
+
+
+def _ack(i: int, at: float) -> TurnAck:
+    return TurnAck(0, "s", i, f"t{i}", "east", at - 0.1, at, i + 1, 1, 1)
+
+
+def test_a_trial_result_carries_the_availability_of_its_fault_window() -> None:
+    config = WorkloadConfig(regions=("east", "north"), start_region="east", think_s=1.0)
+    acks = tuple(_ack(i, at) for i, at in enumerate([1000.5, 1001.5, 1002.5, 1003.5, 1004.5, 1009.0]))
+    load = WorkloadResult(config, 1000.0, 1012.0, (), acks, (), (), (), ())
+    end = EndState(True, 3.0, [], SessionCheck(), [])
+    plan = TrialPlan("milvus-down", 0, 1, 5.0, 5.0, 1.0)
+    result = result_of(plan, 1, end, 0, load, {}, fault_window=(1005.0, 1010.0))
+    # Counted from 1001.0 (every customer talking): 4 turns in 4 s before, 1 in 5 s during.
+    assert result.notes["availability"]["turns_before"] == 4 and result.notes["availability"]["seconds_before"] == 4.0
+    assert result.availability == pytest.approx(0.2)
+    assert result_of(plan, 1, end, 0, load, {}).availability is None  # no window: no figure
+    assert TrialResult.from_dict(orjson.loads(orjson.dumps(result.to_dict()))) == result
+
+
+def test_the_summary_and_table_give_the_availability_min_and_median() -> None:
+    row = summarise("x", [_result(0, availability=0.1), _result(1, availability=0.9), _result(2, availability=0.5),
+                          _result(3)])
+    assert row["availability_min"] == 0.1 and row["availability_p50"] == 0.5 and row["ok"]
+    results = {"scenarios": [{"name": "x", "summary": row, "note": "", "trials": []}], "machine": {}, "workload": {}}
+    assert "turns/s in fault vs before" in table.render(results) and "0.10 / 0.50" in table.render(results)
+    assert "| 0.10 / 0.50 |" in table.markdown(results)
+    # A run saved before the column existed still renders, with "-".
+    old = {k: v for k, v in row.items() if not k.startswith("availability")}
+    assert "| - |" in table.markdown({**results, "scenarios": [{"name": "x", "summary": old, "note": ""}]})
 
 
 def test_scenarios_are_known_by_name_in_the_suite_order() -> None:
