@@ -367,10 +367,11 @@ def _into_dialog_store(settings: Settings, req: ReplayRequest, ranges: list[Part
     try:
         store = worker.store
         positions = store.offsets()
-        moved = {r.partition: min(positions.get(r.partition, r.start), r.start) for r in ranges}
+        moved = {(req.topic, r.partition): min(positions.get((req.topic, r.partition), r.start), r.start)
+                 for r in ranges}
         # States stay: the reducer skips events a session has folded, so re-reading is harmless.
-        store.replace_all(store.all_states(), {**positions, **moved}, store.stats())
-        result.moved = moved
+        store.replace_all(store.all_states(), {**positions, **moved}, store.stats(), store.sources(), store.folded())
+        result.moved = {p: o for (_t, p), o in moved.items()}
         report = worker.rebuild()
         result.applied_to_end = True
         log.info("region %s dialog store: %d events folded again, %d sessions", req.region, report.events_replayed,

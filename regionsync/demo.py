@@ -122,20 +122,6 @@ def _search_all(settings: Settings, query: str) -> None:
 LAST_SESSION = "demo-last-session.json"
 
 
-def _active_region(settings: Settings) -> str:
-    """The region the regions agree is active (each holds its own view: serve/roles.py)."""
-    from serve.roles import RegionRole
-
-    views = []
-    for region in settings.regions:
-        role = RegionRole(settings, region)
-        try:
-            views.append(role.current())
-        finally:
-            role.close()
-    return max(views, key=lambda a: (a.epoch, a.region)).region
-
-
 def _previous_conversation(settings: Settings) -> None:
     """The conversation of the previous demo on this state dir, as every region holds it now:
     a restart of the whole stack keeps the log, the stores and the snapshots."""
@@ -169,8 +155,9 @@ def _conversation(settings: Settings) -> None:
     import orjson
 
     from serve.client import RegionClient
+    from serve.roles import active_region
 
-    active = _active_region(settings)
+    active = active_region(settings)
     client = RegionClient(settings, active, timeout_s=120)
     session = f"demo-{secrets.token_hex(3)}"
     _step(f"6. a conversation in the active region ({active}, {client.base}), session {session}")

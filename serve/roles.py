@@ -50,7 +50,7 @@ from serve.errors import Fenced, NotActive, ServeError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Active", "RegionRole", "fence_writers", "may_write", "writer_name"]
+__all__ = ["Active", "RegionRole", "active_region", "fence_writers", "may_write", "writer_name"]
 
 
 def may_write(active: Active, region: str) -> None:
@@ -187,6 +187,26 @@ class RegionRole:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def active_region(settings: Settings) -> str:
+    """The active region as the regions that answer hold it: the highest ballot among their views
+    (they agree once replication carried the newest promotion everywhere)."""
+    views = []
+    for region in settings.regions:
+        try:
+            role = RegionRole(settings, region)
+        except ServeError:
+            continue  # a region that is down has no view
+        try:
+            views.append(role.current())
+        except psycopg.Error:
+            continue
+        finally:
+            role.close()
+    if not views:
+        raise ServeError("no region's database answers: the active region is unknown")
+    return max(views, key=lambda a: (a.epoch, a.region)).region
 
 
 def read_control(settings: Settings, region: str, timeout_s: float) -> list[Promotion]:

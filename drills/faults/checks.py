@@ -10,32 +10,25 @@ fold of the dialog log, and everything the workload saw acknowledged looked up.
   next to its vectors); a change the region's state is older than is lost there
   (:func:`lost_versions` says exactly when). This is counted from what each region applied,
   whether or not the region converged;
-* sessions: the log is read to its end and folded with the pure reducer (incrementally: the
-  folder keeps its states and positions between checks, and starts over if the log's offsets
-  went back, i.e. the broker lost it); each region's store must hold exactly those states once it
-  has consumed to the end; an acknowledged turn must be in the fold, with its text, and in every
-  region's store.
+* sessions: each region's logs (its own dialog topic and its copies of the others') are read to
+  their ends and folded with the pure reducer and the promotions the region knows
+  (drills/dialoglog.py); each region's store must hold exactly those states once it has consumed
+  to the end, and the regions the same sessions; an acknowledged turn must be in every region's
+  store, unless a promotion set it aside (then in none, and listed apart).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from confluent_kafka import Message, TopicPartition
-
-from dialog.errors import DialogError, MalformedEvent
-from dialog.events import decode
-from dialog.reducer import fold
 from dialog.state import SessionState
 from dialog.store import PostgresStore
+from drills.dialoglog import RegionLog, fold_region
 from drills.diff import Drift
-from drills.errors import BadInput
-from drills.kafka_io import reader, watermarks
 from drills.workload import DocChange, TurnAck, WorkloadResult
 from indexer.plan import DocState
 from regionsync.settings import Settings
@@ -44,112 +37,29 @@ log = logging.getLogger(__name__)
 
 
 class LogFolder:
-    """The dialog log folded so far; :meth:`advance` reads what was appended since."""
+    """The fold of each region's dialog logs (drills/dialoglog.py), read to their ends at every
+    check. Each region folds its own log and its copies of the others' with the promotions it knows
+    (dialog/fence.py): the reference of its sessions. Logs are durable now (each region's broker
+    keeps them in its object store), so the fold is read whole each time, not followed."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.positions: dict[int, int] = {}
-        self.last: dict[int, tuple[bytes | None, bytes | None]] = {}  # the last record folded, per partition
-        self.states: dict[str, SessionState] = {}
-        self.restarts = 0  # times the log turned out to be another one (a broker that lost its topics)
+        self.logs: dict[str, RegionLog] = {}
 
-    def ends(self) -> dict[int, int]:
-        try:
-            return {p: end for p, (_low, end) in watermarks(self.settings.kafka_bootstrap,
-                                                            self.settings.dialog_topic, probe=True).items()}
-        except BadInput:
-            return {}
+    def advance(self) -> dict[str, RegionLog]:
+        """Fold every region's logs up to their current ends."""
+        self.logs = {region: fold_region(self.settings, region) for region in self.settings.regions}
+        return self.logs
 
-    def advance(self) -> dict[int, int]:
-        """Fold up to the log's current end; returns that end."""
-        ends = self.ends()
-        if ends and self._another_log(ends):
-            log.warning("the dialog log is not the one folded so far (ends %s, folded to %s): it lost its history; "
-                        "folding the new log from its start", ends, self.positions)
-            self.restarts += 1
-            self.positions, self.last = {}, {}
-            # The sessions folded from the lost log stay: the regions' stores hold them too, and
-            # the new log's events continue them (their sequence numbers go on).
-        todo = {p: end for p, end in ends.items() if end > self.positions.get(p, 0)}
-        if todo:
-            events = []
-            for msg in self._read(todo):
-                self.last[int(msg.partition() or 0)] = (msg.key(), msg.value())
-                try:
-                    events.append(decode(msg.key(), msg.value()))
-                except MalformedEvent:
-                    continue
-            self.states = fold(events, self.states)
-            self.positions.update(todo)
-        return ends
-
-    def _another_log(self, ends: dict[int, int]) -> bool:
-        """Offsets went back, or the record before a folded position is not the one folded there
-        (the log was recreated and refilled past it)."""
-        folded = {p: pos for p, pos in self.positions.items() if pos > 0}
-        if any(ends.get(p, 0) < pos for p, pos in folded.items()):
-            return True
-        if not folded:
-            return False
-        found = {int(m.partition() or 0): (m.key(), m.value())
-                 for m in self._read(folded, start={p: pos - 1 for p, pos in folded.items()}, timeout_s=10.0)}
-        return any(found.get(p) != self.last.get(p) for p in folded)
-
-    def adopt(self, region: str) -> None:
-        """Take ``region``'s sessions as the fold so far (after the log lost events every region
-        still holds; checked equal across regions and covering the log before this is called)."""
-        store = PostgresStore.for_region(self.settings, region)
-        try:
-            self.states.update({st.session_id: st for st in store.all_states()})
-        finally:
-            store.close()
+    @property
+    def states(self) -> dict[str, SessionState]:
+        """The sessions every region agrees on (the first region's fold, once the check passed)."""
+        return dict(next(iter(self.logs.values())).states) if self.logs else {}
 
     @contextmanager
     def witness(self, every_s: float = 0.3) -> Iterator[None]:
-        """Fold the log in the background (e.g. until a broker loses it, so the fold saw what it held)."""
-        stop = threading.Event()
-
-        def run() -> None:
-            while not stop.wait(every_s):
-                try:
-                    self.advance()
-                except Exception as exc:  # noqa: BLE001 - the broker is down for a while: keep trying
-                    log.debug("witness: %s", exc)
-
-        thread = threading.Thread(target=run, name="dialog-log-witness", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(30)
-
-    def _read(self, ends: dict[int, int], start: dict[int, int] | None = None, timeout_s: float = 60.0) -> list[Message]:
-        """The records from the folded positions (or ``start``) to ``ends``, in partition order."""
-        first = start if start is not None else self.positions
-        consumer = reader(self.settings.kafka_bootstrap, "regionsync-faults-folder")
-        try:
-            consumer.assign([TopicPartition(self.settings.dialog_topic, p, first.get(p, 0)) for p in ends])
-            out: dict[int, list[Message]] = {p: [] for p in ends}
-            done: set[int] = set()
-            deadline = time.monotonic() + timeout_s
-            while len(done) < len(ends):
-                if time.monotonic() > deadline:
-                    if start is not None:
-                        break  # a single record looked up: not there
-                    raise DialogError(f"reading the dialog log: stopped short of {ends} after {timeout_s:.0f}s")
-                for msg in consumer.consume(1000, 0.2):
-                    if msg.error() is not None:
-                        continue
-                    p, offset = int(msg.partition() or 0), int(msg.offset() or 0)
-                    if offset < ends[p]:
-                        out[p].append(msg)
-                    if offset >= ends[p] - 1:
-                        done.add(p)
-            return [m for p in sorted(out) for m in out[p]]
-        finally:
-            consumer.close()
-
+        """Kept for scenarios written for the in-memory broker: durable logs need no witness."""
+        yield
 
 @dataclass
 class SessionCheck:
@@ -164,47 +74,49 @@ class SessionCheck:
 
 
 def check_sessions(
-    settings: Settings, folder: LogFolder, acks: Sequence[TurnAck], log_lost: bool = False
+    settings: Settings, folder: LogFolder, acks: Sequence[TurnAck], log_lost: bool = False,
+    set_aside: Sequence[TurnAck] = (),
 ) -> SessionCheck:
-    """Every region's sessions against the fold of the log, and every acknowledged turn looked up.
+    """Every region's sessions against the fold of its logs, every region against the others, and
+    every acknowledged turn looked up in every region.
 
-    ``log_lost``: the log itself lost events (a broker that lost its data): a region's session
-    then cannot equal a fold of what is left. What must hold instead: every acknowledged turn is
-    in every region; the regions hold the same sessions; each region's session has everything the
-    log still has (the folder's witness fold, which saw the old log up to the loss and the new
-    one after it). The turns the log lost are counted apart (:attr:`SessionCheck.log_lost_turns`)."""
-    ends = folder.advance()
+    ``set_aside``: acknowledged turns a promotion's cut set aside (the old active region accepted
+    them; the new one never received them: listed in the conflict report, dialog/fence.py): they
+    must be missing everywhere, and are counted apart, not as lost. ``log_lost`` is kept for the
+    old broker-loss scenario's callers; durable logs lose nothing, so it changes nothing."""
+    logs = folder.advance()
     out = SessionCheck()
     stores: dict[str, dict[str, SessionState]] = {}
     for region in settings.regions:
         store = PostgresStore.for_region(settings, region)
         try:
             offsets = store.offsets()
-            if any(offsets.get(p, 0) < end for p, end in ends.items() if end > 0):
+            if any(offsets.get(tp, 0) < end for tp, end in logs[region].ends.items() if end > 0):
                 out.caught_up = False
             stores[region] = {s.session_id: s for s in store.all_states()}
         finally:
             store.close()
     if not out.caught_up:
         return out
-    regions = list(stores)
+    first = settings.regions[0]
     for region, states in stores.items():
-        for sid in sorted(set(states) | set(folder.states)):
-            mine, logged = states.get(sid), folder.states.get(sid)
-            if log_lost:
-                same_elsewhere = all(stores[r].get(sid) == mine for r in regions)
-                if not same_elsewhere or not covers(mine, logged):
-                    out.differing.append(f"{region}: {sid}")
-            elif mine != logged:
+        folded = logs[region].states
+        for sid in sorted(set(states) | set(folded)):
+            if states.get(sid) != folded.get(sid):
                 out.differing.append(f"{region}: {sid}")
+            elif region != first and states.get(sid) != stores[first].get(sid):
+                out.differing.append(f"{region}: {sid} (differs from {first}'s)")
+    aside = {(a.session_id, a.turn) for a in set_aside}
     for ack in acks:
         where = [name for name, states in stores.items() if not _holds(states.get(ack.session_id), ack)]
-        in_log = _holds(folder.states.get(ack.session_id), ack)
         what = f"{ack.session_id} turn {ack.turn} (seq <= {ack.last_seq})"
-        if where or (not in_log and not log_lost):
-            out.lost_turns.append(f"{what} missing in {', '.join(where + ([] if in_log else ['log']))}")
-        elif not in_log:
+        if (ack.session_id, ack.turn) in aside:
+            if len(where) != len(stores):
+                out.differing.append(f"{what}: set aside by a promotion but held in "
+                                     f"{', '.join(r for r in stores if r not in where)}")
             out.log_lost_turns.append(what)
+        elif where:
+            out.lost_turns.append(f"{what} missing in {', '.join(where)}")
     return out
 
 
@@ -330,6 +242,7 @@ def wait_converged(
     interval_s: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
     log_lost: bool = False,
+    set_aside: Callable[[], Sequence[TurnAck]] | None = None,
 ) -> EndState:
     """Poll until every region equals the source, every session the log, and every region has
     applied every committed version (or a later one); the time taken. At the timeout, what is
@@ -343,7 +256,7 @@ def wait_converged(
     while True:
         try:
             drifts = scan(settings, settings.regions).drifts
-            sessions = check_sessions(settings, folder, acks, log_lost)
+            sessions = check_sessions(settings, folder, acks, log_lost, set_aside() if set_aside else ())
         except Exception as exc:  # noqa: BLE001 - a region or the broker still coming back: not yet
             log.info("end check: not readable yet: %s", exc)
             drifts, sessions = [], SessionCheck(caught_up=False, differing=[f"unreadable: {exc}"])

@@ -38,13 +38,9 @@ class FaultContext:
 
     def workload(self, seed: int, run_id: str, **overrides: Any) -> Workload:
         """Started: document edits and customers on the active region."""
-        from serve.roles import ActiveRegionStore
+        from serve.roles import active_region
 
-        roles = ActiveRegionStore(self.settings)
-        try:
-            active = roles.current().region
-        finally:
-            roles.close()
+        active = overrides.pop("start_region", None) or active_region(self.settings)
         config = WorkloadConfig(
             regions=tuple(self.settings.regions), start_region=active, users=self.load.users,
             think_s=self.load.think_s, doc_rate=self.load.doc_rate, doc_pool=self.load.doc_pool,
@@ -74,9 +70,10 @@ class FaultContext:
             fh.write(text + "\n")
         return out
 
-    def metrics(self, worker: str, region: str | None = None) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    def metrics(self, worker: str, region: str | None = None, source: str | None = None
+                ) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
         """A worker's /metrics as sample name -> labels -> value ({} if it does not answer)."""
-        url = f"http://{self.settings.serve_host}:{self.settings.metrics_port(worker, region)}/metrics"
+        url = f"http://{self.settings.serve_host}:{self.settings.metrics_port(worker, region, source)}/metrics"
         try:
             text = urllib.request.urlopen(url, timeout=5).read().decode()
         except OSError:

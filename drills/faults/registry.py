@@ -1,5 +1,6 @@
-"""Every scenario by name, in the order the suite runs them: the ones that damage the most
-(a broker that loses every topic) near the end, the secrets scan last (it reads what all wrote)."""
+"""Every scenario by name, in the order the suite runs them: the ones that damage the most (a
+whole region lost, two regions writing at once) near the end, the secrets scan last (it reads what
+all wrote)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,26 @@ from drills.faults.scenario import Scenario
 
 def _classes() -> dict[str, type[Scenario]]:
     from drills.faults import (
-        broker_loss,
         kill,
         milvus_down,
         poison_storm,
         postgres_restart,
+        regions,
         schema_change,
         secrets_scan,
     )
 
     found: list[type[Scenario]] = [
         *kill.SCENARIOS, milvus_down.MilvusDown, postgres_restart.PostgresRestart, schema_change.SchemaChange,
-        broker_loss.BrokerLoss, poison_storm.PoisonStorm, secrets_scan.SecretsScan,
+        regions.BrokerKill, regions.LinkCut, regions.SplitBrain, regions.RegionLoss, poison_storm.PoisonStorm,
+        secrets_scan.SecretsScan,
     ]
     return {cls.name: cls for cls in found}
 
 
 ORDER = (
     "agent-kill", "indexer-kill", "dialog-kill", "connect-kill", "schema-change", "milvus-down",
-    "postgres-restart", "broker-loss", "poison-storm", "secrets",
+    "postgres-restart", "broker-kill", "link-cut", "split-brain", "region-loss", "poison-storm", "secrets",
 )
 
 

@@ -174,9 +174,9 @@ def heal_stack(ctx: FaultContext) -> list[str]:
     """Start every process of the stack that is not running; the names of those started."""
     from drills import inject
 
-    missing = [name for name in (*inject.shared_workers(),
-                                 *(n for r in ctx.settings.regions for n in inject.region_workers(ctx.settings, r)))
-               if inject.main_pid(ctx.settings, name) is None]
+    names = dict.fromkeys(n for r in ctx.settings.regions
+                          for n in inject.region_workers(ctx.settings, r, inject.Scope.REGION))
+    missing = [name for name in names if inject.main_pid(ctx.settings, name) is None]
     if missing:
         log.warning("after the trial these were not running: %s; starting them", ", ".join(missing))
         inject.restart(ctx.settings, missing)

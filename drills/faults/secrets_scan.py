@@ -30,7 +30,7 @@ from drills.faults.context import FaultContext
 from drills.faults.model import TrialPlan, TrialResult
 from drills.faults.scenario import Scenario
 from regionsync.settings import Settings
-from regionsync.stack import milvus, postgres
+from regionsync.stack import milvus, postgres, seaweed
 
 # What an operator runs against a stack, bad input included (errors must not echo secrets either).
 COMMANDS: tuple[tuple[str, ...], ...] = (
@@ -62,25 +62,31 @@ def excluded(settings: Settings) -> dict[Path, str]:
     """The directories under the state dir that are not scanned, and why: the stores' own data
     (rows, vectors, samples), binary and large, not text the stack renders or prints. What an
     operator sees of it goes through the answers that are scanned (a connector's config, stored
-    in the broker's config topic, is scanned in Connect's REST answers). The broker (tansu,
-    ``memory://``) and the object store (moto) keep their data in memory: no directory of theirs."""
-    return {
-        postgres.data_dir(settings): "Postgres' cluster files and WAL (its top-level files, the "
-                                     "rendered configs and server log, and log/ are scanned)",
+    in the broker's config topic, is scanned in Connect's REST answers). Each region's object store
+    holds its broker's log (every record of every topic, the connector's config record among them)
+    and the dialog snapshots: data, read through the answers that show it."""
+    out = {
+        **{postgres.data_dir(settings, r): f"{r}'s Postgres cluster files and WAL (its top-level files, the "
+                                           "rendered configs and server log, and log/ are scanned)"
+           for r in settings.regions},
         **{milvus.data_dir(settings, r): f"{r}'s Milvus data (segments, write-ahead log)" for r in settings.regions},
+        **{seaweed.data_dir(settings, r): f"{r}'s object store data (the broker's log, dialog snapshots; its "
+                                          "mini.options holds no key: they come from the environment)"
+           for r in settings.regions},
         settings.state_dir / "prometheus" / "data": "Prometheus' time series database",
     }
+    return out
 
 
 def state_files(settings: Settings) -> Iterator[Path]:
     """Every regular file under the state dir (symbolic links not followed) outside :func:`excluded`;
     in Postgres' data dir, its top-level files and its ``log/`` directory."""
     root = settings.state_dir
-    pg = postgres.data_dir(settings)
-    skip = set(excluded(settings)) - {pg}  # entered, for its top-level files and log/
+    pgs = {postgres.data_dir(settings, r) for r in settings.regions}
+    skip = set(excluded(settings)) - pgs  # entered, for their top-level files and log/
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        if here == pg:
+        if here in pgs:
             dirnames[:] = [d for d in dirnames if d == "log"]
         else:
             dirnames[:] = sorted(d for d in dirnames if here / d not in skip)

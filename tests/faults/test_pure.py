@@ -82,12 +82,12 @@ def test_the_table_renders_every_row_and_says_what_failed(tmp_path: Path) -> Non
         "workload": {"doc_rate": 2.0, "users": 3, "think_s": 1.0},
         "scenarios": [
             {"name": "agent-kill", "summary": summarise("agent-kill", [_result(0)]), "note": "", "trials": []},
-            {"name": "broker-loss", "summary": summarise("broker-loss", [_result(0, lost=2, converge=None)]),
+            {"name": "region-loss", "summary": summarise("region-loss", [_result(0, lost=2, converge=None)]),
              "note": "dialog log lost", "trials": []},
         ],
     }
     text = table.render(results)
-    assert "agent-kill" in text and "broker-loss" in text and "FAILURES" in text and "did not" in text
+    assert "agent-kill" in text and "region-loss" in text and "FAILURES" in text and "did not" in text
     assert "EPYC, 2 cores" in text
     md = table.markdown(results)
     assert md.splitlines()[0].startswith("| scenario |") and md.count("\n| ") == 2  # two rows
@@ -103,10 +103,10 @@ def test_a_suite_that_lost_its_stack_says_so_and_is_not_ok() -> None:
         "scenarios": [{"name": "agent-kill", "summary": summarise("agent-kill", [_result(0)]), "note": "",
                        "trials": []}],
         "aborted": "postgres-restart trial 2: the stack could not be restarted: pg_ctl start failed",
-        "not_run": ["broker-loss"],
+        "not_run": ["region-loss"],
     }
     assert not table.all_ok(results)
-    assert "ABORTED: postgres-restart trial 2" in table.render(results) and "not run: broker-loss" in table.render(results)
+    assert "ABORTED: postgres-restart trial 2" in table.render(results) and "not run: region-loss" in table.render(results)
     assert "ABORTED" in table.markdown(results)
 
 

@@ -35,12 +35,14 @@ def state(tmp_path: Path) -> Path:
     _write(root / "connect" / "log4j2.properties", "status = warn\n")
     _write(root / "prometheus" / "prometheus.yml", "{}\n")
     _write(root / "run" / "connect.pid", "123")
-    _write(root / "postgres" / "postgresql.conf", "port = 5432\n")
-    _write(root / "postgres" / "log" / "pg.log", "LOG: ready\n")
+    _write(root / "pg" / "east" / "postgresql.conf", "port = 5432\n")
+    _write(root / "pg" / "east" / "log" / "pg.log", "LOG: ready\n")
+    _write(root / "pg" / "north" / "postgresql.conf", "port = 5433\n")
     # The stores' data: never read (the password here would otherwise be a hit).
-    _write(root / "postgres" / "base" / "1" / "1259", PASSWORD)
-    _write(root / "postgres" / "pg_wal" / "000000010000000000000001", PASSWORD)
+    _write(root / "pg" / "east" / "base" / "1" / "1259", PASSWORD)
+    _write(root / "pg" / "north" / "pg_wal" / "000000010000000000000001", PASSWORD)
     _write(root / "milvus" / "east" / "milvus.db", PASSWORD)
+    _write(root / "seaweed" / "east" / "volume" / "1.dat", PASSWORD)
     _write(root / "prometheus" / "data" / "wal" / "00000000", PASSWORD)
     (root / "connect" / "link").symlink_to(root / "milvus" / "east" / "milvus.db")
     return root
@@ -50,11 +52,13 @@ def test_every_file_under_the_state_dir_is_read_but_the_stores_data(state: Path)
     settings = _settings(state)
     found = sorted(str(p.relative_to(state)) for p in state_files(settings))
     assert found == ["connect/log4j2.properties", "connect/worker.properties", "logs/connect.log",
-                     "postgres/log/pg.log", "postgres/postgresql.conf", "prometheus/prometheus.yml", "run/connect.pid"]
+                     "pg/east/log/pg.log", "pg/east/postgresql.conf", "pg/north/postgresql.conf",
+                     "prometheus/prometheus.yml", "run/connect.pid"]
     why = {str(p.relative_to(state)): reason for p, reason in excluded(settings).items()}
-    assert set(why) == {"postgres", "milvus/east", "milvus/north", "prometheus/data"}
+    assert set(why) == {"pg/east", "pg/north", "milvus/east", "milvus/north", "seaweed/east", "seaweed/north",
+                        "prometheus/data"}
     hits, files, _size = scan(settings, [])
-    assert hits == [] and len(files) == 7
+    assert hits == [] and len(files) == 8
 
 
 def test_a_secret_in_a_rendered_config_file_or_an_answer_is_named_with_where_it_was(state: Path) -> None:
