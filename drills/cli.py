@@ -69,7 +69,11 @@ def register(subparsers: Any) -> None:
         help="failover drill on the embedded stack: fail the active region under load, promote the standby, "
              "measure detection, RTO, RPO; reconcile; failback",
     )
-    p.add_argument("--fail", required=True, metavar="REGION", help="the region to fail (the active one)")
+    p.add_argument("--fail", metavar="REGION", help="the region to fail (the active one)")
+    p.add_argument("--cut-link", action="store_true",
+                   help="instead of failing a region: stop replication between the regions (every replicator "
+                        "paused) with both running, then restore it; lag, alert and catch-up are reported")
+    p.add_argument("--cut-for", type=float, default=60.0, metavar="S", help="--cut-link: how long (60)")
     p.add_argument("--mode", choices=["kill", "freeze"], default="kill",
                    help="kill: SIGKILL every process of the region; freeze: SIGSTOP them (a hang) (kill)")
     p.add_argument("--scope", choices=["region", "services"], default="region",
@@ -189,6 +193,23 @@ def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
     from drills import failover, report
     from drills.inject import Mode, Scope
 
+    for path in (args.json, args.report):
+        if path is not None and not path.resolve().parent.is_dir():
+            raise BadInput(f"cannot write {path}: no directory {path.resolve().parent}")
+    if args.cut_link:
+        if args.fail:
+            raise BadInput("--cut-link fails no region: leave out --fail")
+        from drills import linkcut
+
+        linkcut.check_running(settings)
+        cut = linkcut.run(settings, cut_s=args.cut_for, users=args.users, warmup_s=args.warmup,
+                          after_s=args.after, seed=args.seed or 0)
+        if args.json:
+            report.write_json(cut, args.json)
+        print("\n".join(linkcut.summary_lines(cut)))
+        return 0 if cut["verdict"]["ok"] else 1
+    if not args.fail:
+        raise BadInput("say which region to fail (--fail REGION), or --cut-link")
     opts = failover.DrillOptions(
         fail=args.fail, mode=Mode(args.mode), scope=Scope(args.scope), probe_interval_s=args.probe_interval,
         probe_timeout_s=args.probe_timeout,
