@@ -559,6 +559,9 @@ def _model(
             "search": {
                 "drill": asdict(measure.search_stats(result.searches)),
                 "outage": asdict(measure.search_stats(result.searches, fault.at, outage_end)),
+                # The new region answered searches after the failure, its hits naming their sources.
+                "new_region_cited_after_failure": sum(
+                    1 for x in result.searches if x.region == new_region and x.at >= fault.at and x.ok and x.cited),
             },
             "workload_errors": list(result.errors),
         },

@@ -68,6 +68,10 @@ def targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     fb_ok = None if fb is None else bool(fb.get("caught_up"))
     add(f"failback: {d['failed_region']} back as a standby that caught up",
         "yes" if fb_ok else ("no" if fb_ok is not None else "not done"), "yes", fb_ok, "correctness")
+    cited = r["search"].get("new_region_cited_after_failure")
+    if cited is not None:
+        add(f"{d['new_region']} answered searches with sources after the failure", cited, ">= 1", cited >= 1,
+            "correctness")
     rto = r["recovery"]["rto_s"]
     limit = rto_target(d["probe_interval_s"], d["misses"])
     add("RTO (last answer from the failed region -> first from the new one)",

@@ -118,6 +118,7 @@ class SearchSample:
     ok: bool
     latency_s: float
     outcome: str  # "ok", "refused", "timeout", "http_NNN"
+    cited: int = 0  # hits that name their source (the change event they came from)
 
 
 @dataclass(frozen=True)
@@ -451,16 +452,19 @@ class Workload:
             region = route.current
             started = self._clock()
             t0 = time.perf_counter()
+            cited = 0
             try:
                 resp = http.get(f"{self.urls[region]}/search", params={"q": queries[n % len(queries)], "k": "5"},
                                 timeout=(c.connect_timeout_s, c.request_timeout_s))
                 ok = resp.status_code == 200
                 outcome = "ok" if ok else f"http_{resp.status_code}"
-            except requests.RequestException as exc:
-                ok, outcome = False, _outcome(exc)
+                if ok:
+                    cited = sum(1 for h in resp.json().get("hits", []) if h.get("source"))
+            except (requests.RequestException, ValueError) as exc:
+                ok, outcome = False, _outcome(exc) if isinstance(exc, requests.RequestException) else "bad_json"
             latency = time.perf_counter() - t0
             with self._lock:
-                self._searches.append(SearchSample(started, region, ok, latency, outcome))
+                self._searches.append(SearchSample(started, region, ok, latency, outcome, cited))
             if ok:
                 route.ok(region)
             else:
