@@ -25,6 +25,22 @@ SECRETS = ("REGIONSYNC_PG_PASSWORD", "REGIONSYNC_S3_SECRET_ACCESS_KEY", "REGIONS
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:[-?])(?P<arg>[^}]*))?\}")
 
 
+# PostgreSQL's releases are major.minor: 16.9 is one release, 16 a moving tag.
+TWO_PART_VERSIONS = {"postgres"}
+
+
+def is_pinned(image: str) -> bool:
+    """An exact version (``name:1.2.3``, ``name:RELEASE.2025-04-22T22-12-26Z``) or a digest."""
+    if "@sha256:" in image:
+        return True
+    name, sep, tag = image.rpartition(":")
+    if not sep or "/" in tag or not name:
+        return False
+    parts = 2 if name in TWO_PART_VERSIONS else 3
+    return tag != "latest" and bool(re.match(r"v?\d+" + r"[.-]\d+" * (parts - 1) + r"(?![\d])", tag)
+                                     or re.match(r"RELEASE\.\d{4}-\d\d-\d\dT", tag))
+
+
 def compose() -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
     return loaded
@@ -49,10 +65,18 @@ def anchor_env(doc: dict[str, Any]) -> dict[str, str]:
     return {key: interpolate(value) for key, value in doc["x-regionsync-env"].items()}
 
 
+class _FromTheFileOnly(Settings):
+    """Settings from keyword arguments only: not from REGIONSYNC_* variables the test runner has
+    (the modules that build them at import time run before any fixture)."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: Any, init_settings: Any, *_: Any, **__: Any) -> tuple[Any, ...]:
+        return (init_settings,)
+
+
 def settings_of(env: dict[str, str]) -> Settings:
-    """The settings a process builds from ``env`` (and nothing else of the test's environment:
-    the tests' autouse fixture clears REGIONSYNC_* variables)."""
-    return Settings(**{key.removeprefix("REGIONSYNC_").lower(): value for key, value in env.items()})
+    """The settings a process builds from ``env``, its REGIONSYNC_* variables."""
+    return _FromTheFileOnly(**{key.removeprefix("REGIONSYNC_").lower(): value for key, value in env.items()})
 
 
 def regionsync_services(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
