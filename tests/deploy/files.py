@@ -76,7 +76,8 @@ class _FromTheFileOnly(Settings):
 
 def settings_of(env: dict[str, str]) -> Settings:
     """The settings a process builds from ``env``, its REGIONSYNC_* variables."""
-    return _FromTheFileOnly(**{key.removeprefix("REGIONSYNC_").lower(): value for key, value in env.items()})
+    values: dict[str, Any] = {key.removeprefix("REGIONSYNC_").lower(): value for key, value in env.items()}
+    return _FromTheFileOnly(**values)  # pydantic parses the strings, as from the environment
 
 
 def regionsync_services(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -103,6 +104,14 @@ def published(service: dict[str, Any]) -> set[tuple[int, int]]:
         host, _, container = str(spec).rpartition(":")
         out.add((int(host.rpartition(":")[2]), int(container.split("/")[0])))
     return out
+
+
+def jobs(config: dict[str, Any]) -> dict[str, list[tuple[str, dict[str, str]]]]:
+    """Job -> (target, labels) of a Prometheus scrape config."""
+    return {
+        job["job_name"]: [(t, dict(g.get("labels") or {})) for g in job["static_configs"] for t in g["targets"]]
+        for job in config["scrape_configs"]
+    }
 
 
 @dataclass

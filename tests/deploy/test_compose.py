@@ -35,6 +35,7 @@ from tests.deploy.files import (
     depends_on,
     interpolate,
     is_pinned,
+    jobs,
     published,
     region_of,
     regionsync_services,
@@ -184,8 +185,8 @@ def test_the_workers_run_the_embedded_stack_s_entry_points(spawned: dict[str, li
         assert SERVICES[name]["entrypoint"] == ["python", *argv[1:]], name
 
 
-def test_workers_and_services_listen_on_the_settings_ports() -> None:
-    s = SETTINGS
+def http_ports(s: Settings) -> dict[str, int]:
+    """Process name -> the port of its /metrics (a service's is its own port)."""
     ports = {stack.CHANGES: s.metrics_port("changes")}
     for region in s.regions:
         ports[stack.service_name(region)] = s.serve_port(region)
@@ -193,7 +194,11 @@ def test_workers_and_services_listen_on_the_settings_ports() -> None:
         ports[stack.dialog_name(region)] = s.metrics_port("dialog", region)
     for source, target in s.mirror_pairs():
         ports[stack.mirror_name(source, target)] = s.metrics_port("mirror", target, source)
-    for name, port in ports.items():
+    return ports
+
+
+def test_workers_and_services_listen_on_the_settings_ports() -> None:
+    for name, port in http_ports(SETTINGS).items():
         # Published at the same number: deploy/prometheus/prometheus.yml scrapes them from the host.
         assert (port, port) in published(SERVICES[name]), name
         check = " ".join(SERVICES[name]["healthcheck"]["test"])
@@ -202,29 +207,20 @@ def test_workers_and_services_listen_on_the_settings_ports() -> None:
 
 
 def test_the_compose_prometheus_scrapes_what_the_rendered_config_would() -> None:
-    by_port: dict[int, str] = {}
-    s = SETTINGS
-    for region in s.regions:
-        by_port[s.serve_port(region)] = stack.service_name(region)
-        by_port[s.metrics_port("indexer", region)] = stack.indexer_name(region)
-        by_port[s.metrics_port("dialog", region)] = stack.dialog_name(region)
-    for source, target in s.mirror_pairs():
-        by_port[s.metrics_port("mirror", target, source)] = stack.mirror_name(source, target)
-    by_port[s.metrics_port("changes")] = stack.CHANGES
-    expected = {
-        job: [(f"{by_port[int(t.rpartition(':')[2])]}:{t.rpartition(':')[2]}", labels) for t, labels in found]
-        for job, found in prometheus.targets(s).items()
-    }
-    config = yaml.safe_load((PROM / "compose.yml").read_text())
-    actual = {
-        job["job_name"]: [(t, dict(g.get("labels") or {})) for g in job["static_configs"] for t in g["targets"]]
-        for job in config["scrape_configs"]
-    }
-    assert actual == expected
+    # The rendered config's targets, with each host:port replaced by the service listening there.
+    by_port = {port: name for name, port in http_ports(SETTINGS).items()}
+
+    def by_service(target: str) -> str:
+        port = int(target.rpartition(":")[2])
+        return f"{by_port[port]}:{port}"
+
+    expected = {job: [(by_service(t), labels) for t, labels in found]
+                for job, found in prometheus.targets(SETTINGS).items()}
+    assert jobs(yaml.safe_load((PROM / "compose.yml").read_text())) == expected
     prom = SERVICES["prometheus"]
     assert "--config.file=/etc/prometheus/compose.yml" in prom["command"]
     assert "./deploy/prometheus:/etc/prometheus:ro" in prom["volumes"]
-    assert set(prom["networks"]) == set(s.regions)
+    assert set(prom["networks"]) == set(SETTINGS.regions)
 
 
 # ---------------------------------------------------------------------------- startup order
@@ -472,7 +468,11 @@ def test_init_job_sets_up_each_region(monkeypatch: pytest.MonkeyPatch) -> None:
     from regionsync.stack import topics
 
     monkeypatch.setattr(postgres, "ensure_databases", lambda s, region: calls.append(("databases", region)))
-    monkeypatch.setattr(topics, "ensure_topics", lambda s, region, timeout: calls.append(("topics", region)) or [])
+    def ensure_topics(settings: Settings, region: str, timeout: float) -> list[str]:
+        calls.append(("topics", region))
+        return []
+
+    monkeypatch.setattr(topics, "ensure_topics", ensure_topics)
 
     class Conn:
         def __enter__(self) -> Conn:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from typing import Any
 
 import pytest
 import yaml
 
 from regionsync.settings import Settings
 from regionsync.stack import prometheus
-from tests.deploy.files import PROM
+from tests.deploy.files import PROM, jobs
 
 PROMTOOL = shutil.which("promtool")
 
@@ -25,14 +24,6 @@ def test_promtool(args: list[str]) -> None:
     assert PROMTOOL is not None, "promtool missing: scripts/setup.sh installs Debian's prometheus package"
     out = subprocess.run([str(PROMTOOL), *args], cwd=PROM, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
-
-
-def jobs(config: dict[str, Any]) -> dict[str, list[tuple[str, dict[str, str]]]]:
-    """Job -> (target, labels) of a scrape config."""
-    return {
-        job["job_name"]: [(t, dict(g.get("labels") or {})) for g in job["static_configs"] for t in g["targets"]]
-        for job in config["scrape_configs"]
-    }
 
 
 def test_the_static_scrape_config_is_the_one_rendered_for_default_settings() -> None:
