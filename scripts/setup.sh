@@ -23,6 +23,8 @@ command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # Headless Chromium: a test opens the failover drill's HTML report and checks it rendered.
 if [ "$extras" = "[test]" ]; then command -v chromium >/dev/null 2>&1 || need_apt+=(chromium); fi
+# docker-compose (only its `config` check, no engine): a test validates docker-compose.yml with it.
+if [ "$extras" = "[test]" ]; then command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} with apt-get"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -117,7 +117,24 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     out.append(rss_row)
     out.append(_row8(r.get("search")))
     out.append(_row9(r.get("http_search"), r["corpus"]["chunks"]))
+    if "turns" in r:
+        out.append(_row10(r.get("turns")))
     return out
+
+
+def _row10(tu: dict[str, Any] | None) -> tuple[str, str, str, str, str]:
+    """A dialog turn, local vs mirrored acknowledgements: a figure, no target (the price of RPO 0)."""
+    label = "dialog turn latency, local vs mirrored acknowledgements (an order inquiry, RegionService.turn)"
+    if not _ok(tu):
+        return _failed("10", label, tu, "reported")
+    loc, mir = tu["local"], tu["mirrored"]
+    return (
+        "10", f"{label}, {tu['turns_per_mode']} turns each in {tu['region']}",
+        f"local p50 {_n(loc['p50_ms'], 1)} ms, p99 {_n(loc['p99_ms'], 1)} ms; mirrored p50 {_n(mir['p50_ms'], 1)} ms, "
+        f"p99 {_n(mir['p99_ms'], 1)} ms (waiting for the standby: p50 {_n(mir['standby_wait_p50_ms'] or 0, 1)} ms); "
+        f"{tu['mirrored_over_local_p50']:.2f}x",
+        "reported", "-",
+    )
 
 
 def _row8(se: dict[str, Any] | None) -> tuple[str, str, str, str, str]:

@@ -5,7 +5,8 @@
 3. row 2, changed documents: the corpus is inserted (all new text) and flows to every region;
 4. row 1 again (the throughput is compared with the mean of the two: see embed_limit);
 5. row 8, search latency per region at the full corpus (top-5, status filter), then row 9, the
-   same queries through each region's running service (GET /search);
+   same queries through each region's running service (GET /search), then row 10, a dialog
+   turn's latency with local and with mirrored acknowledgements;
 6. row 4, freshness, at ``freshness_load`` x row 2's docs/s;
 7. row 5, the peer: seed LangChain's index from the same rows, change 1% of the documents in
    Postgres, time ours (commit -> every region) then theirs (re-run of ``index()``), check both;
@@ -39,6 +40,7 @@ from regionsync.bench import (
     rss,
     search,
     throughput,
+    turns,
     workload,
 )
 from regionsync.bench.cpu import CpuMeter
@@ -211,6 +213,8 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
         row("search", lambda: search.measure(s, model, queries, retries))
         progress("bench: row 9: search through each region's service (the same queries, GET /search)")
         row("http_search", lambda: http_search.measure(s, queries, retries))
+        progress("bench: row 10: a dialog turn's latency, local vs mirrored acknowledgements")
+        row("turns", lambda: turns.measure(s, 50 if options.quick else 300))
 
         rng = random.Random(options.seed)
         ids = load.ids()

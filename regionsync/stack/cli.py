@@ -19,6 +19,10 @@ def register(sub: Any) -> None:
     up.add_argument("--no-workers", action="store_true", help="start services only, not the stream workers")
     up.add_argument("--json", action="store_true")
     up.set_defaults(func=_up)
+    init = actions.add_parser("init", help="create a region's databases (the CMS table and publication in the source "
+                              "region) and topics on servers run elsewhere (docker-compose, Kubernetes)")
+    init.add_argument("--region", required=True, help="the region to prepare (one of REGIONSYNC_REGIONS)")
+    init.set_defaults(func=_init)
     down = actions.add_parser("down", help="stop every process of the stack (data stays in the state dir)")
     down.set_defaults(func=_down)
     st = actions.add_parser("status", help="endpoints, process states and each region's lag")
@@ -31,6 +35,15 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
 
     info = stack.up(settings, workers=not args.no_workers)
     _print(info, args.json)
+    return 0
+
+
+def _init(args: argparse.Namespace, settings: Settings) -> int:
+    from regionsync.stack import stack
+
+    settings.for_region(args.region)  # an unknown region fails here, naming the configured ones
+    created = stack.init_region(settings, args.region)
+    print(f"region {args.region}: databases ready; topics created: {', '.join(created) or 'none (all there)'}")
     return 0
 
 

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 NAME = "connect"
 LIBS_ENV = "REGIONSYNC_CONNECT_LIBS"
-START_TIMEOUT_S = 90.0
+START_TIMEOUT_S = 180.0  # a loaded machine: the worker reads its internal topics from the broker first
 GROUP_ID = "regionsync-connect"
 
 _LOG4J2 = """\

@@ -77,6 +77,24 @@ def start_region_infra(settings: Settings, region: str) -> None:
         milvus.start(settings, region)
 
 
+def init_region(settings: Settings, region: str) -> list[str]:
+    """A region's databases (and in the source region the CMS table and the publication Debezium
+    reads), and its topics, on servers started by someone else (docker-compose's init service,
+    Kubernetes' init job). Idempotent; returns the topics created."""
+    import psycopg
+    from psycopg import sql
+
+    postgres.ensure_databases(settings, region)
+    if region == settings.source_region:
+        cms = settings.source()
+        with psycopg.connect(cms.pg_dsn(), autocommit=True) as conn:
+            found = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (cms.publication,)).fetchone()
+            if found is None:
+                conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                    sql.Identifier(cms.publication), sql.Identifier(*cms.capture_table.split("."))))
+    return topics.ensure_topics(settings, region, timeout=60)
+
+
 def start_infra(settings: Settings) -> None:
     """Every region's data and messaging services (regions in parallel), then Kafka Connect."""
     _in_parallel([lambda r=r: start_region_infra(settings, r) for r in settings.regions])  # type: ignore[misc]

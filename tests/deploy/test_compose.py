@@ -260,7 +260,7 @@ def waits_for(name: str) -> dict[str, str]:
 def test_every_worker_waits_for_its_region_s_init_job() -> None:
     for region in SETTINGS.regions:
         init = INIT.format(region)
-        assert SERVICES[init]["entrypoint"][-1] == region
+        assert SERVICES[init]["command"] == ["stack", "init", "--region", region]
         for name in stack.region_workers(SETTINGS, region):
             assert waits_for(name).get(init) == "service_completed_successfully", name
     assert waits_for(CONNECTOR_APPLY).get(INIT.format(SETTINGS.source_region)) == "service_completed_successfully"
@@ -333,7 +333,7 @@ def test_every_command_is_a_real_command(monkeypatch: pytest.MonkeyPatch) -> Non
         else:
             pytest.fail(f"{name}: {argv[0]} is neither regionsync nor python")
         seen.add(argv[0] if argv[0] == "regionsync" else " ".join(argv[:2]))
-    assert seen == {"regionsync", "python -m", "python -c"}
+    assert seen == {"regionsync", "python -m", "python -c"}  # python -c: the healthchecks
 
 
 def test_check_python_catches_a_wrong_call() -> None:
@@ -355,8 +355,8 @@ def test_check_module_catches_unknown_arguments(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_init_job_sets_up_each_region(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The init job's Python, run against recording fakes: databases, then (source region) the
-    publication, then the region's topics."""
+    """The init job (``regionsync stack init --region R``), run against recording fakes:
+    databases, then (source region) the publication, then the region's topics."""
     calls: list[tuple[str, str]] = []
     from regionsync.stack import topics
 
@@ -387,12 +387,13 @@ def test_init_job_sets_up_each_region(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(psycopg, "connect", lambda dsn, **kw: Conn())
     for key, value in ENV.items():
         monkeypatch.setenv(key, value)
+    from regionsync.cli import main
+
     for name in (INIT.format(r) for r in SETTINGS.regions):
-        argv = SERVICES[name]["entrypoint"]
+        argv = SERVICES[name]["command"]
         calls.clear()
-        monkeypatch.setattr("sys.argv", ["-c", *argv[3:]])
-        exec(compile(argv[2], name, "exec"), {"__name__": "__main__"})
-        region = argv[3]
+        assert main(argv) == 0
+        region = argv[-1]
         assert calls[0] == ("databases", region) and calls[-1] == ("topics", region)
         publication = [text for kind, text in calls if kind == "sql" and "CREATE PUBLICATION" in text]
         if region == SETTINGS.source_region:

@@ -1,0 +1,58 @@
+"""Bench row: a dialog turn's latency in both acknowledgement modes (serve/acks.py).
+
+``local``: the turn is acknowledged once the active region's broker holds its events.
+``mirrored``: also once every other region's broker holds them (the replicator's checkpoint
+there), so a region lost right after costs no acknowledged turn. Measured in this process, on
+the bench's stack, through the region service's own code (``RegionService.turn``: the role row,
+the dialog manager, the publisher, the acknowledgement), with an order inquiry (a tool call, no
+search: the search's cost is row 8's). The mirrored mode's wait for the standby is reported apart.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from regionsync.settings import Settings
+
+MODES = ("local", "mirrored")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def measure(settings: Settings, turns: int = 200, warmup: int = 10) -> dict[str, Any]:
+    from serve.region import RegionService
+    from serve.roles import active_region
+
+    region = active_region(settings)
+    out: dict[str, Any] = {"region": region, "turns_per_mode": turns}
+    for mode in MODES:
+        service = RegionService(settings.model_copy(update={"dialog_ack_mode": mode}), region, background=False)
+        try:
+            latencies: list[float] = []
+            waits: list[float] = []
+            session = f"bench-turns-{mode}-{secrets.token_hex(3)}"
+            for i in range(warmup + turns):
+                message = {"text": f"where is order A-{1001 + i % 3}?", "intent": "inquire_order",
+                           "slots": {"order_id": f"A-{1001 + i % 3}"}}
+                t0 = time.perf_counter()
+                service.turn(f"{session}-{i // 6}", message)  # a new session every 6 turns, as customers do
+                took = time.perf_counter() - t0
+                if i >= warmup:
+                    latencies.append(took * 1000)
+                    if service.last_mirror_wait_s is not None:
+                        waits.append(service.last_mirror_wait_s * 1000)
+            out[mode] = {
+                "p50_ms": round(_percentile(latencies, 0.5), 2), "p99_ms": round(_percentile(latencies, 0.99), 2),
+                "mean_ms": round(sum(latencies) / len(latencies), 2),
+                "standby_wait_p50_ms": round(_percentile(waits, 0.5), 2) if waits else None,
+                "standby_wait_p99_ms": round(_percentile(waits, 0.99), 2) if waits else None,
+            }
+        finally:
+            service.close()
+    out["mirrored_over_local_p50"] = round(out["mirrored"]["p50_ms"] / out["local"]["p50_ms"], 2)
+    return out
