@@ -220,6 +220,10 @@ class Replicator:
                     fresh_ms=cp.fresh_ms if cp else started_ms, seen_ms=cp.seen_ms if cp else 0,
                 )
         self._assign()
+        for (topic, p), state in self.parts.items():
+            # Computed when scraped, from the last moment the partition was known complete: if this
+            # loop hangs while /metrics still answers, the lag goes on growing (and the alert fires).
+            metrics.LAG_SECONDS.labels(self.source, self.target, topic, str(p)).set_function(self._lag_of(state))
         self._started = True
         log.info("replicator %s -> %s: %s from %s", self.source, self.target, ", ".join(self.topics),
                  {f"{t}[{p}]": s.next_offset for (t, p), s in sorted(self.parts.items())})
@@ -385,10 +389,15 @@ class Replicator:
             self._save(self.parts)
         self._publish_lag(at_ms)
 
+    def _lag_of(self, state: PartitionState) -> Callable[[], float]:
+        def lag() -> float:
+            return round(state.lag_seconds(int(self._clock() * 1000)), 3)
+
+        return lag
+
     def _publish_lag(self, now_ms: int) -> None:
         for (topic, p), state in self.parts.items():
             metrics.LAG_RECORDS.labels(self.source, self.target, topic, str(p)).set(state.lag)
-            metrics.LAG_SECONDS.labels(self.source, self.target, topic, str(p)).set(round(state.lag_seconds(now_ms), 3))
 
     def _check_pause(self) -> None:
         try:
