@@ -79,8 +79,7 @@ def test_a_turn_in_a_region_that_lost_its_role_is_refused_before_it_is_published
         # worker records it: it waits for the turn holding the row, then fences its session.
         promoted = promote(settings, urls["north"])
         assert promoted.status_code == 200, promoted.text
-        wait_for(lambda: requests.post(f"{urls['east']}/sessions/x-{secrets.token_hex(3)}/turns",
-                                       json={"text": "hi"}, timeout=30).status_code == 409, 60,
+        wait_for(lambda: requests.get(f"{urls['east']}/readyz", timeout=30).json()["role"] == "standby", 60,
                  "east to hold north active")
     finally:
         go_on.set()
