@@ -56,6 +56,7 @@ from drills.gslb import Health, Transition
 from drills.inject import Mode, Scope
 from drills.prober import Prober
 from drills.workload import Workload, WorkloadConfig, WorkloadResult
+from regionsync.revision import code_revision
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -224,6 +225,8 @@ def run(settings: Settings, opts: DrillOptions, clock: Callable[[], float] = tim
     model = _model(settings, opts, new_region, started, fault, times, promotion, result, probes, transitions,
                    checks, surviving, final, failback, load_before, os.getloadavg())
     model["replication"] = {"lag_at_failure": lag_at_failure, "ack_mode": settings.dialog_ack_mode}
+    model["code"] = code_revision()
+    model["commit"] = model["code"]["commit"]
     model["knowledge"] = knowledge or None
     model["verdict"] = report.verdict(model)
     model["targets"] = report.targets(model)

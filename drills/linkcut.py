@@ -29,6 +29,7 @@ from drills.workload import Workload, WorkloadConfig
 from mirror.checkpoints import set_paused
 from mirror.status import inbound
 from regionsync.pgdb import region_dsn
+from regionsync.revision import code_revision
 from regionsync.settings import Settings
 from regionsync.stack import prometheus
 from serve.roles import active_region
@@ -136,7 +137,9 @@ def run(settings: Settings, cut_s: float = 60.0, users: int = 5, warmup_s: float
     }
     ok = (checks["lag_grew"] and checks["caught_up"] and checks["sessions_equal_to_the_fold"]
           and checks["regions_equal"] and checks["acknowledged_turns_lost"] == 0 and checks["regions_equal_to_the_source"])
+    code = code_revision()
     return {
+        "commit": code["commit"], "code": code,
         "drill": {"kind": "cut-link", "cut_s": cut_s, "users": users, "active_region": active,
                   "ack_mode": settings.dialog_ack_mode, "alert": ALERT},
         "machine": machine(),

@@ -29,6 +29,7 @@ from drills.faults.model import TrialResult
 from drills.faults.plan import plan_trials
 from drills.faults.registry import ORDER, build
 from drills.faults.scenario import Scenario
+from regionsync.revision import code_revision
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,9 @@ def run(base: Settings, options: FaultOptions, say: Callable[[str], None] = prin
     bench = BenchStack.create(base, options.state_dir)
     bench.settings = suite_settings(bench.settings)
     s = bench.settings
+    code = code_revision()
     results: dict[str, Any] = {
+        "commit": code["commit"], "code": code,
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "seed": options.seed,
         "quick": options.quick,

@@ -49,6 +49,7 @@ from regionsync.bench.retry import Retries
 from regionsync.bench.stackrun import BenchStack
 from regionsync.bench.tracker import Tracker
 from regionsync.corpus import CorpusDoc
+from regionsync.revision import code_revision
 from regionsync.settings import Settings
 from streams.chunking import chunk_text
 from streams.events import chunk_id
@@ -123,7 +124,9 @@ def run(base: Settings, options: BenchOptions, say: Callable[[str], None] = prin
     def progress(msg: str) -> None:
         say(f"[{time.monotonic() - started:6.1f}s] {msg}")
 
+    code = code_revision()
     results: dict[str, Any] = {
+        "commit": code["commit"], "code": code,
         "bench": "regionsync", "mode": "quick" if options.quick else "full",
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine_info(),
     }
