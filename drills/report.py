@@ -133,6 +133,9 @@ def html(report: Mapping[str, Any]) -> str:
         ("customer outage p50 / max", f"{_fmt(r['customers']['outage_p50_s'], ' s')} / "
                                       f"{_fmt(r['customers']['outage_max_s'], ' s')}"),
         ("acknowledged turns / lost", f"{r['rpo']['acknowledged_turns']} / {r['rpo']['turns_lost']}"),
+        ("replication lag into the new region at the failure (dialog records, age of the oldest missing)",
+         _lag(report.get("replication"))),
+        ("knowledge the new region served while the source region was down", _knowledge(report.get("knowledge"))),
         ("committed document changes / documents missing in the new region",
          f"{r['rpo']['doc_changes']} / {r['rpo']['docs_missing']}"),
         ("new region complete (every committed change) after the workload stopped",
@@ -159,7 +162,10 @@ def html(report: Mapping[str, Any]) -> str:
         + ("" if ok else ": " + _html.escape(", ".join(report["verdict"]["failed"])))
         + (f"; timing targets missed: {_html.escape(', '.join(report['verdict']['timing_missed']))}"
            if report["verdict"]["timing_missed"] else "") + "</p>",
-        f"<p>GSLB probes every {d['probe_interval_s']:g} s (timeout {d['probe_timeout_s']:g} s), failure declared after "
+        f"<p>Scope: {_html.escape(d.get('scope', 'services'))} (region: everything the region owns, its broker, object "
+        f"store and Postgres included); {_html.escape(d.get('ack_mode', 'local'))} acknowledgements; code at "
+        f"{_html.escape(str(report.get('commit') or '-'))[:12]}. "
+        f"GSLB probes every {d['probe_interval_s']:g} s (timeout {d['probe_timeout_s']:g} s), failure declared after "
         f"{d['misses']} misses in a row; {d['users']} customers, {d['doc_rate']:g} document changes/s, "
         f"{d['search_rate']:g} searches/s. Failure at {d['fail_phase_s']:.1f} s after the last probe of "
         f"{_html.escape(d['failed_region'])}. Machine: {_html.escape(m['description'])}.</p>",
@@ -171,6 +177,11 @@ def html(report: Mapping[str, Any]) -> str:
         _row(f"failback: {d['failed_region']} restarted as a standby, caught up in",
              _fmt(fb.get("seconds"), " s") + f" (role {fb.get('role', '-')})"),
         _row("reconcile of every region at the end", _recon(recon.get("final"))),
+        _row("conflict report: events the promotion set aside (written in the failed region, never received "
+             "by the new one)", str(len(fb.get("conflicts") or []))),
+        _row("acknowledged turns among them (the asynchronous RPO, listed)",
+             str(len(fb.get("unreplicated_turns") or [])) + "".join(
+                 f"; {_html.escape(t['session_id'])} seq {t['fenced_seqs']}" for t in (fb.get("unreplicated_turns") or [])[:5])),
         "</table>",
         "<h2>Customers</h2><table>",
         _row("customer", "waiting since the failure", "first answer from the new region", head=True),
@@ -182,17 +193,32 @@ def html(report: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _lag(rep: Mapping[str, Any] | None) -> str:
+    lag = (rep or {}).get("lag_at_failure") or {}
+    if "dialog_lag_ms" not in lag:
+        return "-"
+    return f"{lag['dialog_lag_records']} records, {lag['dialog_lag_ms']:.0f} ms"
+
+
+def _knowledge(know: Mapping[str, Any] | None) -> str:
+    if not know:
+        return "- (the source region stayed up)"
+    return f"{know['documents']} documents, newest version {know['newest_version']}"
+
+
 def _steps(steps: Mapping[str, float] | None) -> str:
     if not steps:
         return "-"
-    names = {"lag_check": "lag check", "flip": "flip of the active-region row (incl. a fence)",
-             "turn_in_flight": "a turn of its own in flight", "catch_up": "dialog state to the end of the log"}
+    names = {"lag_check": "lag check", "flip": "new epoch and its cut recorded",
+             "turn_in_flight": "a turn of its own in flight", "catch_up": "dialog state folded up to the cut"}
     return ", ".join(f"{names.get(k, k)} {v:.2f} s" for k, v in steps.items())
 
 
 def _recon(data: Mapping[str, Any] | None) -> str:
     if not data:
         return "not run"
+    if "skipped" in data:
+        return str(data["skipped"])
     counts = {k: v for per in data["counts"].values() for k, v in per.items() if v}
     found = ", ".join(f"{k} {v}" for k, v in counts.items()) or "no drift"
     tail = ""
