@@ -1,14 +1,18 @@
 """Rebuild benchmark (not a test): how fast a region gets its dialog state back.
 
-    python -m dialog.bench --embedded            # starts its own Postgres, tansu and S3 server
+    python -m dialog.bench --embedded            # starts the region's object store, Postgres and broker
     python -m dialog.bench --sessions 10000      # against the configured (running) stack
 
-Steps, on a topic, databases and snapshot prefix of its own (removed afterwards):
-1. publish ``sessions`` synthetic conversations (about 10 events each), interleaved;
-2. the primary region replays the whole log into an empty store (no snapshot): full replay;
+Everything happens in one region (the source region; ``--region`` picks another), which keeps its
+snapshots in its own object store (there is no other region's snapshot to restore from). Steps,
+on a topic, databases and snapshot prefix of its own (removed afterwards):
+1. publish ``sessions`` synthetic conversations (about 10 events each), interleaved, to the
+   region's broker;
+2. the region's worker replays the whole log into an empty store (no snapshot): full replay;
 3. it writes one snapshot of every session;
 4. a tail of new events is published (``tail_fraction`` more sessions);
-5. the standby region, empty, restores from the snapshot and replays the tail: time to restore.
+5. the region loses its state store (a new, empty database) and restores from its snapshot, then
+   replays the tail: time to restore.
 
 Rebuild times include the end-of-log detection (``dialog_idle_polls`` x ``dialog_poll_timeout_s``,
 0.5 s by default; see dialog/worker.py for why it is needed on tansu).
@@ -23,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +44,13 @@ from regionsync.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def run(settings: Settings, sessions: int = 10_000, tail_fraction: float = 0.1, seed: int = 1) -> dict[str, Any]:
-    """Run the benchmark against a running stack; returns the figures (see the module docstring)."""
+def run(settings: Settings, sessions: int = 10_000, tail_fraction: float = 0.1, seed: int = 1,
+        region: str | None = None) -> dict[str, Any]:
+    """Run the benchmark against a running region (default: the source region); returns the
+    figures (see the module docstring)."""
     tag = uuid.uuid4().hex[:8]
-    primary_region, standby_region = settings.regions[0], settings.regions[1]
-    s = settings.model_copy(
+    region = region or settings.source_region
+    s = settings.for_region(region).model_copy(
         update={
             "dialog_topic": f"regionsync.dialog.bench-{tag}",
             "dialog_database_prefix": f"dialog_bench_{tag}_",
@@ -52,6 +59,8 @@ def run(settings: Settings, sessions: int = 10_000, tail_fraction: float = 0.1, 
             "dialog_snapshot_every_s": 10.0**9,
         }
     )
+    # Step 5's store: the same region's database under another name (the lost one stays behind).
+    lost = s.model_copy(update={"dialog_database_prefix": f"dialog_bench_{tag}_restored_"})
     rng = random.Random(seed)
     events = interleave([conversation(f"bench-{i:06d}", rng) for i in range(sessions)], rng)
     n_tail = max(1, int(sessions * tail_fraction))
@@ -64,29 +73,32 @@ def run(settings: Settings, sessions: int = 10_000, tail_fraction: float = 0.1, 
         publisher.publish(events, timeout=300)
         publish_s = time.monotonic() - t0
 
-        primary = DialogWorker.create(s, primary_region)
+        first = DialogWorker.create(s, region)
         try:
-            full = rebuild_without_snapshot(primary)
+            full = rebuild_without_snapshot(first)
             t0 = time.monotonic()
-            manifest = primary.snapshot_now()
+            manifest = first.snapshot_now()
             snapshot_s = time.monotonic() - t0
         finally:
-            primary.close()
+            first.close()
 
         publisher.publish(tail, timeout=300)
-        standby = DialogWorker.create(s, standby_region)
+        again = DialogWorker.create(lost, region)
         try:
-            restore = standby.rebuild()
-            restored = standby.store.count()
+            restore = again.rebuild()
+            restored = again.store.count()
         finally:
-            standby.close()
+            again.close()
     finally:
         publisher.close()
-        _cleanup(s, [primary_region, standby_region])
+        _cleanup(s, region, [s.dialog_database(region), lost.dialog_database(region)])
 
+    if restore.source != "snapshot":
+        raise AssertionError(f"the region restored from {restore.source}, expected its snapshot")
     if restored != sessions + n_tail:
-        raise AssertionError(f"standby restored {restored} sessions, expected {sessions + n_tail}")
+        raise AssertionError(f"the region restored {restored} sessions, expected {sessions + n_tail}")
     return {
+        "region": region,
         "sessions": sessions,
         "events": len(events),
         "publish_events_per_s": round(len(events) / publish_s),
@@ -103,17 +115,20 @@ def run(settings: Settings, sessions: int = 10_000, tail_fraction: float = 0.1, 
 
 
 def rebuild_without_snapshot(worker: DialogWorker) -> dict[str, float]:
-    # The primary's store is empty and the bench prefix holds no snapshot yet: a full replay.
+    # The store is empty and the bench prefix holds no snapshot yet: a full replay.
     report = worker.rebuild()
-    assert report.source == "full replay", report.source
+    if report.source != "full replay":
+        raise AssertionError(f"expected a full replay, got {report.source}")
     return {"seconds": report.seconds}
 
 
-def _cleanup(settings: Settings, regions: list[str]) -> None:
+def _cleanup(settings: Settings, region: str, databases: list[str]) -> None:
+    """Drop the bench's databases (on the region's server), snapshots (in its object store) and
+    topic (on its broker). ``settings`` are the region's (:meth:`Settings.for_region`)."""
     try:
         with psycopg.connect(settings.pg_dsn("postgres"), autocommit=True) as conn:
-            for region in regions:
-                conn.execute(f'DROP DATABASE IF EXISTS "{settings.dialog_database(region)}" WITH (FORCE)')
+            for database in databases:
+                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         s3 = s3_client(settings)
         listed = s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=f"{settings.dialog_snapshot_prefix}/")
         for obj in listed.get("Contents", ()):
@@ -122,34 +137,41 @@ def _cleanup(settings: Settings, regions: list[str]) -> None:
         for future in admin.delete_topics([settings.dialog_topic]).values():
             future.result(15)
     except Exception as exc:  # noqa: BLE001 - leftovers of a benchmark are not worth failing it
-        log.warning("bench cleanup incomplete: %s", exc)
+        log.warning("bench cleanup of region %s incomplete: %s", region, exc)
 
 
-def _embedded_stack(state_dir: Path) -> tuple[Settings, Any]:
-    from regionsync.stack import broker, postgres, procs, s3
+def _embedded_stack(state_dir: Path, region: str | None = None) -> tuple[Settings, Callable[[], None]]:
+    """A region's (default: the source region's) object store, Postgres and broker on free ports
+    (the broker keeps its log in the object store, so that starts first)."""
+    from regionsync.stack import broker, postgres, procs, seaweed
 
-    settings = Settings(
-        state_dir=state_dir,
-        pg_port=procs.free_port(),
-        kafka_bootstrap=f"127.0.0.1:{procs.free_port()}",
-        s3_endpoint=f"http://127.0.0.1:{procs.free_port()}",
-    )
-    postgres.start(settings)
-    broker.start(settings)
-    s3.start(settings)
+    base = Settings()
+    ports: dict[str, Any] = procs.free_infra_ports(list(base.regions), base.source_region or None)
+    settings = Settings(state_dir=state_dir, **ports)
+    region = region or settings.source_region
+    started: list[Callable[[Settings, str], object]] = []
+    try:
+        for part in (seaweed, postgres, broker):
+            part.start(settings, region)
+            started.append(part.stop)
+    except BaseException:
+        for stop in reversed(started):
+            stop(settings, region)
+        raise
 
-    def stop() -> None:
-        s3.stop(settings)
-        broker.stop(settings)
-        postgres.stop(settings)
+    def stop_all() -> None:
+        for stop in reversed(started):
+            stop(settings, region)
 
-    return settings, stop
+    return settings, stop_all
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dialog.bench", description="dialog rebuild benchmark")
     parser.add_argument("--sessions", type=int, default=10_000)
-    parser.add_argument("--embedded", action="store_true", help="start a private Postgres, tansu and S3 server")
+    parser.add_argument("--embedded", action="store_true",
+                        help="start a private object store (SeaweedFS), Postgres and broker (tansu) for the region")
+    parser.add_argument("--region", default=None, help="region to run in (default: the source region)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -157,11 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp = None
     if args.embedded:
         tmp = tempfile.TemporaryDirectory(prefix="dialog-bench-")
-        settings, stop = _embedded_stack(Path(tmp.name))
+        settings, stop = _embedded_stack(Path(tmp.name), args.region)
     else:
         settings = Settings()
     try:
-        figures = run(settings, sessions=args.sessions)
+        figures = run(settings, sessions=args.sessions, region=args.region)
     finally:
         if stop:
             stop()

@@ -18,11 +18,12 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser(
         "rebuild",
-        help="bring a region's state store to the end of the session log (from the newest snapshot if empty)",
+        help="bring a region's state store to the end of its session logs (from its own newest snapshot if empty)",
     )
     p.add_argument("--region", required=True, help="region to rebuild (env: REGIONSYNC_REGIONS lists them)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--no-snapshots", action="store_true", help="ignore S3 snapshots: replay the whole log")
+    p.add_argument("--no-snapshots", action="store_true",
+                   help="ignore the region's snapshots (in its object store): replay its whole logs")
     p.set_defaults(func=cmd_rebuild)
 
     p = sub.add_parser("show", help="print one session's state from a region's store")
@@ -33,7 +34,8 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("worker", help="run a region's dialog worker (rebuild if empty, then follow the log)")
     p.add_argument("--region", required=True)
-    p.add_argument("--no-snapshots", action="store_true", help="do not read or write S3 snapshots")
+    p.add_argument("--no-snapshots", action="store_true",
+                   help="do not read or write snapshots in the region's object store")
     p.set_defaults(func=cmd_worker)
 
 

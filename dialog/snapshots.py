@@ -16,7 +16,8 @@ checksum and session count before it hands anything over, and falls back to the 
 snapshot (or to nothing: a full replay) when a check fails, saying which and why.
 
 "Newest" is the manifest with the furthest log position (sum of offsets), then the latest
-creation time: both regions may write snapshots, and their clocks need not agree.
+creation time: a worker restored from an older snapshot, or one on another host, may write a
+snapshot of an older position later, and clocks need not agree.
 """
 
 from __future__ import annotations

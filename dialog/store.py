@@ -211,9 +211,9 @@ class MemoryStore:
         known_promotions: Iterable[tuple[int, str]] | None = None,
     ) -> None:
         with self._lock:
-            after = set(self._promotions) | {(p.epoch, p.region) for p in promotions}
-            if known_promotions is not None and set(known_promotions) != after:
-                raise PromotionsChanged(f"the store knows promotions {sorted(after)}")
+            new = {(p.epoch, p.region) for p in promotions}
+            if known_promotions is not None and set(known_promotions) | new != set(self._promotions) | new:
+                raise PromotionsChanged(f"the store knows promotions {sorted(set(self._promotions) | new)}")
             for tp in offsets:
                 if self._offsets.get(tp) != expected.get(tp):
                     raise OffsetConflict(
@@ -368,7 +368,8 @@ class PostgresStore:
         return {(str(o), int(p)): int(n) for o, p, n in rows}
 
     def folded(self) -> dict[Origin, int]:
-        rows = self._live.execute("SELECT origin, partition, next_folded FROM dialog_sources").fetchall()
+        rows = self._live.execute(
+            "SELECT origin, partition, next_folded FROM dialog_sources WHERE next_folded > 0").fetchall()
         return {(str(o), int(p)): int(n) for o, p, n in rows}
 
     def stats(self) -> Stats:

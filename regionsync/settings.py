@@ -157,7 +157,8 @@ class Settings(BaseSettings):
     # one batch is written once, and writing states was most of a replay's time (0.9 states
     # written per event at 2,000 per batch, 0.43 at 20,000, on the bench's conversations).
     dialog_catchup_batch_events: int = 20000
-    # A snapshot every N applied events or T seconds (whichever comes first, only if something changed).
+    # A snapshot every N changes (sessions written, events set aside or dead-lettered) or T seconds, whichever
+    # comes first, only if something changed.
     dialog_snapshot_every_events: int = 20000
     dialog_snapshot_every_s: float = 60.0
     dialog_snapshot_retention: int = 3  # newest complete snapshots kept; older ones are pruned

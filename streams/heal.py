@@ -149,7 +149,12 @@ class SourceEvents(Protocol):
 
 
 class KafkaSourceEvents:
-    """Reads single events of the CMS producers' topic again, by topic, partition and offset."""
+    """Reads single events of the CMS producers' topic again, by topic, partition and offset.
+
+    Whether an offset is still on the log is judged against the log's start (ListOffsets
+    earliest) and its end as the fetch path tells it (:func:`regionsync.kafka.fetch_ends`): tansu's
+    ListOffsets(latest) is below the real end on its S3 engine, and an event past it would be
+    judged never written (seen: four of a five-record batch, the heal dead-lettered as unhealable)."""
 
     def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
         self._settings = settings
@@ -158,9 +163,16 @@ class KafkaSourceEvents:
     def fetch(self, coordinates: Sequence[tuple[str, int, int]]) -> dict[tuple[str, int, int], tuple[bytes | None, bytes | None]]:
         from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+        from regionsync.kafka import EndsUnknown, fetch_ends
+
         out: dict[tuple[str, int, int], tuple[bytes | None, bytes | None]] = {}
         if not coordinates:
             return out
+        tps = sorted({(topic, partition) for topic, partition, _offset in coordinates})
+        try:
+            ends = fetch_ends(self._settings.kafka_bootstrap, tps, self._timeout_s)
+        except EndsUnknown as exc:  # a failure raises: the batch is retried
+            raise KafkaException(f"the CMS topic's ends are unknown: {exc}") from exc
         consumer = Consumer({
             "bootstrap.servers": self._settings.kafka_bootstrap,
             "group.id": "regionsync-heal-reader",  # never subscribes nor commits: assign() only
@@ -168,8 +180,8 @@ class KafkaSourceEvents:
         })
         try:
             for topic, partition, offset in coordinates:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self._timeout_s)
-                if not low <= offset < high:
+                low, _high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self._timeout_s)
+                if not low <= offset < ends[(topic, partition)]:
                     continue  # gone (retention) or never there
                 consumer.assign([TopicPartition(topic, partition, offset)])
                 msgs = consumer.consume(1, timeout=self._timeout_s)

@@ -1,6 +1,8 @@
-"""A real stack for the connector tests: Postgres (wal_level=logical), tansu and a Kafka Connect
-worker running Debezium, started once per session on free ports in a private state dir, so this
-session can run beside others on the same machine."""
+"""A real stack for the connector tests: the source region's object store, Postgres (wal_level=logical)
+and broker (tansu on that object store, with the region's topics), and a Kafka Connect worker running
+Debezium, started once per package on free ports in a private state dir, so this session can run
+beside others on the same machine. Nothing of the other regions runs: the connector lives in the
+source region only."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from pydantic import SecretStr
 
 from regionsync.settings import Settings
-from regionsync.stack import broker, connect, postgres, procs
+from regionsync.stack import connect
+from tests.stacks import free_settings, start_region, stop_region
 from tests.state_dirs import private_state_dir
 
 # Distinctive, so a test can prove it never reaches an output or a log.
@@ -38,25 +41,19 @@ class Stack:
 @pytest.fixture(scope="package")
 def connect_stack() -> Iterator[Stack]:
     with private_state_dir("connect-stack") as state:
-        settings = Settings(
-            state_dir=state,
-            pg_port=procs.free_port(),
-            pg_password=SecretStr(PG_PASSWORD),
-            kafka_bootstrap=f"127.0.0.1:{procs.free_port()}",
-            connect_url=f"http://127.0.0.1:{procs.free_port()}",
-        )
-        stack = Stack(settings)
+        settings = free_settings(state, pg_password=SecretStr(PG_PASSWORD))
+        source = settings.source_region
+        # The source region's view: its Postgres, broker and object store are the flat values.
+        stack = Stack(settings.source())
         try:
-            postgres.start(settings)
-            broker.start(settings)
+            start_region(settings, source)
             started = time.monotonic()
-            connect.start(settings)
+            connect.start(settings)  # in the source region (settings.source())
             stack.timings["worker_rest_up_s"] = time.monotonic() - started
             yield stack
         finally:
             connect.stop(settings)
-            broker.stop(settings)
-            postgres.stop(settings)
+            stop_region(settings, source)
 
 
 @dataclass(frozen=True)

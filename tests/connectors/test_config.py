@@ -49,6 +49,17 @@ def test_default_template_renders_from_settings(settings: Settings) -> None:
     assert not any("${" in v for v in config.values())
 
 
+def test_the_connector_captures_the_source_regions_database_whichever_region_asks(settings: Settings) -> None:
+    """Connect and the CMS live in the source region: a process of another region (settings made
+    for it, whose flat Postgres is its own) still renders the source region's server."""
+    two = settings.model_copy(update={"pg_addresses": {"east": "db.internal:6543", "north": "db.north:7543"}})
+    north = two.for_region("north")
+    assert (north.pg_host, north.pg_port) == ("db.north", 7543)
+    config = load(north, env={})
+    assert (config["database.hostname"], config["database.port"]) == ("db.internal", "6543")
+    assert load(two, env={}) == config
+
+
 def test_environment_fills_placeholders_that_are_not_settings(settings: Settings, tmp_path: Path) -> None:
     template = tmp_path / "t.json"
     template.write_text(json.dumps({"a": "${MY_EXTRA}", "b": "${PG_USER}@${PG_HOST}", "n": 5, "flag": True}))

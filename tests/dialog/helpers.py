@@ -1,10 +1,13 @@
-"""Shared by the integration tests: publish events, read the whole log back, fold it."""
+"""Shared by the integration tests: publish events, read the logs back, fold them.
+
+Positions are per (topic, partition), as a region's store keeps them (its own dialog topic and
+its copies of the other regions')."""
 
 from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Producer
@@ -15,6 +18,7 @@ from dialog.kafka_io import Ack, KafkaPublisher, ensure_topic, producer_config, 
 from dialog.loadgen import conversation, interleave
 from dialog.reducer import fold
 from dialog.state import SessionState
+from dialog.store import TP
 from regionsync.settings import Settings
 
 
@@ -51,21 +55,37 @@ def produce_raw(settings: Settings, topic: str, records: Iterable[tuple[bytes | 
     return ends
 
 
-def ends_of(acks: Iterable[Ack], into: dict[int, int] | None = None) -> dict[int, int]:
+def ends_of(acks: Iterable[Ack], topic: str, into: Mapping[TP, int] | None = None) -> dict[TP, int]:
+    """(topic, partition) -> one past the last acknowledged offset: where a worker that folded
+    ``topic`` (on the broker the acks came from) up to them stands."""
     out = dict(into or {})
     for ack in acks:
-        out[ack.partition] = max(out.get(ack.partition, 0), ack.offset + 1)
+        tp = (topic, ack.partition)
+        out[tp] = max(out.get(tp, 0), ack.offset + 1)
     return out
 
 
-def fold_log(settings: Settings, ends: dict[int, int]) -> tuple[dict[str, SessionState], list[DialogEvent]]:
-    """Read the whole topic up to ``ends`` and fold it directly: the reference every store must equal."""
+def read_log(settings: Settings, ends: Mapping[TP, int], timeout: float = 300.0) -> list[DialogEvent]:
+    """Every event of the topics in ``ends`` (on ``settings``' broker) below those ends, topic by
+    topic in the order given, each in partition order (malformed records left out). A generous
+    timeout: tansu's S3 engine keeps every produced batch as an object, so a log written turn by
+    turn is read back at a few hundred records a second (tens on a loaded machine)."""
     events: list[DialogEvent] = []
-    for msg in read_topic(settings, settings.dialog_topic, ends):
-        try:
-            events.append(decode(msg.key(), msg.value()))
-        except MalformedEvent:
-            pass
+    by_topic: dict[str, dict[int, int]] = {}
+    for (topic, p), end in ends.items():
+        by_topic.setdefault(topic, {})[p] = end
+    for topic, parts in by_topic.items():
+        for msg in read_topic(settings, topic, parts, timeout):
+            try:
+                events.append(decode(msg.key(), msg.value()))
+            except MalformedEvent:
+                pass
+    return events
+
+
+def fold_log(settings: Settings, ends: Mapping[TP, int]) -> tuple[dict[str, SessionState], list[DialogEvent]]:
+    """Read the topics up to ``ends`` and fold them directly: the reference every store must equal."""
+    events = read_log(settings, ends)
     return fold(events), events
 
 

@@ -18,7 +18,7 @@ from dialog.events import (
 )
 from dialog.loadgen import conversation
 
-COMMON = {"session_id": "s-1", "seq": 3, "event_id": "e-3", "ts_ms": 1_700_000_000_000, "origin": "east"}
+COMMON = {"session_id": "s-1", "seq": 3, "event_id": "e-3", "ts_ms": 1_700_000_000_000, "origin": "east", "epoch": 2}
 
 
 def test_every_type_round_trips_exactly() -> None:
@@ -47,6 +47,12 @@ def test_wire_format_is_versioned_and_flat() -> None:
 def test_unknown_extra_fields_are_ignored_and_defaults_apply() -> None:
     raw = orjson.dumps({"type": "session_started", "v": 1, **COMMON, "future_field": 1})
     assert decode(b"s-1", raw) == SessionStarted(**COMMON)
+
+
+def test_an_event_written_before_epochs_existed_has_epoch_zero() -> None:
+    old = {k: v for k, v in COMMON.items() if k != "epoch"}
+    event = decode(b"s-1", orjson.dumps({"type": "session_started", "v": 1, **old}))
+    assert event.epoch == 0 and event == SessionStarted(**old)
 
 
 def test_tool_error_and_any_json_result() -> None:
@@ -86,6 +92,7 @@ _DROP = object()
         (b"s-1", _raw(text=5), "bad_field"),
         (b"", _raw(session_id=""), "bad_field"),
         (b"s-1", _raw(event_id=""), "bad_field"),
+        (b"s-1", _raw(epoch="2"), "bad_field"),
         (b"s-2", _raw(), "key_mismatch"),
     ],
 )

@@ -1,4 +1,9 @@
-"""One contract, two state stores: in memory and Postgres (real server)."""
+"""One contract, two state stores: in memory and Postgres (real server, the region's own database).
+
+Positions are per (topic, partition) of the region's broker (its own dialog topic, the copies of
+the other regions', the control topics); source positions per (origin region, partition); the
+same transaction records fenced events and promotions, and refuses a batch folded with
+promotions the store no longer holds (:class:`PromotionsChanged`)."""
 
 from __future__ import annotations
 
@@ -7,21 +12,26 @@ from collections.abc import Iterator
 
 import pytest
 
-from dialog.errors import OffsetConflict
+from dialog.errors import OffsetConflict, PromotionsChanged
+from dialog.fence import Promotion
 from dialog.loadgen import conversation
 from dialog.reducer import fold
 from dialog.state import SessionState
-from dialog.store import MemoryStore, PostgresStore, StateStore, Stats
+from dialog.store import FencedEvent, MemoryStore, PostgresStore, StateStore, Stats
 from regionsync.settings import Settings
+
+OWN = "topic-a"  # the region's own dialog topic
+COPY = "north.topic-a"  # north's dialog topic as copied into this region
+CONTROL = "control-a"
 
 
 @pytest.fixture(params=["memory", "postgres"])
 def store(request: pytest.FixtureRequest) -> Iterator[StateStore]:
     if request.param == "memory":
-        yield MemoryStore("topic-a")
+        yield MemoryStore(OWN)
         return
     settings: Settings = request.getfixturevalue("settings")
-    pg = PostgresStore.for_region(settings.model_copy(update={"dialog_topic": "topic-a"}), "east")
+    pg = PostgresStore.for_region(settings.model_copy(update={"dialog_topic": OWN}), "east")
     yield pg
     pg.close()
 
@@ -31,38 +41,123 @@ def states(n: int, seed: int = 1) -> list[SessionState]:
     return list(fold(e for i in range(n) for e in conversation(f"s{i}", rng)).values())
 
 
+def fenced_event(origin: str, partition: int, offset: int, seq: int = 3) -> FencedEvent:
+    return FencedEvent(origin, partition, offset, f"sess-{offset}", seq, f"e-{origin}-{partition}-{offset}", 1, 2,
+                       "north", b'{"type": "user_utterance", "text": "lost turn"}')
+
+
+PROMO = Promotion(2, "north", "east", cut={"east": {0: 7, 1: 0}}, at_ms=1_700_000_000_000)
+
+
 def test_a_new_store_is_empty(store: StateStore) -> None:
     assert store.is_empty() and store.count() == 0 and store.offsets() == {} and store.stats() == Stats()
+    assert store.sources() == {} and store.folded() == {} and store.fenced() == [] and store.promotions() == []
     assert store.get("nobody") is None and store.all_states() == []
 
 
 def test_commit_stores_states_positions_and_counters_together(store: StateStore) -> None:
     batch = states(20)
-    store.commit(batch, {0: 10, 1: 5}, {}, Stats(applied=15, dead_letters=1))
+    store.commit(batch, {(OWN, 0): 10, (OWN, 1): 5, (COPY, 0): 3}, {}, Stats(applied=15, dead_letters=1))
     assert not store.is_empty() and store.count() == 20
     assert {s.session_id: s for s in store.all_states()} == {s.session_id: s for s in batch}
     assert store.get("s3") == batch[3]
-    assert store.offsets() == {0: 10, 1: 5}
-    store.commit(batch[:2], {0: 12}, {0: 10}, Stats(applied=2, duplicates=1))
-    assert store.offsets() == {0: 12, 1: 5} and store.stats() == Stats(applied=17, duplicates=1, dead_letters=1)
+    assert store.offsets() == {(OWN, 0): 10, (OWN, 1): 5, (COPY, 0): 3}
+    # The same partition number of another topic is another position.
+    store.commit(batch[:2], {(OWN, 0): 12, (COPY, 1): 4}, {(OWN, 0): 10}, Stats(applied=2, duplicates=1, fenced=1))
+    assert store.offsets() == {(OWN, 0): 12, (OWN, 1): 5, (COPY, 0): 3, (COPY, 1): 4}
+    assert store.stats() == Stats(applied=17, duplicates=1, dead_letters=1, fenced=1)
 
 
 def test_a_stale_position_writes_nothing(store: StateStore) -> None:
     first, second = states(2), states(2, seed=2)
-    store.commit(first, {0: 10}, {}, Stats(applied=1))
-    for offsets, expected in (({0: 20}, {0: 9}), ({0: 20}, {}), ({1: 3, 0: 20}, {0: 9})):
+    store.commit(first, {(OWN, 0): 10}, {}, Stats(applied=1), sources={("east", 0): 10}, folded={("east", 0): 10})
+    for offsets, expected in (
+        ({(OWN, 0): 20}, {(OWN, 0): 9}),
+        ({(OWN, 0): 20}, {}),
+        ({(OWN, 1): 3, (OWN, 0): 20}, {(OWN, 0): 9}),
+        ({(OWN, 0): 20}, {(COPY, 0): 10}),  # the right offset of the wrong topic
+    ):
         with pytest.raises(OffsetConflict):
-            store.commit(second, offsets, expected, Stats(applied=5))
-    assert store.offsets() == {0: 10} and store.stats() == Stats(applied=1)
+            store.commit(second, offsets, expected, Stats(applied=5), sources={("east", 0): 20},
+                         folded={("east", 0): 20}, fenced=[fenced_event("east", 0, 11)], promotions=[PROMO])
+    assert store.offsets() == {(OWN, 0): 10} and store.stats() == Stats(applied=1)
+    assert store.sources() == {("east", 0): 10} and store.folded() == {("east", 0): 10}
+    assert store.fenced() == [] and store.promotions() == []
     assert store.get("s0") == first[0]
 
 
-def test_replace_all_swaps_everything(store: StateStore) -> None:
-    store.commit(states(5), {0: 7, 3: 1}, {}, Stats(applied=7))
+def test_source_positions_only_move_forward(store: StateStore) -> None:
+    store.commit([], {(OWN, 0): 10, (COPY, 0): 4}, {}, Stats(),
+                 sources={("east", 0): 10, ("north", 0): 6}, folded={("east", 0): 8, ("north", 0): 6})
+    # A record copied late (north's 5th, copied after east's turns) does not move north back.
+    store.commit([], {(COPY, 0): 5}, {(COPY, 0): 4}, Stats(), sources={("north", 0): 5, ("east", 1): 2},
+                 folded={("north", 0): 5, ("east", 1): 2})
+    assert store.sources() == {("east", 0): 10, ("north", 0): 6, ("east", 1): 2}
+    assert store.folded() == {("east", 0): 8, ("north", 0): 6, ("east", 1): 2}
+
+
+def test_a_partition_whose_events_were_all_fenced_has_a_source_position_and_nothing_folded(store: StateStore) -> None:
+    store.commit([], {(OWN, 0): 3, (COPY, 0): 2}, {}, Stats(fenced=2), sources={("east", 0): 3, ("north", 0): 2},
+                 folded={("east", 0): 3}, fenced=[fenced_event("north", 0, 0), fenced_event("north", 0, 1)])
+    assert store.sources() == {("east", 0): 3, ("north", 0): 2}
+    # Nothing of north's partition 0 was folded, so no promotion can find it tainted there.
+    assert store.folded() == {("east", 0): 3}
+
+
+def test_fenced_events_and_promotions_are_recorded_with_the_batch_once(store: StateStore) -> None:
+    first = [fenced_event("east", 0, 7), fenced_event("east", 0, 8)]
+    store.commit([], {(OWN, 0): 9, (CONTROL, 0): 1}, {}, Stats(fenced=2), fenced=first, promotions=[PROMO])
+    later = fenced_event("east", 1, 0)
+    # Read again (a refold, a replayed control record): recorded once.
+    store.commit([], {(OWN, 1): 1}, {}, Stats(fenced=1), fenced=[first[1], later], promotions=[PROMO])
+    assert store.promotions() == [PROMO]
+    assert store.fenced() == [*first, later]  # oldest first
+    assert store.fenced()[0].to_dict()["event"] == {"type": "user_utterance", "text": "lost turn"}
+    newer = Promotion(3, "east", "north", cut={"north": {0: 2}}, at_ms=1_700_000_001_000)
+    store.commit([], {}, {}, Stats(), promotions=[newer])
+    assert store.promotions() == [PROMO, newer]  # by ballot
+
+
+def test_a_batch_folded_with_promotions_the_store_no_longer_holds_writes_nothing(store: StateStore) -> None:
+    store.commit(states(2), {(OWN, 0): 5}, {}, Stats(applied=2), known_promotions=[])
+    # The service recorded a promotion meanwhile (another writer of the promotions).
+    store.commit([], {}, {}, Stats(), promotions=[PROMO])
+    with pytest.raises(PromotionsChanged):
+        store.commit(states(3, seed=2), {(OWN, 0): 9}, {(OWN, 0): 5}, Stats(applied=4),
+                     sources={("east", 0): 9}, folded={("east", 0): 9}, fenced=[fenced_event("east", 0, 8)],
+                     known_promotions=[])
+    assert store.offsets() == {(OWN, 0): 5} and store.stats() == Stats(applied=2) and store.count() == 2
+    assert store.sources() == {} and store.fenced() == []
+    # Folded again knowing it: accepted.
+    store.commit(states(3, seed=2), {(OWN, 0): 9}, {(OWN, 0): 5}, Stats(applied=4),
+                 known_promotions=[(PROMO.epoch, PROMO.region)])
+    assert store.offsets() == {(OWN, 0): 9} and store.stats() == Stats(applied=6)
+    # A batch that thinks the store knows more than it does is refused too.
+    with pytest.raises(PromotionsChanged):
+        store.commit([], {(OWN, 0): 10}, {(OWN, 0): 9}, Stats(), known_promotions=[(2, "north"), (3, "east")])
+    assert store.offsets() == {(OWN, 0): 9}
+
+
+def test_a_batch_that_brings_a_promotion_is_accepted_with_what_the_store_held_before(
+    store: StateStore, request: pytest.FixtureRequest
+) -> None:
+    """The worker folds a control record and passes the promotions it knew before the batch."""
+    store.commit([], {(OWN, 0): 5}, {}, Stats(), known_promotions=[])
+    store.commit([], {(OWN, 0): 6, (CONTROL, 0): 1}, {(OWN, 0): 5}, Stats(), promotions=[PROMO], known_promotions=[])
+    assert store.promotions() == [PROMO] and store.offsets() == {(OWN, 0): 6, (CONTROL, 0): 1}
+
+
+def test_replace_all_swaps_everything_but_promotions_and_fenced_events(store: StateStore) -> None:
+    store.commit(states(5), {(OWN, 0): 7, (OWN, 3): 1}, {}, Stats(applied=7), sources={("east", 0): 7},
+                 folded={("east", 0): 7}, fenced=[fenced_event("east", 0, 6)], promotions=[PROMO])
     snap = states(3, seed=9)
-    store.replace_all(snap, {0: 100, 1: 50}, Stats(applied=150, gaps=2))
+    store.replace_all(snap, {(OWN, 0): 100, (COPY, 1): 50}, Stats(applied=150, gaps=2),
+                      {("east", 0): 100, ("north", 1): 50}, {("east", 0): 90, ("north", 1): 50})
     assert store.count() == 3 and store.get("s4") is None and store.get("s1") == snap[1]
-    assert store.offsets() == {0: 100, 1: 50} and store.stats() == Stats(applied=150, gaps=2)
+    assert store.offsets() == {(OWN, 0): 100, (COPY, 1): 50} and store.stats() == Stats(applied=150, gaps=2)
+    assert store.sources() == {("east", 0): 100, ("north", 1): 50}
+    assert store.folded() == {("east", 0): 90, ("north", 1): 50}
+    assert store.promotions() == [PROMO] and store.fenced() == [fenced_event("east", 0, 6)]
 
 
 def test_states_round_trip_exactly(store: StateStore) -> None:
@@ -72,5 +167,5 @@ def test_states_round_trip_exactly(store: StateStore) -> None:
         gaps=((3, 4),),
         recent=((5, "e5"),),
     )
-    store.commit([odd], {0: 1}, {}, Stats(applied=1))
+    store.commit([odd], {(OWN, 0): 1}, {}, Stats(applied=1))
     assert store.get(odd.session_id) == odd

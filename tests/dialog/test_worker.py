@@ -1,21 +1,24 @@
 """The worker on the real stack (in process): dead letters, exactly-once across a crash, rebuild
-from snapshot + tail with fallbacks, and the CLI."""
+from the region's own snapshots + tail with fallbacks, and the CLI."""
 
 from __future__ import annotations
 
 import argparse
 import base64
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from dialog import cli
+from dialog.errors import DialogError
 from dialog.events import SessionStarted, UserUtterance, encode, key_of
+from dialog.fence import Promotion
 from dialog.kafka_io import consumer_config, ensure_topic
+from dialog.snapshots import SnapshotStore
 from dialog.state import SessionState
-from dialog.store import StateStore, Stats
+from dialog.store import TP, FencedEvent, Origin, StateStore, Stats
 from dialog.worker import DialogWorker
 from regionsync.settings import Settings
 
@@ -86,17 +89,23 @@ class CrashingStore:
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)
 
-    def commit(self, states: Iterable[SessionState], offsets: Mapping[int, int], expected: Mapping[int, int], stats: Stats) -> None:
+    def commit(
+        self, states: Iterable[SessionState], offsets: Mapping[TP, int], expected: Mapping[TP, int], stats: Stats,
+        *, sources: Mapping[Origin, int] | None = None, folded: Mapping[Origin, int] | None = None,
+        fenced: Sequence[FencedEvent] = (), promotions: Sequence[Promotion] = (),
+        known_promotions: Iterable[tuple[int, str]] | None = None,
+    ) -> None:
         self._left -= 1
         if self._left == 0:
             raise RuntimeError("simulated crash")
-        self._inner.commit(states, offsets, expected, stats)
+        self._inner.commit(states, offsets, expected, stats, sources=sources, folded=folded, fenced=fenced,
+                           promotions=promotions, known_promotions=known_promotions)
 
 
 def test_a_restarted_worker_applies_no_event_twice(settings: Settings) -> None:
     settings = settings.model_copy(update={"dialog_batch_max_events": 150, "dialog_catchup_batch_events": 150})
     events = make_log(300, seed=3)
-    ends = ends_of(publish(settings, events))
+    ends = ends_of(publish(settings, events), settings.dialog_topic)
 
     first = DialogWorker.create(settings, "east", snapshots=False)
     first.store = CrashingStore(first.store, crash_on=6)  # type: ignore[assignment]
@@ -118,46 +127,55 @@ def test_a_restarted_worker_applies_no_event_twice(settings: Settings) -> None:
         assert second.store.stats() == Stats(applied=len(events))
         assert sum(len(s.turns) for s in stored.values()) == sum(e.TYPE in ("user_utterance", "bot_replied") for e in events)
         assert second.positions == ends
+        # The source positions of the region's own log are its offsets (no provenance to translate).
+        assert second.store.sources() == second.store.folded() == {("east", p): o for (_t, p), o in ends.items()}
     finally:
         second.close()
 
 
 def test_rebuild_falls_back_past_a_corrupt_snapshot_then_to_a_full_replay(settings: Settings) -> None:
-    settings = settings.model_copy(update={"dialog_batch_max_events": 500, "dialog_catchup_batch_events": 500, "dialog_snapshot_every_events": 1000,
+    """A region whose state store is lost rebuilds from its own snapshots (in its own object store)."""
+    # A snapshot every 300 states written (a batch of 500 records touches about 100 sessions).
+    settings = settings.model_copy(update={"dialog_batch_max_events": 500, "dialog_catchup_batch_events": 500, "dialog_snapshot_every_events": 300,
                                            "dialog_snapshot_retention": 10})  # fmt: skip
+    topic = settings.dialog_topic
     events = make_log(400, seed=4)
-    ends = ends_of(publish(settings, events))
-    primary = DialogWorker.create(settings, "east")
+    ends = ends_of(publish(settings, events), topic)
+    first = DialogWorker.create(settings, "east")
     try:
-        primary.rebuild()
-        assert primary.snapshots is not None
-        manifests, _ = primary.snapshots.manifests()
+        first.rebuild()
+        assert first.snapshots is not None
+        manifests, _ = first.snapshots.manifests()
     finally:
-        primary.close()
+        first.close()
     assert len(manifests) >= 2
-    tail = ends_of(publish(settings, make_log(50, seed=5, prefix="late")), ends)
+    assert all(set(m.offsets) <= set(ends) and m.region == "east" for m in manifests)
+    tail = ends_of(publish(settings, make_log(50, seed=5, prefix="late")), topic, ends)
     expected, _ = fold_log(settings, tail)
 
-    # Newest snapshot truncated: the standby uses the one before, then replays the tail.
-    snaps = primary.snapshots
+    # East's store is lost (a new database) and its newest snapshot truncated: it uses the one
+    # before, then replays the tail.
+    snaps = first.snapshots
     body = snaps.s3.get_object(Bucket=snaps.bucket, Key=manifests[0].data_key)["Body"].read()
     snaps.s3.put_object(Bucket=snaps.bucket, Key=manifests[0].data_key, Body=body[:100])
-    standby = DialogWorker.create(settings, "north")
+    lost = settings.model_copy(update={"dialog_database_prefix": settings.dialog_database_prefix + "lost_"})
+    again = DialogWorker.create(lost, "east")
     try:
-        report = standby.rebuild()
+        report = again.rebuild()
         assert report.source == "snapshot" and report.snapshot_id == manifests[1].snapshot_id
         assert len(report.skipped_snapshots) == 1 and manifests[0].snapshot_id in report.skipped_snapshots[0]
         assert report.events_replayed == sum(tail.values()) - manifests[1].position
-        assert {s.session_id: s for s in standby.store.all_states()} == expected
-        assert standby.store.stats().applied == sum(tail.values())
+        assert {s.session_id: s for s in again.store.all_states()} == expected
+        assert again.store.stats().applied == sum(tail.values())
+        assert again.positions == tail
     finally:
-        standby.close()
+        again.close()
 
-    # Every manifest gone (the standby wrote its own meanwhile): a fresh region replays the whole log.
+    # Every manifest gone (the rebuilt worker wrote its own meanwhile): a fresh store replays the whole log.
     for m in snaps.manifests()[0]:
         snaps.s3.delete_object(Bucket=snaps.bucket, Key=snaps.manifest_key(m.snapshot_id))
     other = settings.model_copy(update={"dialog_database_prefix": settings.dialog_database_prefix + "x"})
-    fresh = DialogWorker.create(other, "north")
+    fresh = DialogWorker.create(other, "east")
     try:
         report = fresh.rebuild()
         assert report.source == "full replay" and report.events_replayed == sum(tail.values())
@@ -166,9 +184,36 @@ def test_rebuild_falls_back_past_a_corrupt_snapshot_then_to_a_full_replay(settin
         fresh.close()
 
 
+def test_a_region_uses_its_own_object_store_and_broker(settings: Settings) -> None:
+    """North's worker folds north's broker and snapshots into north's object store: nothing of
+    east's reaches it, and east sees none of north's snapshots."""
+    north = settings.for_region("north")
+    assert north.s3_endpoint != settings.s3_endpoint and north.kafka_bootstrap != settings.kafka_bootstrap
+    events = make_log(40, seed=7)
+    ends = ends_of(publish(north, events), settings.dialog_topic)
+    worker = DialogWorker.create(settings, "north")
+    try:
+        report = worker.rebuild()
+        assert report.source == "full replay" and report.events_replayed == len(events)
+        manifest = worker.snapshot_now()
+        assert worker.positions == ends and manifest.offsets == ends and manifest.region == "north"
+    finally:
+        worker.close()
+    north_snaps = SnapshotStore.from_settings(north)
+    east_snaps = SnapshotStore.from_settings(settings.for_region("east"))
+    assert [m.snapshot_id for m in north_snaps.manifests()[0]] == [manifest.snapshot_id]
+    assert east_snaps.manifests() == ([], [])
+    east = DialogWorker.create(settings, "east", snapshots=False)
+    try:
+        with pytest.raises(DialogError, match="has no partitions in region east"):
+            east.rebuild()  # east's broker has no such topic
+    finally:
+        east.close()
+
+
 def test_cli_rebuild_and_show(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     events = make_log(30, seed=6)
-    publish(settings, events)
+    publish(settings.for_region("north"), events)  # north's own broker: `--region north` folds it
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers(dest="command"))
 

@@ -1,5 +1,5 @@
 """Fixtures of the embedding tests: the real model both ways (ONNX Runtime, and sentence-transformers
-as the reference), offline, and a real Postgres for the cache."""
+as the reference), offline, and a real Postgres (the source region's) for the cache."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from embedding.model_files import model_dir
 from embedding.onnx_embedder import OnnxEmbedder
 from embedding.torch_embedder import SentenceTransformerEmbedder
 from regionsync.settings import Settings
-from regionsync.stack import postgres, procs
+from regionsync.stack import postgres
+from tests.stacks import free_settings
+from tests.state_dirs import private_state_dir
 
 
 @pytest.fixture(scope="session")
@@ -27,10 +29,15 @@ def onnx_embedder() -> OnnxEmbedder:
 
 
 @pytest.fixture(scope="package")
-def pg_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = Settings(state_dir=tmp_path_factory.mktemp("pg"), pg_port=procs.free_port())
-    postgres.start(settings)
-    try:
-        yield settings
-    finally:
-        postgres.stop(settings)
+def pg_settings() -> Iterator[Settings]:
+    """The source region's Postgres alone (the embedding cache lives there), on a free port; the
+    settings are the source region's view (its server is pg_host/pg_port)."""
+    # A private state dir, not pytest's tmp_path: the postgres user must reach the data dir.
+    with private_state_dir("embedding-pg") as state:
+        settings = free_settings(state)
+        source = settings.source_region
+        try:
+            postgres.start(settings, source)
+            yield settings.source()
+        finally:
+            postgres.stop(settings, source)
