@@ -145,10 +145,19 @@ def test_search_stats_error_rate_and_percentiles() -> None:
 # ---------------------------------------------------------------------------- report
 
 
-def model(rto: float = 4.0, lost: int = 0, interval: float = 1.0, final_drift: bool = False) -> dict:
+def model(rto: float = 4.0, lost: int = 0, interval: float = 1.0, final_drift: bool = False,
+          listed: int | None = None, ack_mode: str = "local", scope: str = "region", cited: int = 5) -> dict:
+    """A drill's report model: ``lost`` acknowledged turns missing in the new region, ``listed``
+    of them found set aside at the failback (default: all of them)."""
     fail = 1000.0
+    missing = [{"session_id": f"s{i}", "turn": i, "region": "east", "last_seq": 9, "held_last_seq": 4}
+               for i in range(lost)]
+    unreplicated = [{"session_id": f"s{i}", "turn": i, "region": "east", "last_seq": 9, "fenced_seqs": [5],
+                     "acked_at": fail - 0.1} for i in range(lost if listed is None else listed)]
     return {
+        "commit": "0123456789abcdef",
         "drill": {"failed_region": "east", "new_region": "north", "mode": "kill", "regions": ["east", "north"],
+                  "scope": scope, "source_region": "east", "ack_mode": ack_mode,
                   "probe_interval_s": interval, "probe_timeout_s": 1.0, "misses": 3, "users": 2, "think_s": 1.0,
                   "doc_rate": 1.0, "search_rate": 2.0, "run_id": "r1", "fail_phase_s": 0.4},
         "machine": {"description": "test machine"},
@@ -158,19 +167,23 @@ def model(rto: float = 4.0, lost: int = 0, interval: float = 1.0, final_drift: b
         "results": {
             "recovery": {"rto_s": rto, "detection_s": 3.0, "promotion_s": 0.4, "failure_to_first_answer_s": rto - 0.5},
             "customers": {"moved_within_s": 60.0, "moved_share": 1.0, "outage_p50_s": 3.0, "outage_max_s": 4.0},
-            "rpo": {"acknowledged_turns": 50, "turns_lost": lost, "doc_changes": 20, "docs_missing": 0,
-                    "docs_complete_after_s": 0.5},
+            "rpo": {"acknowledged_turns": 50, "turns_lost": lost, "missing_turns": missing, "doc_changes": 20,
+                    "docs_missing": 0, "docs_complete_after_s": 0.5},
             "sessions": {"held": 9, "folded": 9, "differing": [], "absent": [], "views_differing": []},
             "search": {"drill": {"requests": 40, "errors": 2, "error_rate": 0.05, "p50_ms": 12.0, "p99_ms": 80.0},
-                       "outage": {"requests": 8, "errors": 2, "error_rate": 0.25, "p50_ms": 12.0, "p99_ms": 80.0}},
+                       "outage": {"requests": 8, "errors": 2, "error_rate": 0.25, "p50_ms": 12.0, "p99_ms": 80.0},
+                       "new_region_cited_after_failure": cited},
         },
+        "replication": {"lag_at_failure": {"source": "east", "target": "north", "dialog_lag_records": lost,
+                                           "dialog_lag_ms": 40.0}, "ack_mode": ack_mode},
+        "knowledge": {"region": "north", "documents": 300, "newest_version": 123456, "read_at": fail + 4},
         "reconcile": {
-            "surviving": {"regions": ["north"], "counts": {"north": {"missing": 0}}, "drift_found": False,
-                          "remaining": None, "seconds": 1.0},
+            "surviving": {"skipped": "the source region east is down: compared at the end"},
             "final": {"regions": ["east", "north"], "counts": {"east": {"missing": 1 if final_drift else 0}},
                       "drift_found": final_drift, "remaining": [], "seconds": 2.0},
         },
-        "failback": {"seconds": 12.0, "role": "standby", "caught_up": True},
+        "failback": {"seconds": 12.0, "role": "standby", "caught_up": True, "conflicts": [{"seq": 5}] * lost,
+                     "unreplicated_turns": unreplicated},
         "customers": [
             {"customer": 0, "outage_s": 3.0, "moved_after_s": 3.5, "intervals": [[fail + 0.2, fail + 3.5]],
              "acks": {"east": [fail - 5, fail - 0.5], "north": [fail + 3.5, fail + 5]}},
@@ -192,8 +205,14 @@ def test_targets_and_verdict() -> None:
     assert rto["target"] == "<= 6 s" and rto["met"] is True
     slow = model(rto=7.5)
     assert report.verdict(slow)["ok"] is True and report.verdict(slow)["timing_missed"][0].startswith("RTO")
-    assert report.verdict(model(lost=1))["failed"] == ["acknowledged turns lost"]
+    # Asynchronous replication: the turns lost must be exactly the ones listed as not replicated.
+    assert report.verdict(model(lost=2))["ok"] is True
+    assert report.verdict(model(lost=2, listed=1))["failed"] == ["acknowledged turns lost = turns listed as not replicated"]
+    assert report.verdict(model(lost=0, listed=1))["ok"] is False  # listed but held: never silent either way
+    # Mirrored acknowledgements: none may be lost.
+    assert report.verdict(model(lost=1, ack_mode="mirrored"))["failed"] == ["acknowledged turns lost"]
     assert report.verdict(model(final_drift=True))["failed"] == ["regions equal to the source at the end"]
+    assert report.verdict(model(cited=0))["failed"] == ["north answered searches with sources after the failure"]
     odd = model(interval=5.0)
     assert next(t for t in report.targets(odd) if t["name"].startswith("RTO"))["met"] is None
     assert report.rto_target(10, 3) == 35.0
@@ -206,6 +225,7 @@ def test_the_page_has_the_timeline_and_the_figures() -> None:
     assert page.startswith("<!doctype html>") and "<?xml" not in page
     assert "<div id='timeline'><svg" in page and page.count("<path") > 50
     assert "PASSED" in page and "RTO" in page and "test machine" in page
+    assert "Scope: region" in page and "0123456789ab" in page and "300 documents" in page
     assert "\n".join(report.summary_lines(m)).endswith("PASSED")
 
 
