@@ -6,8 +6,10 @@ below the real end whenever that second held several batches or one batch of sev
 during normal operation and after a restart alike (tansu-storage/src/dynostore.rs,
 ``DynoStore::list_offsets``). Its fetch path reads the partition's watermark every time and is
 exact. So an end offset here is the high watermark of a fetch response: assign each partition at
-its ListOffsets answer (never past the end), fetch until the partition reports EOF, read the
-watermark the fetch carried. On Apache Kafka both answers agree and this costs one fetch.
+its ListOffsets answer (never past the end), wait for the first fetch answer of each (a record,
+or the end of the partition), read the watermark it carried. One fetch per partition, whatever
+the distance between the two answers (reading on to the end costs one object read per batch on
+this engine: tens of batches a second). On Apache Kafka both answers agree.
 
 Use it wherever an end matters: lag, "read to the end", a promotion's "caught up".
 """
@@ -58,6 +60,7 @@ def fetch_ends(bootstrap: str, tps: Sequence[TP], timeout_s: float = 5.0) -> dic
                 err = msg.error()
                 if err is None:
                     seen[tp] = max(seen.get(tp, 0), int(msg.offset() or 0) + 1)
+                    pending.discard(tp)  # the fetch that brought it carried the watermark
                 elif err.code() == KafkaError._PARTITION_EOF:
                     pending.discard(tp)
         out: dict[TP, int] = {}
