@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -192,7 +193,29 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A port nobody listens on, below the kernel's ephemeral range: a port the kernel hands out
+    itself can be taken by any outgoing connection's source port before the service that was
+    given it binds (seen: a region service failing with "address already in use" while tests of
+    another stack ran on the machine)."""
+    low, _high = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10_000, max(10_001, low - 1))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -203,7 +226,7 @@ def free_port_block(n: int) -> int:
     metrics at a base port + an index). All are held open while checking, so none counts twice."""
     for _ in range(200):
         base = free_port()
-        if base + n >= 65000:
+        if base + n >= min(65000, _ephemeral_range()[0]):
             continue
         with ExitStack() as held:
             try:
@@ -242,9 +265,10 @@ def free_object_store_port() -> int:
     10000 above its admin port)."""
     from regionsync.settings import S3_PORT_STRIDE
 
-    for _ in range(200):
+    low, _high = _ephemeral_range()
+    for _ in range(400):
         base = free_port_block(S3_PORT_STRIDE)
-        if base + S3_PORT_STRIDE + 10000 < 65000 and _free(base + 8 + 10000):
+        if base + S3_PORT_STRIDE + 10000 < low and _free(base + 8 + 10000):
             return base
     raise RuntimeError("no free block of ports for an object store")
 
