@@ -276,8 +276,8 @@ class RegionIndexer:
                 log.info("%s: asked for the whole state of %d documents this region lacks: %s", self.stage,
                          len(requests), [r.doc_id for r in requests][:10])
         if incarnation is not None and self._topic_id() not in (None, incarnation):
-            # The chunks topic was recreated while this batch was applied (a broker that lost its
-            # data: the embedded one keeps topics in memory). Its offsets belong to the lost topic:
+            # The chunks topic was recreated while this batch was applied (a broker whose data was
+            # lost or wiped, or an operator's delete and create). Its offsets belong to the lost topic:
             # committed into the new one they would make this region skip its first records.
             # Applied is applied; the group starts the new topic from its beginning.
             log.error("%s: %s was recreated while a batch was applied: its offsets are not committed",

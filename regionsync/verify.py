@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from regionsync.errors import RegionsyncError
+from regionsync.kafka import EndsUnknown, fetch_ends
 from regionsync.settings import Settings
 from streams import cms, debezium
 from streams.capture import CaptureSpec
@@ -91,7 +93,8 @@ def expected_from_postgres(settings: Settings) -> dict[str, ExpectedDoc]:
 
     ref = SourceRef("postgres", settings.capture_table, 0, 0)
     out: dict[str, ExpectedDoc] = {}
-    with psycopg.connect(settings.pg_dsn()) as conn, conn.cursor() as cur:
+    # The CMS database is in the source region's Postgres, whichever region ``settings`` were made for.
+    with psycopg.connect(settings.source().pg_dsn()) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT * FROM {settings.capture_table}")  # noqa: S608 - table name is configuration
         names = [d.name for d in cur.description or []]
         for values in cur:
@@ -106,17 +109,27 @@ def expected_from_postgres(settings: Settings) -> dict[str, ExpectedDoc]:
     return out
 
 
-def read_topic(settings: Settings, topic: str, idle_polls: int = 5, timeout: float = 60.0) -> Iterator[Any]:
-    """Every record of ``topic`` from the beginning, without joining a group.
+class ReadTimeout(RegionsyncError):
+    """A topic was not read to its end in time: what was read is not the whole topic."""
 
-    "The end" is the reported high-water mark AND ``idle_polls`` empty polls in a row: tansu's
-    high-water mark can be lower than the real end (shared/STACK.md), so it is not trusted alone.
+
+def read_topic(settings: Settings, topic: str, *, timeout: float = 60.0, region: str | None = None) -> Iterator[Any]:
+    """Every record of ``topic`` from the beginning, on ``region``'s broker (default: the source
+    region's, where the CMS, change and chunks topics live), without joining a group.
+
+    "The end" is where the fetch path says each partition ends when the read starts
+    (:func:`regionsync.kafka.fetch_ends`): tansu's ListOffsets answer can be far below the real
+    end, so it is not trusted. A partition is read once the consumer passed that end or reported
+    EOF at it (an offset without a record, e.g. a transaction marker, is never delivered). Raises
+    :class:`ReadTimeout` (after yielding what it read) if that takes longer than ``timeout``.
     """
+    bootstrap = settings.for_region(region or settings.source_region).kafka_bootstrap
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            "bootstrap.servers": bootstrap,
             "group.id": f"regionsync-verify-{time.monotonic_ns()}",
             "enable.auto.commit": False,
+            "enable.partition.eof": True,
             "fetch.wait.max.ms": settings.fetch_wait_max_ms,
         }
     )
@@ -125,24 +138,23 @@ def read_topic(settings: Settings, topic: str, idle_polls: int = 5, timeout: flo
         if meta is None or meta.error is not None:
             return
         parts = sorted(meta.partitions)
-        highs = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        # A busy broker can take seconds to answer a fetch (seen: > 10 s under a 1,000-change load on 2 cores).
+        ends = {p: end for (_t, p), end in fetch_ends(bootstrap, [(topic, p) for p in parts], timeout).items()}
         consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        positions = dict.fromkeys(parts, 0)
-        empty = 0
+        reached = dict.fromkeys(parts, 0)  # next offset to read, or where EOF was reported
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            batch = consumer.consume(1000, 0.2)
-            if not batch:
-                empty += 1
-                if empty >= idle_polls and all(positions[p] >= highs[p] for p in parts):
-                    return
-                continue
-            empty = 0
-            for msg in batch:
-                if msg.error() is not None:
-                    continue
-                positions[msg.partition()] = (msg.offset() or 0) + 1
-                yield msg
+        while any(reached[p] < ends[p] for p in parts):
+            if time.monotonic() > deadline:
+                short = {p: (reached[p], ends[p]) for p in parts if reached[p] < ends[p]}
+                raise ReadTimeout(f"{topic} at {bootstrap}: partitions not read to their end in "
+                                  f"{timeout:.0f}s (reached, end): {short}")
+            for msg in consumer.consume(1000, 0.2):
+                err, p = msg.error(), int(msg.partition() or 0)
+                if err is None:
+                    reached[p] = max(reached[p], int(msg.offset() or 0) + 1)
+                    yield msg
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    reached[p] = max(reached[p], int(msg.offset() or 0))
     finally:
         consumer.close()
 
@@ -307,7 +319,13 @@ def wait_converged(
     reports: dict[str, RegionReport] = {}
     try:
         while True:
-            expected = expected_state(settings, with_versions)
+            try:
+                expected = expected_state(settings, with_versions)
+            except (EndsUnknown, ReadTimeout):  # the source's broker is too busy to answer now: not yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(interval)
+                continue
             # Every region is checked each round: the source may have moved since it last matched.
             for region in regions:
                 try:

@@ -1,7 +1,7 @@
 """Peak memory of every process of the stack, sampled while the bench runs.
 
-A *service* is a process the stack started (pid file ``STATE/run/NAME.pid``, or Postgres'
-``postmaster.pid``) together with all its descendants. Its peak is
+A *service* is a process the stack started (pid file ``STATE/run/NAME.pid``, or a region's
+Postgres' ``postmaster.pid``) together with all its descendants. Its peak is
 
 * for a service that is one process: the kernel's own high-water mark ``VmHWM``
   (``/proc/PID/status``), which is exact whatever the sampling interval;
@@ -100,10 +100,14 @@ def stack_pids(state_dir: Path) -> dict[str, int]:
             out[pid_file.stem] = int(pid_file.read_text().strip())
         except (OSError, ValueError):
             continue
-    try:
-        out["postgres"] = int((state_dir / "postgres" / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
+    # Each region's Postgres runs under pg_ctl: its postmaster's pid is in its data dir
+    # (regionsync/stack/postgres.py: STATE/pg/<region>), named as the stack names it.
+    pg = state_dir / "pg"
+    for lock in sorted(pg.glob("*/postmaster.pid")) if pg.exists() else []:
+        try:
+            out[f"postgres-{lock.parent.name}"] = int(lock.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
     return out
 
 

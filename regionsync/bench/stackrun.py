@@ -18,18 +18,15 @@ log = logging.getLogger(__name__)
 
 def bench_settings(base: Settings, state_dir: Path) -> Settings:
     """``base`` (the user's settings: model, batch size, threads, chunking, regions) with a
-    private state dir and free ports for every service."""
-    return base.model_copy(
-        update={
-            "state_dir": state_dir.resolve(),
-            "pg_port": procs.free_port(),
-            "kafka_bootstrap": f"127.0.0.1:{procs.free_port()}",
-            "connect_url": f"http://127.0.0.1:{procs.free_port()}",
-            "s3_endpoint": f"http://127.0.0.1:{procs.free_port()}",
-            "milvus_uris": {region: f"http://127.0.0.1:{procs.free_port()}" for region in base.regions},
-            **procs.free_service_ports(len(base.regions)),
-        }
+    private state dir and free ports for every service of every region. Built anew, not copied:
+    the per-region address maps are filled at construction, and must be the new ports'."""
+    values = base.model_dump()
+    values.update(
+        state_dir=state_dir.resolve(),
+        serve_urls={},  # the bench's own services, on the free serve ports
+        **procs.free_infra_ports(list(base.regions), base.source_region),
     )
+    return Settings(**values)
 
 
 @dataclass

@@ -239,7 +239,7 @@ def up(settings: Settings, workers: bool = True) -> dict[str, Any]:
     start_infra(settings)
     if workers:
         start_workers(settings)
-    apply_connector(settings)
+    apply_connector(settings, attempts=3)  # Connect's validate call can outlast its read timeout on a busy machine
     if workers and not prometheus.is_up(settings):
         prometheus.start(settings)
     return status(settings)

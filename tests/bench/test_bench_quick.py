@@ -13,6 +13,8 @@ import pytest
 from regionsync import cli
 from regionsync.bench import report, rss
 from regionsync.bench.profiling import summarize
+from regionsync.bench.stackrun import bench_settings
+from regionsync.settings import Settings
 
 
 @pytest.mark.integration
@@ -57,7 +59,12 @@ def test_quick_bench_prints_every_row_and_saves_the_json(tmp_path: Path, capsys:
     dialog = r["dialog"]
     assert dialog is not None and dialog["full_replay_events_per_s"] > 0 and dialog["restore_total_s"] > 0
     services = r["rss"]["services"]
-    assert {"postgres", "broker", "connect", "changes"} <= set(services)
+    regions = r["settings"]["regions"]
+    # Every process of every region (named as the stack names them), the source's Connect and agent.
+    per_region = ("seaweed", "postgres", "broker", "milvus", "indexer", "dialog", "serve")
+    expected = {"connect", "changes", *(f"{kind}-{region}" for region in regions for kind in per_region),
+                *(f"mirror-{a}-{b}" for a in regions for b in regions if a != b)}
+    assert expected <= set(services), expected - set(services)
     assert all(v["peak_bytes"] > 0 for v in services.values())
     assert r["rss"]["stack_total_bytes"] == sum(v["peak_bytes"] for v in services.values())
 
@@ -75,6 +82,30 @@ def test_rss_of_a_process_tree_and_of_this_process(tmp_path: Path) -> None:
     peaks = sampler.stop()
     assert peaks["me"].peak_bytes > 10 * 1024**2
     assert rss.self_peak_bytes() >= peaks["me"].peak_bytes // 2
+
+
+def test_the_bench_stack_moves_every_regions_ports_and_keeps_the_users_other_settings(tmp_path: Path) -> None:
+    base = Settings(regions=["east", "north"], chunk_size=123, serve_urls={"east": "http://elsewhere:80"})
+    s = bench_settings(base, tmp_path / "state")
+    assert s.chunk_size == 123 and s.regions == base.regions and s.state_dir == (tmp_path / "state").resolve()
+    assert s.serve_url("east") == f"http://127.0.0.1:{s.serve_base_port}"  # its own services, not the user's
+    for name in ("kafka_bootstraps", "pg_addresses", "s3_endpoints", "milvus_uris"):
+        ours, users = getattr(s, name), getattr(base, name)
+        assert set(ours) == {"east", "north"} and len(set(ours.values())) == 2, name
+        assert not set(ours.values()) & set(users.values()), name
+    north = s.for_region("north")  # what every worker of a region is given
+    assert (north.kafka_bootstrap, f"{north.pg_host}:{north.pg_port}", north.s3_endpoint) == (
+        s.kafka_bootstraps["north"], s.pg_addresses["north"], s.s3_endpoints["north"])
+    assert s.source() == s
+
+
+def test_stack_pids_name_every_regions_postgres_beside_the_pid_files(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "broker-east.pid").write_text("101")
+    for region, pid in (("east", 202), ("north", 303)):
+        (tmp_path / "pg" / region).mkdir(parents=True)
+        (tmp_path / "pg" / region / "postmaster.pid").write_text(f"{pid}\n/data\n")
+    assert rss.stack_pids(tmp_path) == {"broker-east": 101, "postgres-east": 202, "postgres-north": 303}
 
 
 def test_profile_summary_reads_py_spy_raw_stacks(tmp_path: Path) -> None:

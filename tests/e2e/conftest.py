@@ -12,26 +12,22 @@ import pytest
 
 from indexer.errors import RegionUnavailable
 from regionsync.settings import Settings
-from regionsync.stack import procs, stack
+from regionsync.stack import stack
+from tests.stacks import free_settings
 from tests.state_dirs import private_state_dir
 
 
 def e2e_settings(base: Path) -> Settings:
-    east, north = procs.free_port(), procs.free_port()
-    return Settings(
-        state_dir=base / "state",
-        pg_port=procs.free_port(),
+    """Settings of a whole two-region stack in ``base``: every region's ports free (brokers,
+    object stores, Postgres servers, Milvus, Connect, region services, workers' metrics,
+    Prometheus), since other stacks may run on this machine."""
+    return free_settings(
+        base / "state",
         # A password that cannot appear by accident, so tests can prove no log line or output holds it.
         pg_password=f"pw-{secrets.token_hex(8)}",
-        kafka_bootstrap=f"127.0.0.1:{procs.free_port()}",
-        connect_url=f"http://127.0.0.1:{procs.free_port()}",
-        s3_endpoint=f"http://127.0.0.1:{procs.free_port()}",
-        milvus_uris={"east": f"http://127.0.0.1:{east}", "north": f"http://127.0.0.1:{north}"},
         # Small chunks: documents of a few paragraphs span several chunks, as in production.
         chunk_size=400,
         chunk_overlap=50,
-        # Region services and workers' metrics too: another stack may run on this machine.
-        **procs.free_service_ports(2),
     )
 
 

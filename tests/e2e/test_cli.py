@@ -31,16 +31,25 @@ def test_stack_status_json_lists_every_endpoint_and_lag_without_secrets(settings
     out = cli(settings, "stack", "status", "--json")
     assert out.returncode == 0, out.stderr
     info = orjson.loads(out.stdout)
-    assert info["postgres"]["up"] and info["kafka"]["up"] and info["connect"]["up"]
-    assert info["kafka"]["bootstrap"] == settings.kafka_bootstrap
-    assert info["connect"]["url"] == settings.connect_url
+    assert info["source_region"] == settings.source_region == "east"
+    assert info["connect"]["up"] and info["connect"]["url"] == settings.connect_url
     assert info["connect"]["connector"] == "RUNNING"
+    assert set(info["regions"]) == set(settings.regions)
     for region in settings.regions:
-        assert info["regions"][region]["milvus_uri"] == settings.milvus_uri(region)
-        assert isinstance(info["regions"][region]["lag"], int)
+        own = info["regions"][region]
+        # Each region's own parts, at its own addresses (none derived from another region's).
+        assert own["source"] == (region == settings.source_region)
+        assert own["broker"]["up"] and own["broker"]["bootstrap"] == settings.kafka_bootstraps[region]
+        assert own["object_store"]["up"] and own["object_store"]["endpoint"] == settings.s3_endpoints[region]
+        assert own["postgres"]["up"] and settings.pg_addresses[region] in own["postgres"]["dsn"]
+        assert "***" in own["postgres"]["dsn"] and settings.dialog_database(region) in own["postgres"]["dsn"]
+        assert own["milvus_uri"] == settings.milvus_uri(region) and own["milvus_up"]
+        assert own["indexer_running"] and own["dialog_running"] and own["service_running"]
+        assert own["mirrors_in"] == {other: True for other in settings.others(region)}
+        assert isinstance(own["lag"], int), own.get("lag_error")
+    assert len({r["broker"]["bootstrap"] for r in info["regions"].values()}) == len(settings.regions)
     secret = settings.pg_password.get_secret_value()
     assert secret not in out.stdout + out.stderr
-    assert "***" in info["postgres"]["dsn"]
 
 
 def test_publish_then_search_in_both_regions_with_sources(settings: Settings, tmp_path: Path) -> None:

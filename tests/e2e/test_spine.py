@@ -22,6 +22,7 @@ from connectors.config import load as load_connector_config
 from embedding.embedder import Embedder
 from embedding.runtime import embedder_from_settings
 from indexer.sink import RegionSink
+from mirror import policy
 from regionsync import verify
 from regionsync.corpus import stdlib_documents
 from regionsync.settings import PLACEHOLDER, Settings
@@ -296,10 +297,16 @@ def test_without_reselection_the_agent_merges_and_a_region_that_lacks_a_document
     events = [orjson.loads(m.value()) for m in verify.read_topic(settings, settings.cdc_topic)
               if m.key() and f'"{healed}"'.encode() in m.key() and m.value() is not None]
     assert events[-1]["after"]["body"] == PLACEHOLDER, "the tags update really carried the placeholder"
-    requests = [m for m in verify.read_topic(settings, settings.heal_topic) if m.key() == healed.encode()]
+    requests = [m for m in _heal_requests_from_north(settings) if m.key() == healed.encode()]
     assert requests, "north asked for the document it lacked"
     model = embedder_from_settings(settings)
     _assert_regions_hold(settings, [*fast, healed], model)
+
+
+def _heal_requests_from_north(settings: Settings) -> list:
+    """North's heal requests as the change agent reads them: north's indexer writes them to its
+    own broker, the replicator brings them to the source's as ``north.<heal topic>``."""
+    return list(verify.read_topic(settings, policy.topic_in(settings.source_region, "north", settings.heal_topic)))
 
 
 def _vectors(settings: Settings, region: str, doc_id: str) -> dict[int, bytes]:
@@ -346,7 +353,7 @@ def test_title_and_tags_changes_are_metadata_records_and_a_region_lacking_the_do
             assert _vectors(settings, region, doc_id) == before[(region, doc_id)], f"{region}: {doc_id} vectors moved"
         lost = doc_rows(settings, region, "meta-lost")
         assert lost and {r["title"] for r in lost} == {"Lost, renamed"}, region
-    requests = [m for m in verify.read_topic(settings, settings.heal_topic) if m.key() == b"meta-lost"]
+    requests = [m for m in _heal_requests_from_north(settings) if m.key() == b"meta-lost"]
     assert requests, "north asked for the document it lacked"
 
 

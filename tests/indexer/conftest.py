@@ -1,7 +1,8 @@
-"""Fixtures of the indexer tests: real Postgres, real tansu, real Milvus servers (C++), real model.
+"""Fixtures of the indexer tests: real tansu (on its real object store), real Milvus servers (C++),
+real model.
 
-Every service gets a free port and a directory under pytest's tmp dir, so parallel test sessions
-on one machine never meet. Services are started once per session where tests can share them;
+Every service gets a free port (tests.stacks.free_settings) and a directory under pytest's tmp
+dir, so parallel test sessions on one machine never meet. Services are started once per session where tests can share them;
 tests that stop a service (outage drills) get their own.
 """
 
@@ -20,29 +21,30 @@ from embedding.embedder import Embedder
 from embedding.hash_embedder import HashEmbedder
 from embedding.runtime import embedder_from_settings
 from regionsync.settings import Settings
-from regionsync.stack import broker, milvus, postgres, procs
+from regionsync.stack import broker, milvus, seaweed
 from streams.events import Chunk, DocRecord, RecordOp, SourceRef
 from streams.events import content_hash as text_hash
-from tests.state_dirs import private_state_dir
+from tests.stacks import free_settings
 
 REGION = "east"
 
 
 def make_settings(state_dir: Path, **overrides: object) -> Settings:
+    """One region (the source: its indexer reads the plain chunks topic), every port free."""
     values: dict[str, object] = dict(
-        state_dir=state_dir,
-        regions=[REGION],
-        milvus_uris={},
-        milvus_base_port=procs.free_port(),
-        pg_port=procs.free_port(),
-        kafka_bootstrap=f"127.0.0.1:{procs.free_port()}",
         chunks_topic=f"chunks-{uuid.uuid4().hex[:8]}",
         dlq_topic=f"dlq-{uuid.uuid4().hex[:8]}",
         topic_partitions=2,
-        **procs.free_service_ports(1),  # the worker's metrics port: other stacks may run here
     )
     values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    return free_settings(state_dir, regions=[REGION], **values)
+
+
+def on_broker(settings: Settings, kafka: Settings) -> Settings:
+    """``settings`` with ``kafka``'s broker as the region's: the map too, which ``for_region``
+    (every region-bound class) reads, not only the flat value."""
+    return settings.model_copy(update={"kafka_bootstrap": kafka.kafka_bootstrap,
+                                       "kafka_bootstraps": {REGION: kafka.kafka_bootstrap}})
 
 
 @pytest.fixture(scope="session")
@@ -54,17 +56,6 @@ def embedder(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
 @pytest.fixture(scope="session")
 def hash_embedder() -> HashEmbedder:
     return HashEmbedder(384)
-
-
-@pytest.fixture(scope="package")
-def pg_settings() -> Iterator[Settings]:
-    with private_state_dir("indexer-pg") as state:
-        settings = make_settings(state)
-        postgres.start(settings)
-        try:
-            yield settings
-        finally:
-            postgres.stop(settings)
 
 
 @pytest.fixture(scope="package")
@@ -91,13 +82,18 @@ def own_milvus(tmp_path: Path) -> Iterator[Settings]:
 
 @pytest.fixture(scope="package")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The region's broker, on its object store (where it keeps its log)."""
     settings = make_settings(tmp_path_factory.mktemp("broker"))
-    broker.start(settings)
+    seaweed.start(settings, REGION)
     try:
-        yield settings
+        broker.start(settings, REGION)
+        try:
+            yield settings
+        finally:
+            gc.collect()  # destroy leftover Kafka clients first, or librdkafka logs reconnect errors
+            broker.stop(settings, REGION)
     finally:
-        gc.collect()  # destroy leftover Kafka clients first, or librdkafka logs reconnect errors
-        broker.stop(settings)
+        seaweed.stop(settings, REGION)
 
 
 @pytest.fixture

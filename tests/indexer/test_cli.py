@@ -59,7 +59,7 @@ def test_search_on_a_region_that_is_down_fails_cleanly(
 ) -> None:
     from regionsync.stack import procs
 
-    settings = shared_milvus.model_copy(update={"milvus_base_port": procs.free_port()})
+    settings = shared_milvus.model_copy(update={"milvus_uris": {REGION: f"http://127.0.0.1:{procs.free_port()}"}})
     monkeypatch.setattr(search, "embedder_from_settings", lambda s: embedder)
     args = parse(["search", "anything", "--region", REGION])
     assert args.func(args, settings) == 2

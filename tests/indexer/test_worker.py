@@ -24,20 +24,20 @@ from indexer.lag import lag_report, region_lag
 from indexer.plan import DocState
 from indexer.sink import RegionSink
 from indexer.worker import RegionIndexer
+from mirror import policy
 from regionsync.settings import Settings
 from regionsync.stack import milvus, procs
 from regionsync.verify import vectors_close
 from streams.events import DocRecord, RecordOp
 
-from .conftest import REGION, record_factory
+from .conftest import REGION, on_broker, record_factory
 
 
 def with_topics(base: Settings, kafka: Settings) -> Settings:
     """``base``'s Milvus, ``kafka``'s broker, fresh topics and collection for this test."""
     suffix = uuid.uuid4().hex[:8]
-    settings = base.model_copy(
+    settings = on_broker(base, kafka).model_copy(
         update={
-            "kafka_bootstrap": kafka.kafka_bootstrap,
             "chunks_topic": f"chunks-{suffix}",
             "dlq_topic": f"dlq-{suffix}",
             "collection": f"docs_{suffix}",
@@ -186,6 +186,43 @@ def test_applies_records_dead_letters_poison_and_commits(
     assert junk["headers"]["regionsync.reason"] == b"unparseable_json"
     assert base64.b64decode(by_reason["wrong_dim"]["value_b64"]) == wrong_dim.to_bytes()
     sink.close()
+
+
+def test_a_region_other_than_the_source_applies_its_copy_of_the_chunks_topic(
+    shared_milvus: Settings, kafka: Settings, hash_record: Callable[..., DocRecord]
+) -> None:
+    # Two regions whose brokers are one here, so the source's own chunks topic sits beside north's
+    # copy of it: north's indexer must read the copy (east.<chunks>), never the original.
+    one = with_topics(shared_milvus, kafka)
+    settings = Settings(**{
+        **one.model_dump(), "regions": [REGION, "north"], "pg_addresses": {}, "s3_endpoints": {},
+        "kafka_bootstraps": {REGION: kafka.kafka_bootstrap, "north": kafka.kafka_bootstrap},
+        "milvus_uris": {REGION: one.milvus_uri(REGION), "north": one.milvus_uri(REGION)},
+    })
+    copy = policy.chunks_topic_in(settings, "north")
+    assert copy == f"{REGION}.{settings.chunks_topic}" and policy.chunks_topic_in(settings, REGION) == settings.chunks_topic
+    admin = AdminClient({"bootstrap.servers": kafka.kafka_bootstrap})
+    admin.create_topics([NewTopic(copy, 2, 1)], request_timeout=10)[copy].result(10)
+
+    Feed(settings).records([hash_record("only-in-the-source-topic", 1, ["never read by north"])])
+    feed = Feed(settings)
+    feed.topic = copy
+    feed.records([hash_record(f"copied-{i}", 1, [f"copied {i}"]) for i in range(6)])
+
+    indexer = RegionIndexer(settings, "north")
+    assert indexer.topic == copy
+    try:
+        stats = indexer.run(max_idle_s=2.0)
+    finally:
+        indexer.close()
+    assert stats.records == 6 and stats.dead_letters == 0
+    sink = RegionSink.for_region(settings, "north")
+    assert set(sink.doc_states()) == {f"copied-{i}" for i in range(6)}
+    sink.close()
+    report = lag_report(settings, "north")
+    assert {p.partition: p.committed for p in report} == feed.ends and sum(p.lag for p in report) == 0
+    # north's group is its own: the source region's has committed nothing on the source's topic.
+    assert all(p.committed is None for p in lag_report(settings, REGION))
 
 
 def test_milvus_outage_holds_the_batch_then_catches_up(

@@ -4,6 +4,9 @@ The killed postmaster leaves ``postmaster.pid``. Postgres refuses to start while
 answers ``kill(pid, 0)``, which a zombie nobody has reaped yet does: the full fault suite met it on
 a loaded machine (both starts failed, "lock file already exists"). A backend orphaned by the kill
 and still attached to the old shared memory must still stop the start.
+
+Every region has its own server; this runs the source region's (it holds the CMS table the
+tests write to). The start path is the same for every region.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -31,15 +35,19 @@ pytestmark = pytest.mark.integration
 def settings() -> Iterator[Settings]:
     with private_state_dir("pglock-tests") as state:
         s = e2e_settings(state)
-        postgres.start(s)
+        postgres.start(s, s.source_region)
         try:
             yield s
         finally:
-            postgres.stop(s)
+            postgres.stop(s, s.source_region)
+
+
+def _data_dir(settings: Settings) -> Path:
+    return postgres.data_dir(settings, settings.source_region)
 
 
 def _postmaster(settings: Settings) -> int:
-    return int((postgres.data_dir(settings) / "postmaster.pid").read_text().split()[0])
+    return int((_data_dir(settings) / "postmaster.pid").read_text().split()[0])
 
 
 def _gone(pids: list[int]) -> None:
@@ -80,12 +88,12 @@ def test_a_killed_server_whose_lock_names_a_zombie_starts_again(settings: Settin
     zombie = subprocess.Popen(["true"])
     while _state(zombie.pid) != "Z":
         time.sleep(0.01)
-    lock = postgres.data_dir(settings) / "postmaster.pid"
+    lock = _data_dir(settings) / "postmaster.pid"
     lines = lock.read_text().splitlines()
     lock.write_text("\n".join([str(zombie.pid), *lines[1:]]) + "\n")
     try:
-        postgres.start(settings)
-        assert postgres.is_running(settings)
+        postgres.start(settings, settings.source_region)
+        assert postgres.is_running(settings, settings.source_region)
         assert _has_row(settings, "before-kill")  # crash recovery kept the committed row
         assert _postmaster(settings) != zombie.pid
     finally:
@@ -103,11 +111,11 @@ def test_a_backend_still_attached_to_the_killed_servers_memory_blocks_the_start(
         _gone(others)
         try:
             with pytest.raises(StackError, match="still attached"):
-                postgres.clear_stale_lock(postgres.data_dir(settings), timeout=1.0)
-            assert (postgres.data_dir(settings) / "postmaster.pid").exists()
+                postgres.clear_stale_lock(_data_dir(settings), timeout=1.0)
+            assert (_data_dir(settings) / "postmaster.pid").exists()
         finally:
             os.kill(backend, signal.SIGKILL)
         _gone([backend])
-    assert postgres.clear_stale_lock(postgres.data_dir(settings), timeout=30.0)
-    postgres.start(settings)
-    assert postgres.is_running(settings)
+    assert postgres.clear_stale_lock(_data_dir(settings), timeout=30.0)
+    postgres.start(settings, settings.source_region)
+    assert postgres.is_running(settings, settings.source_region)
