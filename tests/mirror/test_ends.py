@@ -20,10 +20,10 @@ def test_the_fetch_path_tells_the_real_end_where_list_offsets_does_not(two_regio
     for future in admin.create_topics([NewTopic(topic, 2, 1)]).values():
         future.result(15)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "acks": "all"})
-    for i in range(500):  # one or two big batches on partition 0
+    for _i in range(500):  # one or two big batches on partition 0
         producer.produce(topic, value=b"x" * 100, partition=0)
     producer.flush(30)
-    for i in range(5):  # several small batches within the same second on partition 1
+    for _i in range(5):  # several small batches within the same second on partition 1
         producer.produce(topic, value=b"y", partition=1)
         producer.flush(30)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t"})

@@ -108,7 +108,7 @@ def test_a_replicator_killed_mid_batch_neither_skips_nor_loses(two_regions: Sett
         # at most to its checkpoint (what the killed one copied after it is copied again).
         firsts = sorted(set(offsets), key=offsets.index)
         assert firsts == sorted(firsts)
-        for src_offset, key, value, ts, app in rows:
+        for _src_offset, key, value, ts, app in rows:
             i = int(value.decode()[1:])
             assert key == f"k{i % 97}".encode() and ts == 1_700_000_000_000 + i and app == f"h{i}".encode()
     assert total == N + 500
