@@ -369,6 +369,8 @@ class RegionService:
                 checks["role"]["error"] = "rejoining: reading the other regions' control topics"
             elif self._rejoin_note:
                 checks["role"]["note"] = self._rejoin_note
+            if self._acks is not None and self._acks.out_of_sync:
+                checks["role"]["mirrored_out_of_sync"] = sorted(self._acks.out_of_sync)
         except Exception as exc:  # noqa: BLE001
             role = "unknown"
             checks["role"] = {"ok": False, "error": str(exc)}
