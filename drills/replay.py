@@ -20,6 +20,7 @@ end; a checkpoint of another job) is found before anything is touched.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -36,6 +37,7 @@ from drills.errors import BadInput, DrillsError, GroupActive, ReplayFailed
 from drills.ranges import PartitionRange, resolve_ranges
 from drills.rate import RateLimiter
 from drills.reconcile import origin_headers
+from mirror import policy
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,18 +105,33 @@ class ReplayResult:
         }
 
 
+def in_region(settings: Settings, req: ReplayRequest) -> tuple[Settings, ReplayRequest]:
+    """A region target works on the region's own broker, on the topic as that region names it:
+    the source's chunks topic is the region's copy of it (``east.regionsync.doc-chunks`` in
+    north); a dialog topic is one the region folds (its own, or its copy of another region's).
+    Raises :class:`BadInput` for a topic the region does not consume."""
+    if req.region is None:
+        return settings, req
+    if req.region not in settings.regions:
+        raise BadInput(f"unknown region {req.region!r}; configured regions: {', '.join(settings.regions)}")
+    local = settings.for_region(req.region)
+    chunks = policy.chunks_topic_in(settings, req.region)
+    dialog = policy.inbound_topics(settings, req.region, settings.dialog_topic)
+    topic = chunks if req.topic == settings.chunks_topic else req.topic
+    if topic != chunks and topic not in dialog:
+        raise BadInput(
+            f"region {req.region} consumes {chunks} (its indexer) and {', '.join(dialog)} (its dialog store), not "
+            f"{req.topic}; replay {req.topic} into a topic instead"
+        )
+    return local, dataclasses.replace(req, topic=topic)
+
+
 def plan(settings: Settings, req: ReplayRequest) -> list[PartitionRange]:
     """Check the request and resolve its ranges. Raises :class:`BadInput`; touches nothing."""
     if (req.to_topic is None) == (req.region is None):
         raise BadInput("replay needs exactly one target: --to-topic TOPIC or --region REGION")
+    settings, req = in_region(settings, req)
     if req.region is not None:
-        if req.region not in settings.regions:
-            raise BadInput(f"unknown region {req.region!r}; configured regions: {', '.join(settings.regions)}")
-        if req.topic not in (settings.chunks_topic, settings.dialog_topic):
-            raise BadInput(
-                f"a region consumes {settings.chunks_topic} (its indexer) and {settings.dialog_topic} (its dialog "
-                f"store), not {req.topic}; replay {req.topic} into a topic instead"
-            )
         if req.rate is not None:
             raise BadInput("--rate applies to a replay into a topic; a region's consumer reads at its own pace")
     marks = kafka_io.watermarks(settings.kafka_bootstrap, req.topic, probe=True)
@@ -151,13 +168,15 @@ def _offset_for_time(settings: Settings, topic: str, partition: int, marks: tupl
 def run(settings: Settings, req: ReplayRequest, stop: threading.Event | None = None) -> ReplayResult:
     started = time.monotonic()
     ranges = plan(settings, req)
+    if (req.to_topic is None) != (req.region is None):
+        settings, req = in_region(settings, req)
     target = f"topic {req.to_topic}" + (f" at {req.to_bootstrap}" if req.to_bootstrap else "") if req.to_topic else f"region {req.region}"
     result = ReplayResult(req.topic, target, ranges, req.dry_run)
     if req.dry_run:
         pass
     elif req.to_topic is not None:
         _into_topic(settings, req, ranges, result, stop or threading.Event())
-    elif req.topic == settings.chunks_topic:
+    elif req.region is not None and req.topic == policy.chunks_topic_in(settings, req.region):
         _into_indexer(settings, req, ranges, result)
     else:
         _into_dialog_store(settings, req, ranges, result)

@@ -16,9 +16,11 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from dialog.reducer import fold
+from dialog.state import SessionState
 from dialog.store import PostgresStore
 from drills import kafka_io
 from indexer.sink import RegionSink
+from regionsync.pgdb import region_dsn
 from regionsync.settings import Settings
 from regionsync.verify import read_topic
 from tests.dialog.helpers import make_log, publish
@@ -162,19 +164,31 @@ def _holds(settings: Settings, region: str, doc_id: str) -> bool:
 
 
 def test_replay_dialog_log_rebuilds_a_standby_store(settings: Settings) -> None:
+    """East's turns reach north's copy of east's log; north's store then loses those sessions (an
+    operator's mistake, a bad restore); a replay of that copy into north folds them back."""
     events = make_log(6, seed=7, prefix="rp")
     publish(settings, events)
+    copy = f"east.{settings.dialog_topic}"
+
+    def north_sessions() -> dict[str, SessionState]:
+        store = PostgresStore.for_region(settings, "north")
+        try:
+            return {s.session_id: s for s in store.all_states() if s.session_id.startswith("rp")}
+        finally:
+            store.close()
+
+    wait_for(lambda: north_sessions() == fold(events), timeout=120, what="east's turns folded in north")
+    with psycopg.connect(region_dsn(settings, "north"), autocommit=True) as conn:
+        conn.execute("DELETE FROM dialog_sessions WHERE session_id LIKE 'rp%'")
+    assert north_sessions() == {}
     # Every region runs a dialog worker (a warm standby): moving its positions under it is refused.
-    refused = cli(settings, "replay", settings.dialog_topic, "--region", "north", "--json")
+    refused = cli(settings, "replay", copy, "--region", "north", "--json")
     assert refused.returncode == 2 and "dialog worker is running" in refused.stderr
-    out = cli(settings, "replay", settings.dialog_topic, "--region", "north", "--stop-consumer", "--json")
+    wrong = cli(settings, "replay", "nowhere.topic", "--region", "north", "--json")
+    assert wrong.returncode == 2 and copy in wrong.stderr  # says which logs north folds
+    out = cli(settings, "replay", copy, "--region", "north", "--stop-consumer", "--json")
     assert out.returncode == 0, out.stderr
-    store = PostgresStore.for_region(settings, "north")
-    try:
-        held = {s.session_id: s for s in store.all_states() if s.session_id.startswith("rp")}
-    finally:
-        store.close()
-    assert held == fold(events)
+    assert north_sessions() == fold(events)
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,8 @@ def test_a_region_without_its_milvus_is_not_ready_and_answers_503(settings: Sett
     errors_before = value(scrape(f"{url}/metrics"), "regionsync_http_errors_total", route="/search", region="north")
     milvus.stop(settings, "north")
     try:
+        # Readiness is checked every second in the background: it says so within a few seconds.
+        wait_for(lambda: requests.get(f"{url}/readyz", timeout=30).status_code == 503, 30, "north not ready")
         ready = requests.get(f"{url}/readyz", timeout=120)
         assert ready.status_code == 503
         body = ready.json()
