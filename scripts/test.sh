@@ -9,4 +9,6 @@ scripts/setup.sh --test
 .venv/bin/python scripts/check_runtime_deps.py
 .venv/bin/ruff check regionsync connectors streams embedding indexer dialog serve drills mirror tests
 .venv/bin/mypy
-exec .venv/bin/pytest "$@"
+# Two workers (tests/conftest.py: one test package per unit of work, the longest first, ports in a
+# slot per worker); --durations: the CI log names the slowest tests, to keep the run in its budget.
+exec .venv/bin/pytest -n "${REGIONSYNC_TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder --durations=30 "$@"

@@ -201,15 +201,38 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+PORT_SLOT_ENV = "REGIONSYNC_PORT_SLOT"
+PORT_SLOT_WIDTH = 1000  # a multiple of it separates an object store's admin port from its gRPC port
+
+
+def _port_slot() -> tuple[int, int]:
+    """(i, n) from ``REGIONSYNC_PORT_SLOT=i/n``: this process takes only the ports of every n-th
+    thousand, starting at the i-th. Stacks started side by side (the test workers) each pick in
+    their own slot: a port one has chosen but not yet bound cannot be chosen by another."""
+    raw = os.environ.get(PORT_SLOT_ENV, "")
+    try:
+        i, n = (int(x) for x in raw.split("/"))
+    except ValueError:
+        return 0, 1
+    return (i % n, n) if n > 0 else (0, 1)
+
+
+def in_port_slot(port: int) -> bool:
+    i, n = _port_slot()
+    return (port // PORT_SLOT_WIDTH) % n == i
+
+
 def free_port() -> int:
     """A port nobody listens on, below the kernel's ephemeral range: a port the kernel hands out
     itself can be taken by any outgoing connection's source port before the service that was
     given it binds (seen: a region service failing with "address already in use" while tests of
-    another stack ran on the machine)."""
+    another stack ran on the machine). Within this process's slot (``REGIONSYNC_PORT_SLOT``)."""
     low, _high = _ephemeral_range()
     rng = random.Random()
-    for _ in range(200):
+    for _ in range(2000):
         port = rng.randrange(10_000, max(10_001, low - 1))
+        if not in_port_slot(port):
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
@@ -226,7 +249,7 @@ def free_port_block(n: int) -> int:
     metrics at a base port + an index). All are held open while checking, so none counts twice."""
     for _ in range(200):
         base = free_port()
-        if base + n >= min(65000, _ephemeral_range()[0]):
+        if base + n >= min(65000, _ephemeral_range()[0]) or not in_port_slot(base + n - 1):
             continue
         with ExitStack() as held:
             try:
@@ -268,7 +291,7 @@ def free_object_store_port() -> int:
     low, _high = _ephemeral_range()
     for _ in range(400):
         base = free_port_block(S3_PORT_STRIDE)
-        if base + S3_PORT_STRIDE + 10000 < low and _free(base + 8 + 10000):
+        if base + S3_PORT_STRIDE + 10000 < low and in_port_slot(base + 8 + 10000) and _free(base + 8 + 10000):
             return base
     raise RuntimeError("no free block of ports for an object store")
 

@@ -23,6 +23,7 @@ from regionsync import cli
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.timeout(1800)  # thirteen scenarios on a stack of its own: about 11 min on 2 cores
 def test_quick_fault_suite_loses_nothing_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "faults.json"
     code = cli.main(["faults", "--quick", "--json", str(out), "--seed", "5"])
