@@ -182,12 +182,24 @@ class ConnectClient:
         log.info("connector %s: restart requested (failed_only=%s)", name, failed_only)
         return dict(resp.json()) if resp.status_code == 202 and resp.content else None
 
-    def delete(self, name: str) -> bool:
-        """Delete the connector; False if it did not exist. Its replication slot stays: see slots.py."""
+    def delete(self, name: str, interval: float = 0.25) -> bool:
+        """Delete the connector; False if it did not exist. Its replication slot stays: see slots.py.
+
+        Returns once Connect no longer knows the connector: the worker answers the DELETE when the
+        tombstone is written to the config topic, and until it has read that record back a GET (or
+        a second DELETE) still finds the connector. A caller that deletes, then creates or checks,
+        must not see the old one. Waits at most ``conflict_retry_s``; a connector still listed then
+        is logged, not raised (the tombstone is written and will be applied)."""
         try:
             self._request("DELETE", self._path(name))
         except ConnectorNotFound:
             return False
+        deadline = time.monotonic() + self.conflict_retry_s
+        while self.get_config(name) is not None:
+            if time.monotonic() >= deadline:
+                log.warning("connector %s: deleted, still listed after %.0f s", name, self.conflict_retry_s)
+                break
+            time.sleep(interval)
         log.info("connector %s: deleted", name)
         return True
 
