@@ -222,22 +222,30 @@ def in_port_slot(port: int) -> bool:
     return (port // PORT_SLOT_WIDTH) % n == i
 
 
+# Ports this process has handed out: a stack's settings take some thirty ports before any of its
+# services binds one, so a free port must also be one not given to another of them (seen: a
+# stack's Prometheus failing with "address already in use" on a port handed out twice).
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
     """A port nobody listens on, below the kernel's ephemeral range: a port the kernel hands out
     itself can be taken by any outgoing connection's source port before the service that was
     given it binds (seen: a region service failing with "address already in use" while tests of
-    another stack ran on the machine). Within this process's slot (``REGIONSYNC_PORT_SLOT``)."""
+    another stack ran on the machine). Within this process's slot (``REGIONSYNC_PORT_SLOT``), and
+    never one this process handed out before."""
     low, _high = _ephemeral_range()
     rng = random.Random()
     for _ in range(2000):
         port = rng.randrange(10_000, max(10_001, low - 1))
-        if not in_port_slot(port):
+        if not in_port_slot(port) or port in _GIVEN:
             continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _GIVEN.add(port)
             return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -251,6 +259,8 @@ def free_port_block(n: int) -> int:
         base = free_port()
         if base + n >= min(65000, _ephemeral_range()[0]) or not in_port_slot(base + n - 1):
             continue
+        if any(port in _GIVEN for port in range(base + 1, base + n)):
+            continue
         with ExitStack() as held:
             try:
                 for port in range(base, base + n):
@@ -258,6 +268,7 @@ def free_port_block(n: int) -> int:
                     sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _GIVEN.update(range(base, base + n))
             return base
     raise RuntimeError(f"no block of {n} free ports")
 
@@ -291,7 +302,9 @@ def free_object_store_port() -> int:
     low, _high = _ephemeral_range()
     for _ in range(400):
         base = free_port_block(S3_PORT_STRIDE)
-        if base + S3_PORT_STRIDE + 10000 < low and in_port_slot(base + 8 + 10000) and _free(base + 8 + 10000):
+        grpc = base + 8 + 10000
+        if base + S3_PORT_STRIDE + 10000 < low and in_port_slot(grpc) and grpc not in _GIVEN and _free(grpc):
+            _GIVEN.add(grpc)
             return base
     raise RuntimeError("no free block of ports for an object store")
 
