@@ -182,6 +182,9 @@ class SplitBrain(Scenario):
             _mirrors(ctx, True, f"fault suite: {self.name}")
             time.sleep(1.0)
             _promote(ctx, new, force=True)  # the standby cannot hear the active region: an operator forces it
+            # The replicators notice the pause within a second, but a batch read before it may still
+            # land in the new region: turns the old region acknowledged from here on cannot.
+            promoted_at = time.time()
             # Customers of the new region (the old one's keep talking to it: it does not know yet).
             second = ctx.workload(plan.seed + 1, run_id=f"{run}-b", start_region=new, doc_rate=0.0, search_rate=0.0)
             time.sleep(plan.fault_s)
@@ -200,6 +203,8 @@ class SplitBrain(Scenario):
         notes["turns_set_aside"] = len(end.sessions.log_lost_turns)
         notes["set_aside_examples"] = end.sessions.log_lost_turns[:5]
         notes["turns_acked_by_old_after_cut"] = sum(1 for a in load.acks if a.region == old and a.acked_at > wall0)
+        notes["turns_acked_by_old_after_promotion"] = sum(
+            1 for a in load.acks if a.region == old and a.acked_at > promoted_at)
         _promote(ctx, old)  # the usual roles again
         return result_of(plan, 1, end, skips.total(), load, notes, window)
 

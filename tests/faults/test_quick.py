@@ -53,9 +53,11 @@ def test_quick_fault_suite_loses_nothing_and_says_so(tmp_path: Path, capsys: pyt
     region = rows["region-loss"]["trials"][0]["notes"]
     assert region["failed"] == "east" and region["promoted"] == "north" and region["replicated_again"] is True
     split = rows["split-brain"]["trials"][0]["notes"]
-    assert split["replicated_again"] is True and split["turns_acked_by_old_after_cut"] >= 1
-    # Every turn the cut-off region took after the promotion is set aside (and listed), none lost.
-    assert split["turns_set_aside"] >= split["turns_acked_by_old_after_cut"]
+    assert split["replicated_again"] is True and split["turns_acked_by_old_after_promotion"] >= 1
+    # Every turn the cut-off region took after the promotion is set aside (and listed), none lost. (A
+    # turn acknowledged between the pause and the promotion may have crossed in a batch read before
+    # the replicator noticed the pause: not a conflict then.)
+    assert split["turns_set_aside"] >= split["turns_acked_by_old_after_promotion"]
     cut = rows["link-cut"]["trials"][0]["notes"]["lag_at_end_of_cut"]
     assert max(v["seconds"] for v in cut.values()) >= 3.0  # the lag grew while the link was cut
 
