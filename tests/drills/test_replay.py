@@ -20,6 +20,7 @@ from dialog.state import SessionState
 from dialog.store import PostgresStore
 from drills import kafka_io
 from indexer.sink import RegionSink
+from mirror.status import inbound
 from regionsync.pgdb import region_dsn
 from regionsync.settings import Settings
 from regionsync.verify import read_topic
@@ -177,7 +178,12 @@ def test_replay_dialog_log_rebuilds_a_standby_store(settings: Settings) -> None:
         finally:
             store.close()
 
-    wait_for(lambda: north_sessions() == fold(events), timeout=120, what="east's turns folded in north")
+    # Generous: the replicator may still be copying the drills' backlog on a busy machine. The
+    # failure names the replication state, to tell a slow copy from a stuck one.
+    try:
+        wait_for(lambda: north_sessions() == fold(events), timeout=300, what="east's turns folded in north")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; replication into north: {inbound(settings, 'north')}") from exc
     with psycopg.connect(region_dsn(settings, "north"), autocommit=True) as conn:
         conn.execute("DELETE FROM dialog_sessions WHERE session_id LIKE 'rp%'")
     assert north_sessions() == {}
