@@ -98,6 +98,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, help="random seed (failure phase, workload)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     p.add_argument("--report", type=Path, metavar="FILE.html", help="write the report as an HTML page")
+    p.add_argument("--show", type=Path, nargs="+", metavar="FILE",
+                   help="print the table of saved reports (--json files) and exit; touches no stack")
+    p.add_argument("--markdown", action="store_true", help="with --show: the table as Markdown")
     p.set_defaults(func=cmd_drill)
 
     from drills.faults import cli as faults_cli
@@ -187,9 +190,31 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _show(paths: list[Path], markdown: bool) -> int:
+    from drills import report
+
+    reports = []
+    for path in paths:
+        try:
+            data = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise BadInput(f"cannot read the drill report {path}: {exc}") from exc
+        if not isinstance(data, dict) or "drill" not in data or "results" not in data:
+            raise BadInput(f"{path} is not a failover drill's report (--json of `regionsync drill --fail`)")
+        reports.append((path.stem, data))
+    if markdown:
+        print("\n".join(report.markdown_table(reports)))
+    else:
+        for name, data in reports:
+            print("\n".join([f"{name}:", *report.summary_lines(data)]))
+    return 0
+
+
 def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
     """Exit status: 0 the drill passed its correctness checks (timing targets are reported, not
     judged here); 1 a check failed; 2 bad input or an error (nothing touched for bad input)."""
+    if args.show:
+        return _show(args.show, args.markdown)
     from drills import failover, report
     from drills.inject import Mode, Scope
 

@@ -254,3 +254,42 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     v = report["verdict"]
     out.append("PASSED" if v["ok"] else "FAILED: " + ", ".join(v["failed"]))
     return out
+
+
+TABLE_HEAD = ("run", "failure after the last probe", "detection", "promotion", "RTO", "customers moved <= 60 s",
+              "turns acknowledged / lost (listed as not replicated)", "replication lag at the failure",
+              "doc changes / not in the new region", "sessions = fold", "regions = source at the end",
+              "failback")
+
+
+def markdown_table(reports: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """One Markdown row per saved report (``regionsync drill --show FILE... --markdown``): the
+    README's table is printed from the JSON it quotes, never typed."""
+    out = ["| " + " | ".join(TABLE_HEAD) + " |", "|" + "---|" * len(TABLE_HEAD)]
+    for name, rep in reports:
+        d, r = rep["drill"], rep["results"]
+        rec, rpo = r["recovery"], r["rpo"]
+        target = rto_target(d["probe_interval_s"], d["misses"])
+        met = "" if target is None or rec["rto_s"] is None else \
+            f" (target <= {target:g} s: {'met' if rec['rto_s'] <= target else 'MISSED'})"
+        fb = rep.get("failback") or {}
+        listed = fb.get("unreplicated_turns")
+        lost = f"{rpo['acknowledged_turns']} / **{rpo['turns_lost']}**" + (
+            f" ({len(listed)})" if listed is not None else "")
+        lag = ((rep.get("replication") or {}).get("lag_at_failure") or {})
+        lag_cell = (f"{lag['dialog_lag_records']} records, {lag['dialog_lag_ms']:.0f} ms"
+                    if "dialog_lag_ms" in lag else "-")
+        s = r["sessions"]
+        equal = (rep.get("reconcile") or {}).get("final", {}).get("drift_found")
+        run = (f"{name}: {d.get('scope', 'services')} scope, {d['mode']}, {d['probe_interval_s']:g} s probes, "
+               f"{d.get('ack_mode', 'local')} acks")
+        cells = [
+            run, _fmt(d.get("fail_phase_s"), " s"), _fmt(rec["detection_s"], " s"), _fmt(rec["promotion_s"], " s"),
+            f"**{_fmt(rec['rto_s'], ' s')}**{met}", f"{r['customers']['moved_share']:.0%}", lost, lag_cell,
+            f"{rpo['doc_changes']} / {rpo['docs_missing']}",
+            f"{s['held'] - len(s['differing']) - len(s['views_differing'])} of {s['held']}",
+            "yes" if equal is False else ("no" if equal else "not checked"),
+            _fmt(fb.get("seconds"), " s") + ("" if fb.get("caught_up") else " (not caught up)") if fb else "-",
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    return out

@@ -229,6 +229,18 @@ def test_the_page_has_the_timeline_and_the_figures() -> None:
     assert "\n".join(report.summary_lines(m)).endswith("PASSED")
 
 
+def test_the_markdown_table_is_printed_from_the_saved_reports() -> None:
+    m = model()
+    m["verdict"] = report.verdict(m)
+    rec = m["results"]["recovery"]
+    rows = report.markdown_table([("run-a", m), ("run-b", m)])
+    assert len(rows) == 4 and rows[0].count("|") == rows[2].count("|") == len(report.TABLE_HEAD) + 1
+    assert rows[2].startswith("| run-a: region scope, kill, ") and rows[3].startswith("| run-b: ")
+    assert f"**{rec['rto_s']:.2f} s**" in rows[2]
+    rpo = m["results"]["rpo"]
+    assert f"{rpo['acknowledged_turns']} / **{rpo['turns_lost']}**" in rows[2]
+
+
 # ---------------------------------------------------------------------------- options
 
 
