@@ -13,7 +13,7 @@ as met or missed, since they depend on the machine and its load.
 from __future__ import annotations
 
 import html as _html
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +262,7 @@ TABLE_HEAD = ("run", "failure after the last probe", "detection", "promotion", "
               "failback")
 
 
-def markdown_table(reports: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
+def markdown_table(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
     """One Markdown row per saved report (``regionsync drill --show FILE... --markdown``): the
     README's table is printed from the JSON it quotes, never typed."""
     out = ["| " + " | ".join(TABLE_HEAD) + " |", "|" + "---|" * len(TABLE_HEAD)]
