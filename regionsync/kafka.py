@@ -11,6 +11,13 @@ or the end of the partition), read the watermark it carried. One fetch per parti
 the distance between the two answers (reading on to the end costs one object read per batch on
 this engine: tens of batches a second). On Apache Kafka both answers agree.
 
+The fetch asks for as few bytes as the client allows. tansu answers a fetch by reading every
+batch object from the offset on until the request's byte budget is spent (one GET each; the
+budget is librdkafka's fetch.max.bytes, 50 MB by default), so a fetch started far below the end
+(right after a restart ListOffsets can answer 1, STACK.md) reads the whole partition before it
+answers: on a loaded machine that outlasted the 30 s a region's failback gives it (seen in CI:
+"no fetch answer" for a dialog partition of a region just restarted). One batch is all this needs.
+
 Use it wherever an end matters: lag, "read to the end", a promotion's "caught up".
 """
 
@@ -38,6 +45,11 @@ def fetch_ends(bootstrap: str, tps: Sequence[TP], timeout_s: float = 5.0) -> dic
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "fetch.wait.max.ms": 20,
+        # The least budget librdkafka allows (fetch.max.bytes >= message.max.bytes >= 1000): a
+        # few small batches per answer, never the rest of the partition (above).
+        "max.partition.fetch.bytes": 1,
+        "fetch.max.bytes": 1024,
+        "message.max.bytes": 1000,
         "socket.connection.setup.timeout.ms": int(timeout_s * 1000),
     })
     try:
