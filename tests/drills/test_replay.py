@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -209,8 +210,21 @@ def test_replay_dialog_log_rebuilds_a_standby_store(settings: Settings) -> None:
 )
 def test_bad_input_is_refused_before_anything_is_touched(settings: Settings, args: list[str], message: str) -> None:
     group = settings.region_group("east")
-    before = kafka_io.committed(settings.kafka_bootstrap, group, settings.chunks_topic, [0, 1, 2, 3])
+
+    def committed() -> dict[int, int | None]:
+        return kafka_io.committed(settings.kafka_bootstrap, group, settings.chunks_topic, [0, 1, 2, 3])
+
+    # East's indexer may still be committing what an earlier test sent: compare from a quiet moment.
+    seen: list[dict[int, int | None]] = [committed()]
+
+    def quiet() -> bool:
+        time.sleep(2.0)
+        seen.append(committed())
+        return seen[-1] == seen[-2]
+
+    wait_for(quiet, 120, "east's indexer to stop committing")
+    before = seen[-1]
     out = cli(settings, *args)
     assert out.returncode == 2, out.stdout + out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
-    assert kafka_io.committed(settings.kafka_bootstrap, group, settings.chunks_topic, [0, 1, 2, 3]) == before
+    assert committed() == before
