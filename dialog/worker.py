@@ -62,7 +62,7 @@ from dialog.state import SessionState
 from dialog.store import TP, FencedEvent, Origin, PostgresStore, StateStore, Stats
 from mirror import policy
 from mirror.replicator import provenance
-from regionsync.kafka import fetch_ends
+from regionsync.kafka import EndsUnknown, fetch_ends
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -401,13 +401,21 @@ class DialogWorker:
                 log.warning("dialog worker %s: state store unavailable (%s); reloading from it when it is back",
                             self.region, exc)
                 self._reload()
+            except (DialogError, EndsUnknown) as exc:
+                # A fold again from the logs' start that could not reach their ends in time (a
+                # broker just restarted, slow to answer): nothing was committed, so start over
+                # from the store rather than die (seen in CI: a rejoining region's worker gone,
+                # its service answering 503 "is its dialog worker running?").
+                log.warning("dialog worker %s: %s; starting again from the store", self.region, exc)
+                self._reload()
 
     def _reload(self, pause_s: float = 1.0) -> None:
         while not self.stopping.wait(pause_s):
             try:
                 self.start()
                 return
-            except (psycopg.OperationalError, DialogError):
+            except (psycopg.OperationalError, DialogError, EndsUnknown) as exc:
+                log.warning("dialog worker %s: not started again yet (%s)", self.region, exc)
                 continue
 
     def check_positions(self) -> list[TP]:

@@ -253,3 +253,27 @@ def test_the_worker_rides_through_its_state_store_failing() -> None:
     log.consume = consume  # type: ignore[method-assign]
     w.run()
     assert store.failures == 0 and store.get("s") == fold(events)["s"] and store.offsets() == {TP0: len(events)}
+
+
+def test_the_worker_rides_through_a_fold_that_could_not_reach_the_logs_ends() -> None:
+    """A fold again from the logs' start that timed out (a broker just restarted, slow to answer)
+    does not end the worker: it starts again from its store and folds everything."""
+    from regionsync.kafka import EndsUnknown
+
+    events = conversation("s", random.Random(9), turns=2)
+    store = MemoryStore(TOPIC)
+    log = FakeLog(events)
+    w = worker(log, store)
+    real_poll, failed = w.poll_once, []
+
+    def poll_once() -> bool:
+        if not failed:
+            failed.append(1)
+            raise EndsUnknown("no fetch answer within 30s")
+        if store.offsets() == {TP0: len(events)}:
+            w.stopping.set()
+        return real_poll()
+
+    w.poll_once = poll_once  # type: ignore[method-assign]
+    w.run()
+    assert failed and store.get("s") == fold(events)["s"] and store.offsets() == {TP0: len(events)}
