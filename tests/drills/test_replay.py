@@ -4,6 +4,7 @@ bad input refused before anything is touched."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -168,7 +169,14 @@ def _holds(settings: Settings, region: str, doc_id: str) -> bool:
 def test_replay_dialog_log_rebuilds_a_standby_store(settings: Settings) -> None:
     """East's turns reach north's copy of east's log; north's store then loses those sessions (an
     operator's mistake, a bad restore); a replay of that copy into north folds them back."""
-    events = make_log(6, seed=7, prefix="rp")
+    # Written as east writes now: at its current epoch (the drills before this promoted the regions
+    # back and forth; an event of an older epoch is a fenced writer's and is set aside, not folded).
+    east_store = PostgresStore.for_region(settings, "east")
+    try:
+        epoch = max((p.epoch for p in east_store.promotions() if p.region == "east"), default=0)
+    finally:
+        east_store.close()
+    events = [dataclasses.replace(e, origin="east", epoch=epoch) for e in make_log(6, seed=7, prefix="rp")]
     publish(settings, events)
     copy = f"east.{settings.dialog_topic}"
 
