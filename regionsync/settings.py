@@ -189,6 +189,10 @@ class Settings(BaseSettings):
     # RPO 0, at the price of a longer turn and of refused turns while a standby is unreachable.
     dialog_ack_mode: Literal["local", "mirrored"] = "local"
     mirrored_ack_timeout_s: float = 5.0
+    # "mirrored": how many regions (this one included) must hold a turn before it is acknowledged,
+    # as Kafka's min.insync.replicas. 2: a turn is refused (503) while no standby is in sync: RPO 0.
+    # 1: acknowledged without the regions out of sync (RPO 0 only while one is in sync).
+    mirrored_min_insync_regions: int = Field(default=2, ge=1)
     # Promotions travel between regions on this topic (one partition per region's broker).
     control_topic: str = "regionsync.control"
     # A region service that starts while its store says it is the active one first reads every

@@ -30,3 +30,7 @@ class UnknownSession(ServeError):
 
 class ServiceUnavailable(ServeError):
     """The region service is not running or did not answer (the CLI then works in-process)."""
+
+
+class NotInSync(NotCaughtUp):
+    """``mirrored`` acknowledgements: fewer regions than required hold this turn (HTTP 503, retry)."""

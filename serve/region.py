@@ -60,7 +60,8 @@ class TurnResult:
 class FencedPublisher:
     """Publishes a turn's events only while this region's writer session still holds the
     active-region row (a promotion being recorded may have fenced it while the turn was computed),
-    and, in the ``mirrored`` mode, returns only once every other region holds them."""
+    and, in the ``mirrored`` mode, only while enough regions are in sync, returning once they hold
+    them (serve/acks.py)."""
 
     def __init__(self, inner: KafkaPublisher, role: RegionRole, acks: MirroredAcks | None) -> None:
         self._inner = inner
@@ -70,6 +71,8 @@ class FencedPublisher:
 
     def publish(self, events: Sequence[DialogEvent]) -> list[Ack]:
         self._role.check_writer()
+        if self._acks is not None:
+            self._acks.admit()
         acks = self._inner.publish(events)
         if self._acks is not None:
             self.last_mirror_wait_s = self._acks.wait((a.partition, a.offset) for a in acks)
@@ -250,10 +253,18 @@ class RegionService:
             # New role (promotion, restart): the store must hold everything below the promotion's
             # cut before we write, and a manager of an older epoch may remember states another
             # region has moved on.
-            self.dialog_log.wait_caught_up(self.role.promotion_of(active).cut, TURN_CATCH_UP_S)
+            promo = self.role.promotion_of(active)
+            self.dialog_log.wait_caught_up(promo.cut, TURN_CATCH_UP_S)
+            self._excuse(promo)
             self._manager, self._knowledge = self._new_manager(active.epoch)
             self._epoch = active.epoch
         return self._manager, self._knowledge
+
+    def _excuse(self, promo: Promotion) -> None:
+        """Mirrored acknowledgements do without the region this one was promoted over while it is
+        out of sync (serve/acks.py: a failover must be able to take turns)."""
+        if self._acks is not None and promo.previous and promo.previous != self.region:
+            self._acks.excuse(promo.previous)
 
     def _new_manager(self, epoch: int) -> tuple[DialogManager, KnowledgeHandler]:
         self._fenced_publisher = FencedPublisher(self._publisher, self.role, self._acks)
@@ -302,6 +313,7 @@ class RegionService:
         with self._turn_lock:
             t3 = time.perf_counter()
             self.dialog_log.wait_caught_up(promo.cut, self.settings.promote_timeout_s)
+            self._excuse(promo)
             self._manager, self._knowledge = self._new_manager(promo.epoch)
             self._epoch = promo.epoch
         t4 = time.perf_counter()
@@ -369,8 +381,10 @@ class RegionService:
                 checks["role"]["error"] = "rejoining: reading the other regions' control topics"
             elif self._rejoin_note:
                 checks["role"]["note"] = self._rejoin_note
-            if self._acks is not None and self._acks.out_of_sync:
-                checks["role"]["mirrored_out_of_sync"] = sorted(self._acks.out_of_sync)
+            if self._acks is not None and role == "active":
+                # Reported, not a readiness failure: a GSLB must not fail over from an active region
+                # because its standby lags (the standby is the one behind; it cannot take over).
+                checks["role"]["mirrored"] = self._acks.status()
         except Exception as exc:  # noqa: BLE001
             role = "unknown"
             checks["role"] = {"ok": False, "error": str(exc)}
