@@ -15,7 +15,7 @@ RUN pip install --no-cache-dir ".[export]" \
 
 # Stage 2: the runtime, without torch: ONNX Runtime reads the exported files. Every package of
 # pyproject.toml's [tool.setuptools.packages.find] include list is copied: the CLI imports them all
-# (regionsync/cli.py registers drills' and mirror's commands too), and the workers run from them.
+# (cli/main.py registers drills' and mirror's commands too), and the workers run from them.
 FROM python:3.11.13-slim-bookworm
 WORKDIR /app
 COPY pyproject.toml ./
@@ -26,8 +26,11 @@ COPY embedding ./embedding
 COPY indexer ./indexer
 COPY dialog ./dialog
 COPY serve ./serve
-COPY drills ./drills
 COPY mirror ./mirror
+COPY stack ./stack
+COPY drills ./drills
+COPY bench ./bench
+COPY cli ./cli
 # The installed CLI must build its parser (it imports every package) from outside the sources.
 RUN pip install --no-cache-dir . && cd /tmp && regionsync --help >/dev/null
 COPY --from=model /models /models

@@ -1,4 +1,4 @@
-"""``regionsync dialog rebuild|show|worker``. Wired into regionsync/cli.py through :func:`register`."""
+"""``regionsync dialog rebuild|show|worker``. Wired into cli/main.py through :func:`register`."""
 
 from __future__ import annotations
 

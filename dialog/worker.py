@@ -10,7 +10,7 @@ active when they were written; their sequence numbers carry on across a failover
 Why a plain confluent-kafka consumer and not a Faust agent: the positions must live in the
 state store's transaction (Faust commits them to the broker), Faust's exactly-once mode fails on
 tansu, and a Faust agent does about 4k events/s on one core where this loop folds tens of
-thousands (``python -m dialog.bench`` prints the figure; shared/STACK.md has Faust's).
+thousands (``python -m bench.dialog_rebuild`` prints the figure; shared/STACK.md has Faust's).
 
 Loop: consume a batch -> control records first (a promotion learned from another region is
 recorded, and may fence events of this very batch) -> decode each dialog record (malformed ->

@@ -1,4 +1,4 @@
-"""``regionsync reconcile`` and ``regionsync replay``. Wired into regionsync/cli.py through :func:`register`.
+"""``regionsync reconcile`` and ``regionsync replay``. Wired into cli/main.py through :func:`register`.
 
 Exit status of ``reconcile``: 0 every region equals the source; 1 drift was found (and, with
 ``--repair``, repaired); 3 drift remains after ``--repair``; 2 bad input or an error.

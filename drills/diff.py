@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from regionsync.verify import CHUNKS_WRONG, ExpectedDoc, document_differences
+from drills.verify import CHUNKS_WRONG, ExpectedDoc, document_differences
 
 
 class DriftKind(StrEnum):

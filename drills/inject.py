@@ -1,6 +1,6 @@
 """Process faults on the embedded stack: kill (SIGKILL), freeze (SIGSTOP), thaw (SIGCONT), restart.
 
-The embedded stack remembers every process it starts by a pid file (``regionsync/stack/procs.py``:
+The embedded stack remembers every process it starts by a pid file (``stack/procs.py``:
 ``STATE/run/NAME.pid``); Postgres, started by ``pg_ctl``, by its own ``postmaster.pid``. A fault
 is aimed at those names: every process of a region (with ``Scope.REGION`` all it owns: object
 store, Postgres, broker, Milvus, replicators into it, dialog worker, indexer, service, and Connect
@@ -11,7 +11,7 @@ worker and service) or one named process (``changes``, ``connect``, ``broker-eas
 child that called setsid would be missed), and a freeze must stop them all, or a half-frozen
 service could still answer.
 
-Restarting goes through the same ``regionsync.stack`` functions ``stack up`` uses, so a restarted
+Restarting goes through the same ``stack`` functions ``stack up`` uses, so a restarted
 process is the one the stack would have started. A frozen process is killed before it is started
 again (a stale copy thawed later would be a second writer).
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from drills.errors import BadInput
 from regionsync.settings import Settings
-from regionsync.stack import milvus, postgres, procs, stack
+from stack import milvus, postgres, procs, stack
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Scope(StrEnum):
 
 def region_workers(settings: Settings, region: str, scope: Scope = Scope.SERVICES) -> tuple[str, ...]:
     """Names of the processes of a region a fault of ``scope`` hits, in the order they are started
-    again. With ``Scope.REGION`` that is everything the region owns (regionsync/stack/stack.py),
+    again. With ``Scope.REGION`` that is everything the region owns (stack/stack.py),
     Connect and the change agent included when it is the source region."""
     if region not in settings.regions:
         raise BadInput(f"unknown region {region!r}; configured regions: {', '.join(settings.regions)}")
@@ -184,7 +184,7 @@ def thaw(settings: Settings, names: Sequence[str], clock: Callable[[], float] = 
 
 
 def restart(settings: Settings, names: Sequence[str], clock: Callable[[], float] = time.time) -> Fault:
-    """Start the named processes again through regionsync.stack, in the given order; one still
+    """Start the named processes again through stack, in the given order; one still
     running (e.g. frozen) is killed first. Returns when each answers as ``stack up`` waits for it."""
     _check_names(settings, names)
     at = clock()

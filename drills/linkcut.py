@@ -31,8 +31,8 @@ from mirror.status import inbound
 from regionsync.pgdb import region_dsn
 from regionsync.revision import code_revision
 from regionsync.settings import Settings
-from regionsync.stack import prometheus
 from serve.roles import active_region
+from stack import prometheus
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 def check_running(settings: Settings) -> None:
     """The drill needs every replicator running (it pauses them)."""
     from drills import inject
-    from regionsync.stack import stack
+    from stack import stack
 
     missing = [stack.mirror_name(s, t) for s, t in settings.mirror_pairs()
                if inject.main_pid(settings, stack.mirror_name(s, t)) is None]

@@ -292,14 +292,14 @@ def _read_range(consumer: Any, topic: str, rng: PartitionRange, stop: threading.
 
 
 def _stack_proc(settings: Settings, name: str) -> Any:
-    from regionsync.stack import procs
+    from stack import procs
 
     proc = procs.read_proc(settings.state_dir, name)
     return proc if proc is not None and proc.alive() else None
 
 
 def _into_indexer(settings: Settings, req: ReplayRequest, ranges: list[PartitionRange], result: ReplayResult) -> None:
-    from regionsync.stack import procs, stack
+    from stack import procs, stack
 
     assert req.region is not None
     group = settings.region_group(req.region)
@@ -370,7 +370,7 @@ def _wait_committed(
 
 def _into_dialog_store(settings: Settings, req: ReplayRequest, ranges: list[PartitionRange], result: ReplayResult) -> None:
     from dialog.worker import DialogWorker
-    from regionsync.stack import procs, stack
+    from stack import procs, stack
 
     assert req.region is not None
     name = stack.dialog_name(req.region)

@@ -9,8 +9,8 @@ import psycopg
 from psycopg import sql
 
 from drills.diff import SourceView
+from drills.verify import expected_state, newest_events
 from regionsync.settings import Settings
-from regionsync.verify import expected_state, newest_events
 from streams import cms
 from streams.capture import CaptureSpec
 from streams.events import ChangeKind

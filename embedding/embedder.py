@@ -8,7 +8,7 @@ tests). ``embedding.runtime.embedder_from_settings`` picks one by ``settings.emb
 Every embedder returns L2-normalised float32 rows (cosine = dot product). A text's vector does
 not depend on its batch mates beyond the last bits: the float summation order changes with the
 batch's shape (and across CPUs: AMD and Intel kernels sum in other orders), so anything that
-compares vectors uses a tolerance (regionsync.verify.vectors_close). The embedding cache keeps the
+compares vectors uses a tolerance (embedding.vectors.vectors_close). The embedding cache keeps the
 first vector computed for a text, so a replay or a second region gets that very vector back.
 """
 

@@ -124,7 +124,7 @@ def _check(directory: Path, source: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
     from embedding.onnx_embedder import OnnxEmbedder
-    from regionsync.verify import vectors_close
+    from embedding.vectors import vectors_close
 
     reference = SentenceTransformer(str(source), device="cpu", local_files_only=True).encode(
         PROBES, convert_to_numpy=True

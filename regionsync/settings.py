@@ -21,7 +21,7 @@ PLACEHOLDER = "__debezium_unavailable_value"
 
 _REGION_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
 # The embedded stack's object stores: each region's S3 port is this far from the previous one's
-# (SeaweedFS opens several ports per instance, placed around its S3 port: regionsync/stack/seaweed.py).
+# (SeaweedFS opens several ports per instance, placed around its S3 port: stack/seaweed.py).
 S3_PORT_STRIDE = 10
 
 
@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     pg_addresses: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     s3_endpoints: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     serve_urls: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
-    # "region=uri,region=uri"; when empty the embedded stack's Milvus servers (regionsync/stack/milvus.py) are used.
+    # "region=uri,region=uri"; when empty the embedded stack's Milvus servers (stack/milvus.py) are used.
     milvus_uris: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     milvus_token: SecretStr = SecretStr("")
     milvus_base_port: int = 19531

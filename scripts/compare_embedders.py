@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.corpus import stdlib_documents  # noqa: E402
+from bench.embed_limit import sample_blocks  # noqa: E402
 from embedding.embedder import Embedder  # noqa: E402
 from embedding.runtime import embedder_from_settings  # noqa: E402
-from regionsync.bench.embed_limit import sample_blocks  # noqa: E402
-from regionsync.corpus import stdlib_documents  # noqa: E402
+from embedding.vectors import vectors_close  # noqa: E402
 from regionsync.settings import Settings  # noqa: E402
-from regionsync.verify import vectors_close  # noqa: E402
 
 
 def rate(model: Embedder, blocks: list[list[str]]) -> float:

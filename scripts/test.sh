@@ -7,7 +7,7 @@ scripts/setup.sh --test
 # The README's first command installs the runtime alone: fail when runtime code imports a package
 # that only an extra (e.g. the test extra) brings.
 .venv/bin/python scripts/check_runtime_deps.py
-.venv/bin/ruff check regionsync connectors streams embedding indexer dialog serve drills mirror tests
+.venv/bin/ruff check regionsync connectors streams embedding indexer dialog serve mirror stack drills bench cli tests
 .venv/bin/mypy
 # Two workers (tests/conftest.py: one test package per unit of work, the longest first, ports in a
 # slot per worker); --durations: the CI log names the slowest tests, to keep the run in its budget.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from regionsync.stack.procs import PORT_SLOT_ENV
+from stack.procs import PORT_SLOT_ENV
 
 TESTS = Path(__file__).parent
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from regionsync.settings import Settings
-from regionsync.stack import broker, milvus, postgres, procs, seaweed, topics
+from stack import broker, milvus, postgres, procs, seaweed, topics
 
 
 def free_settings(state_dir: Path, regions: Sequence[str] = ("east", "north"), **overrides: Any) -> Settings:

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     # Stopped by Ctrl-C or SIGTERM: raise, so the runner's cleanup stops the suite's stack.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    from regionsync.bench.cli import interrupted
+    from bench.cli import interrupted
 
     signal.signal(signal.SIGTERM, interrupted)
     results = run_suite(settings, options, say=lambda msg: print(msg, file=sys.stderr, flush=True))

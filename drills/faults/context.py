@@ -60,7 +60,7 @@ class FaultContext:
     def cli(self, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
         """Run ``regionsync ARGS`` as a user would; its output joins the secrets scan."""
         out = subprocess.run(
-            [sys.executable, "-m", "regionsync.cli", *args],
+            [sys.executable, "-m", "cli", *args],
             capture_output=True, text=True, env=self.settings.child_env(), timeout=timeout,
         )
         text = f"$ regionsync {' '.join(args)}  (exit {out.returncode})\n{out.stdout}\n{out.stderr}"

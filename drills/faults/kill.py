@@ -18,7 +18,7 @@ from drills.faults.model import TrialPlan, TrialResult
 from drills.faults.plan import Timing
 from drills.faults.scenario import LiveTrial
 from drills.faults.topics import TopicMark, duplicate_events
-from regionsync.stack import connect, stack
+from stack import connect, stack
 
 
 class KillWorker(LiveTrial):

@@ -13,7 +13,7 @@ from drills.faults.figures import bucket_delta, histogram_quantile
 from drills.faults.model import TrialPlan, TrialResult
 from drills.faults.plan import Timing
 from drills.faults.scenario import LiveTrial
-from regionsync.stack import milvus
+from stack import milvus
 
 
 class MilvusDown(LiveTrial):

@@ -19,8 +19,8 @@ from drills.faults.context import FaultContext, SkipCounter
 from drills.faults.model import TrialPlan, TrialResult
 from drills.faults.plan import Timing
 from drills.faults.scenario import Scenario, result_of
-from regionsync.stack import stack
-from regionsync.verify import read_topic
+from regionsync.kafka import read_topic
+from stack import stack
 from streams.deadletter import DeadLetter
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from drills.faults.context import FaultContext, SkipCounter
 from drills.faults.model import TrialPlan
 from drills.faults.plan import Timing
 from drills.faults.scenario import LiveTrial
-from regionsync.stack import postgres
+from stack import postgres
 
 
 class PostgresRestart(LiveTrial):

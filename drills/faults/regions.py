@@ -36,8 +36,8 @@ from drills.workload import TurnAck, WorkloadResult
 from mirror.checkpoints import set_paused
 from mirror.status import inbound
 from regionsync.pgdb import region_dsn
-from regionsync.stack import broker, seaweed
 from serve.roles import active_region
+from stack import broker, seaweed
 
 
 class BrokerKill(LiveTrial):

@@ -1,6 +1,6 @@
 """Run the chosen scenarios on a stack of the suite's own and collect the results.
 
-The stack is the embedded default (``regionsync/stack``) in a new state directory on free ports,
+The stack is the embedded default (``stack``) in a new state directory on free ports,
 with secrets made up for the run (random, so the secrets scan cannot miss one that leaked: a
 default password could appear by coincidence), started once; the scenarios run one after the
 other, their trials in turn. After each trial every process the stack runs is checked and any
@@ -66,8 +66,8 @@ def suite_settings(settings: Settings) -> Settings:
 
 
 def run(base: Settings, options: FaultOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
-    from regionsync.bench.runner import machine_info
-    from regionsync.bench.stackrun import BenchStack
+    from bench.runner import machine_info
+    from bench.stackrun import BenchStack
 
     names = select(options.scenarios)
     scenarios = [build(n) for n in names]
@@ -109,7 +109,7 @@ def run(base: Settings, options: FaultOptions, say: Callable[[str], None] = prin
 
 def start_stack(settings: Settings) -> None:
     """Infrastructure, workers, then the connector (tried again on a slow Connect)."""
-    from regionsync.stack import stack
+    from stack import stack
 
     stack.start_infra(settings)
     stack.start_workers(settings)

@@ -30,7 +30,7 @@ from drills.faults.context import FaultContext
 from drills.faults.model import TrialPlan, TrialResult
 from drills.faults.scenario import Scenario
 from regionsync.settings import Settings
-from regionsync.stack import milvus, postgres, seaweed
+from stack import milvus, postgres, seaweed
 
 # What an operator runs against a stack, bad input included (errors must not echo secrets either).
 COMMANDS: tuple[tuple[str, ...], ...] = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from regionsync.bench.report import load, save  # the same JSON files as the bench's
+from bench.report import load, save  # the same JSON files as the bench's
 
 __all__ = ["all_ok", "load", "markdown", "render", "rows", "save"]
 

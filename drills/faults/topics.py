@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import orjson
 
 from drills.kafka_io import watermarks
+from regionsync.kafka import read_topic
 from regionsync.settings import Settings
-from regionsync.verify import read_topic
 
 
 @dataclass(frozen=True)

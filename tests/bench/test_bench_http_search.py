@@ -15,10 +15,10 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import requests
 
-from regionsync.bench import http_search
-from regionsync.bench.retry import Retries
+from bench import http_search
+from bench.retry import Retries
 from regionsync.settings import Settings
-from regionsync.stack.procs import free_port_block
+from stack.procs import free_port_block
 
 
 @contextmanager

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from regionsync import cli
-from regionsync.bench import report, rss
-from regionsync.bench.profiling import summarize
-from regionsync.bench.stackrun import bench_settings
+from bench import report, rss
+from bench.profiling import summarize
+from bench.stackrun import bench_settings
+from cli import main as cli
 from regionsync.settings import Settings
 
 

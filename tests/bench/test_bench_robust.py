@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from regionsync.bench import report
-from regionsync.bench.retry import Retries
+from bench import report
+from bench.retry import Retries
 
 
 class Flaky:

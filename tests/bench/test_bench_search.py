@@ -1,6 +1,6 @@
 """The search row's queries come from the corpus."""
 
-from regionsync.bench.search import queries_from
+from bench.search import queries_from
 
 
 def test_queries_are_first_sentences_of_evenly_spaced_documents() -> None:

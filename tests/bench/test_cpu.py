@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from regionsync.bench.cpu import CpuMeter, machine_busy_s, phase_figures, process_cpu_s
-from regionsync.bench.report import cpu_lines
+from bench.cpu import CpuMeter, machine_busy_s, phase_figures, process_cpu_s
+from bench.report import cpu_lines
 
 
 def test_phase_figures_are_differences_sorted_by_cpu_and_other_load_is_the_rest():

@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from pydantic import SecretStr
 
 from regionsync.settings import Settings
-from regionsync.stack import connect
+from stack import connect
 from tests.stacks import free_settings, start_region, stop_region
 from tests.state_dirs import private_state_dir
 

@@ -109,7 +109,7 @@ def test_cli_dry_run_never_prints_the_secret(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGIONSYNC_")}
     env.update(REGIONSYNC_PG_PASSWORD=SECRET, REGIONSYNC_STATE_DIR=str(tmp_path))
     proc = subprocess.run(
-        [sys.executable, "-m", "regionsync.cli", "-v", "connectors", "apply", "--dry-run"],
+        [sys.executable, "-m", "cli", "-v", "connectors", "apply", "--dry-run"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr

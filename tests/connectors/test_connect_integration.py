@@ -30,7 +30,7 @@ from connectors import slots
 from connectors.client import ConnectClient
 from connectors.config import load
 from connectors.errors import ConfigInvalid, ConnectorFailed
-from regionsync.stack import connect
+from stack import connect
 
 from .conftest import PG_PASSWORD, Change, ReadChanges, Stack
 
@@ -63,7 +63,7 @@ def applied(connect_stack: Stack, client: ConnectClient) -> dict[str, str]:
 
 def _cli(stack: Stack, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "regionsync.cli", *argv],
+        [sys.executable, "-m", "cli", *argv],
         capture_output=True, text=True, env=stack.settings.child_env(), timeout=120,
     )
 

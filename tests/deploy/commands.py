@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from regionsync.cli import build_parser
+from cli.main import build_parser
 from regionsync.settings import Settings
 
 

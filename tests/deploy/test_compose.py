@@ -2,7 +2,7 @@
 ``docker-compose config`` accepts it; every image is pinned; every command of the project's image
 is a real command (the CLI's parser, a module's own argparse, or Python that compiles and names
 real functions); every REGIONSYNC_* variable is a setting; the settings it gives describe the same
-topology as the embedded stack (regionsync/stack/stack.py): the same processes by name, region
+topology as the embedded stack (stack/stack.py): the same processes by name, region
 and entry point, on the same ports, scraped by the compose Prometheus as by the rendered config."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
+from cli.main import build_parser
 from connectors.config import read_template, render
-from regionsync.cli import build_parser
 from regionsync.settings import Settings
-from regionsync.stack import broker, connect, milvus, postgres, procs, prometheus, seaweed, stack
+from stack import broker, connect, milvus, postgres, procs, prometheus, seaweed, stack
 from tests.deploy.commands import check_cli, check_module, check_python
 from tests.deploy.files import (
     COMPOSE,
@@ -338,9 +338,9 @@ def test_every_command_is_a_real_command(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_check_python_catches_a_wrong_call() -> None:
     with pytest.raises(pytest.fail.Exception):
-        check_python("t", "from regionsync.stack import topics\ntopics.ensure_topics(1, 2, 3, 4, 5)")
+        check_python("t", "from stack import topics\ntopics.ensure_topics(1, 2, 3, 4, 5)")
     with pytest.raises(AssertionError):
-        check_python("t", "from regionsync.stack import topics\ntopics.no_such_function()")
+        check_python("t", "from stack import topics\ntopics.no_such_function()")
     with pytest.raises(AssertionError):
         check_python("t", "from regionsync.settings import Settings\ns = Settings()\ns.no_such_setting")
     with pytest.raises(ModuleNotFoundError):
@@ -358,7 +358,7 @@ def test_init_job_sets_up_each_region(monkeypatch: pytest.MonkeyPatch) -> None:
     """The init job (``regionsync stack init --region R``), run against recording fakes:
     databases, then (source region) the publication, then the region's topics."""
     calls: list[tuple[str, str]] = []
-    from regionsync.stack import topics
+    from stack import topics
 
     monkeypatch.setattr(postgres, "ensure_databases", lambda s, region: calls.append(("databases", region)))
     def ensure_topics(settings: Settings, region: str, timeout: float) -> list[str]:
@@ -387,7 +387,7 @@ def test_init_job_sets_up_each_region(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(psycopg, "connect", lambda dsn, **kw: Conn())
     for key, value in ENV.items():
         monkeypatch.setenv(key, value)
-    from regionsync.cli import main
+    from cli.main import main
 
     for name in (INIT.format(r) for r in SETTINGS.regions):
         argv = SERVICES[name]["command"]

@@ -1,5 +1,5 @@
 """deploy/prometheus/: the alert rules (promtool check + unit tests) and the scrape config of the
-embedded stack, which is the one regionsync/stack/prometheus.py renders for the default settings.
+embedded stack, which is the one stack/prometheus.py renders for the default settings.
 The compose files are tests/deploy/test_compose.py's."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from regionsync.settings import Settings
-from regionsync.stack import prometheus
+from stack import prometheus
 from tests.deploy.files import PROM, jobs
 
 PROMTOOL = shutil.which("promtool")

@@ -35,7 +35,7 @@ def test_the_runtime_stage_copies_every_package_of_the_project() -> None:
 
 
 def test_the_runtime_stage_copies_every_package_the_cli_imports() -> None:
-    tree = ast.parse((ROOT / "regionsync" / "cli.py").read_text())
+    tree = ast.parse((ROOT / "cli" / "main.py").read_text())
     imported = {node.module.split(".")[0] for node in ast.walk(tree)
                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
     local = {name for name in imported if (ROOT / name / "__init__.py").exists()}
@@ -84,8 +84,8 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(name + " is not in the runtime image")
         return None
 sys.meta_path.insert(0, Block())
-import regionsync.cli
-regionsync.cli.build_parser()
+import cli.main
+cli.main.build_parser()
 for module in {modules!r}:
     try:
         spec = importlib.util.find_spec(module)

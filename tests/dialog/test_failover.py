@@ -42,8 +42,8 @@ from dialog.store import TP, Origin, PostgresStore, Stats
 from mirror.checkpoints import read_all
 from regionsync.pgdb import region_dsn
 from regionsync.settings import Settings
-from regionsync.stack import procs, topics
 from serve.roles import RegionRole
+from stack import procs, topics
 
 from .helpers import Tools, ends_of, read_log
 

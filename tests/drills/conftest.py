@@ -31,6 +31,6 @@ def db(settings: Settings) -> Iterator[psycopg.Connection]:
 
 def cli(settings: Settings, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "regionsync.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True, text=True, env=settings.child_env(), timeout=timeout,
     )

@@ -15,7 +15,7 @@ from drills.ranges import PartitionRange, resolve_ranges
 from drills.rate import RateLimiter, parse_rate
 from drills.reread import heal_requests
 from drills.timeparse import parse_duration, parse_time_ms
-from regionsync.verify import ExpectedDoc
+from drills.verify import ExpectedDoc
 from streams.events import content_hash
 
 

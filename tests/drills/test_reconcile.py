@@ -10,9 +10,9 @@ from psycopg import sql
 
 from drills.diff import DriftKind
 from drills.reconcile import scan
+from drills.verify import wait_converged
 from indexer.lag import region_lag
 from regionsync.settings import Settings
-from regionsync.verify import wait_converged
 from streams.publisher import CmsPublisher
 
 from .conftest import cli, wait_for

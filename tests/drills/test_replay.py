@@ -23,9 +23,9 @@ from dialog.store import PostgresStore
 from drills import kafka_io
 from indexer.sink import RegionSink
 from mirror.status import inbound
+from regionsync.kafka import read_topic
 from regionsync.pgdb import region_dsn
 from regionsync.settings import Settings
-from regionsync.verify import read_topic
 from tests.dialog.helpers import make_log, publish
 
 from .conftest import cli, wait_for
@@ -112,7 +112,7 @@ def test_replay_resumes_from_its_checkpoint_after_an_interruption(settings: Sett
     wait_for(lambda: len(_records(settings, src)) == 120, 60, "120 source records")
     cp = tmp_path / "b.json"
     args = ["replay", src, "--to-topic", dst, "--checkpoint", str(cp), "--json"]
-    proc = subprocess.Popen([sys.executable, "-m", "regionsync.cli", *args, "--rate", "10/s"],
+    proc = subprocess.Popen([sys.executable, "-m", "cli", *args, "--rate", "10/s"],
                             env=settings.child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: cp.exists() and sum(orjson.loads(cp.read_bytes())["next"].values()) > 0, 120,

@@ -12,7 +12,7 @@ import pytest
 
 from indexer.errors import RegionUnavailable
 from regionsync.settings import Settings
-from regionsync.stack import stack
+from stack import stack
 from tests.stacks import free_settings
 from tests.state_dirs import private_state_dir
 

@@ -17,16 +17,18 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
+from bench.corpus import stdlib_documents
 from connectors.client import ConnectClient
 from connectors.config import load as load_connector_config
+from drills import verify
 from embedding.embedder import Embedder
 from embedding.runtime import embedder_from_settings
+from embedding.vectors import vectors_close
 from indexer.sink import RegionSink
 from mirror import policy
-from regionsync import verify
-from regionsync.corpus import stdlib_documents
+from regionsync.kafka import read_topic
 from regionsync.settings import PLACEHOLDER, Settings
-from regionsync.stack import milvus, procs, stack
+from stack import milvus, procs, stack
 from streams.deadletter import DeadLetter
 from streams.events import DocRecord, RecordOp, SourceRef
 from streams.publisher import CmsPublisher
@@ -59,7 +61,7 @@ def doc_rows(settings: Settings, region: str, doc_id: str) -> list[dict]:
 
 def records_for(settings: Settings, doc_id: str) -> list[DocRecord]:
     out = []
-    for msg in verify.read_topic(settings, settings.chunks_topic):
+    for msg in read_topic(settings, settings.chunks_topic):
         if msg.key() == doc_id.encode():
             out.append(DocRecord.from_bytes(msg.value()))
     return out
@@ -113,7 +115,7 @@ def test_document_lifecycle(settings: Settings, db: psycopg.Connection) -> None:
     db.execute("DELETE FROM documents WHERE id = 'life'")
     converged(settings)
     assert all(not doc_rows(settings, r, "life") for r in settings.regions)
-    cdc = [m for m in verify.read_topic(settings, settings.cdc_topic) if m.key() and b'"life"' in m.key()]
+    cdc = [m for m in read_topic(settings, settings.cdc_topic) if m.key() and b'"life"' in m.key()]
     assert cdc[-1].value() is None, "Debezium's tombstone follows the delete"
     for region in settings.regions:
         s = sink(settings, region)
@@ -143,7 +145,7 @@ def test_duplicates_and_out_of_order_events_leave_the_newest(settings: Settings,
     converged(settings)
     # Re-deliver the old Debezium events (insert, then update) after the newer ones, like a
     # connector restart or a consumer rebalance would.
-    old = [m for m in verify.read_topic(settings, settings.cdc_topic) if m.key() and b'"dup"' in m.key()]
+    old = [m for m in read_topic(settings, settings.cdc_topic) if m.key() and b'"dup"' in m.key()]
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
     for msg in reversed(old):
         producer.produce(settings.cdc_topic, key=msg.key(), value=msg.value(), partition=msg.partition())
@@ -181,7 +183,7 @@ def test_toast_placeholder_is_never_embedded(settings: Settings, db: psycopg.Con
         db.execute("ALTER TABLE documents REPLICA IDENTITY FULL")
     wait_for(lambda: all({r["title"] for r in doc_rows(settings, g, "toast")} == {"Toast, renamed"}
                          for g in settings.regions), 60, "title update")
-    events = [orjson.loads(m.value()) for m in verify.read_topic(settings, settings.cdc_topic)
+    events = [orjson.loads(m.value()) for m in read_topic(settings, settings.cdc_topic)
               if m.key() and b'"toast"' in m.key() and m.value() is not None]
     # Debezium's reselect post processor put the unchanged body back before it reached Kafka.
     assert events[-1]["after"]["title"] == "Toast, renamed" and events[-1]["after"]["body"] == big
@@ -227,7 +229,7 @@ def _assert_regions_hold(settings: Settings, doc_ids: Sequence[str], model: Embe
             assert {tuple(r["tags"]) for r in got} == {exp.tags}, f"{region}: {doc_id} tags"
             assert all(PLACEHOLDER not in r["text"] for r in got)
         vectors = model.embed([r["text"] for r in rows])
-        assert verify.vectors_close(np.stack([r["embedding"] for r in rows]), vectors), region
+        assert vectors_close(np.stack([r["embedding"] for r in rows]), vectors), region
 
 
 @contextmanager
@@ -294,7 +296,7 @@ def test_without_reselection_the_agent_merges_and_a_region_that_lacks_a_document
     converged(settings, timeout=240)
     with _north_loses(settings, db, healed):
         _tags_updates_without_reselection(settings, db, client, config, without, rng, healed, fast)
-    events = [orjson.loads(m.value()) for m in verify.read_topic(settings, settings.cdc_topic)
+    events = [orjson.loads(m.value()) for m in read_topic(settings, settings.cdc_topic)
               if m.key() and f'"{healed}"'.encode() in m.key() and m.value() is not None]
     assert events[-1]["after"]["body"] == PLACEHOLDER, "the tags update really carried the placeholder"
     requests = [m for m in _heal_requests_from_north(settings) if m.key() == healed.encode()]
@@ -306,7 +308,7 @@ def test_without_reselection_the_agent_merges_and_a_region_that_lacks_a_document
 def _heal_requests_from_north(settings: Settings) -> list:
     """North's heal requests as the change agent reads them: north's indexer writes them to its
     own broker, the replicator brings them to the source's as ``north.<heal topic>``."""
-    return list(verify.read_topic(settings, policy.topic_in(settings.source_region, "north", settings.heal_topic)))
+    return list(read_topic(settings, policy.topic_in(settings.source_region, "north", settings.heal_topic)))
 
 
 def _vectors(settings: Settings, region: str, doc_id: str) -> dict[int, bytes]:
@@ -404,7 +406,7 @@ def test_poison_goes_to_the_dead_letter_topic_and_the_stream_goes_on(settings: S
     CmsPublisher(settings).publish([{"doc_id": "after-poison", "version": 1, "op": "upsert",
                                      "document": {"title": "ok", "body": "valid event after the poison"}}])
     wait_for(lambda: all(doc_rows(settings, r, "after-poison") for r in settings.regions), 60, "valid event")
-    letters = [DeadLetter.from_bytes(m.value()) for m in verify.read_topic(settings, settings.dlq_topic)]
+    letters = [DeadLetter.from_bytes(m.value()) for m in read_topic(settings, settings.dlq_topic)]
     for topic, key, value, reason in poison:
         match = [d for d in letters if d.reason == reason and d.value == value and d.topic == topic]
         assert match, f"no dead letter for {reason}"

@@ -11,7 +11,7 @@ from embedding.model_files import model_dir
 from embedding.onnx_embedder import OnnxEmbedder
 from embedding.torch_embedder import SentenceTransformerEmbedder
 from regionsync.settings import Settings
-from regionsync.stack import postgres
+from stack import postgres
 from tests.stacks import free_settings
 from tests.state_dirs import private_state_dir
 

@@ -18,7 +18,7 @@ from embedding.cache import (
 from embedding.errors import CacheUnavailable
 from embedding.hash_embedder import HashEmbedder
 from regionsync.settings import Settings
-from regionsync.stack import procs
+from stack import procs
 
 
 def vec(seed: int, dim: int = 384) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 from embedding.embedder import Embedder
 from embedding.hash_embedder import HashEmbedder
 from embedding.torch_embedder import SentenceTransformerEmbedder
-from regionsync.verify import vectors_close
+from embedding.vectors import vectors_close
 
 TEXTS = [
     "Regional indexers keep every Milvus in step with the CMS.",

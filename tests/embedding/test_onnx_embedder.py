@@ -18,8 +18,8 @@ from embedding.model_files import MANIFEST_FILE, ONNX_FILE, model_dir, read_mani
 from embedding.onnx_embedder import OnnxEmbedder
 from embedding.runtime import embedder_from_settings
 from embedding.torch_embedder import SentenceTransformerEmbedder, bundled_model_path
+from embedding.vectors import vectors_close
 from regionsync.settings import Settings
-from regionsync.verify import vectors_close
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from cli import main as cli
 from drills.faults import table
 from drills.faults.registry import ORDER
-from regionsync import cli
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from embedding.embedder import Embedder
 from embedding.hash_embedder import HashEmbedder
 from embedding.runtime import embedder_from_settings
 from regionsync.settings import Settings
-from regionsync.stack import broker, milvus, seaweed
+from stack import broker, milvus, seaweed
 from streams.events import Chunk, DocRecord, RecordOp, SourceRef
 from streams.events import content_hash as text_hash
 from tests.stacks import free_settings

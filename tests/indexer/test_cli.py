@@ -57,7 +57,7 @@ def test_search_on_a_region_that_is_down_fails_cleanly(
     shared_milvus: Settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from regionsync.stack import procs
+    from stack import procs
 
     settings = shared_milvus.model_copy(update={"milvus_uris": {REGION: f"http://127.0.0.1:{procs.free_port()}"}})
     monkeypatch.setattr(search, "embedder_from_settings", lambda s: embedder)

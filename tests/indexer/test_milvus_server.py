@@ -1,5 +1,5 @@
 """The region's Milvus as the embedded stack runs it: milvus-lite 2.5.1's C++ server, started,
-stopped, killed and restarted through ``regionsync.stack.milvus``; every acknowledged row survives."""
+stopped, killed and restarted through ``stack.milvus``; every acknowledged row survives."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from pymilvus import MilvusClient
 
+from embedding.vectors import vectors_close
 from indexer.sink import RegionSink
 from regionsync.errors import StackError
 from regionsync.settings import Settings
-from regionsync.stack import milvus, procs
-from regionsync.verify import vectors_close
+from stack import milvus, procs
 from streams.events import RecordOp
 
 from .conftest import REGION, RecordFactory, make_settings

@@ -13,7 +13,7 @@ from indexer.errors import InvalidRecord, RegionUnavailable
 from indexer.plan import DocState
 from indexer.sink import RegionSink
 from regionsync.settings import Settings
-from regionsync.stack import milvus, procs
+from stack import milvus, procs
 from streams.events import Chunk, DocRecord, RecordOp, chunk_id
 
 from .conftest import REGION, RecordFactory, record_factory

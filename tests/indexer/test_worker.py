@@ -20,14 +20,14 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from embedding.embedder import Embedder
+from embedding.vectors import vectors_close
 from indexer.lag import lag_report, region_lag
 from indexer.plan import DocState
 from indexer.sink import RegionSink
 from indexer.worker import RegionIndexer
 from mirror import policy
 from regionsync.settings import Settings
-from regionsync.stack import milvus, procs
-from regionsync.verify import vectors_close
+from stack import milvus, procs
 from streams.events import DocRecord, RecordOp
 
 from .conftest import REGION, on_broker, record_factory

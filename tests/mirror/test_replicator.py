@@ -17,8 +17,8 @@ from mirror.replicator import provenance
 from regionsync.kafka import fetch_ends
 from regionsync.pgdb import region_dsn
 from regionsync.settings import Settings
-from regionsync.stack import procs
-from regionsync.stack.topics import partitions
+from stack import procs
+from stack.topics import partitions
 
 N = 20_000
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from regionsync.stack import stack
+from stack import stack
 from tests.e2e.conftest import e2e_settings
 from tests.state_dirs import private_state_dir
 
@@ -21,7 +21,7 @@ def test_the_demo_ends_with_a_conversation_in_the_active_region() -> None:
     with private_state_dir("demo-tests") as state:
         settings = e2e_settings(state)
         try:
-            out = subprocess.run([sys.executable, "-m", "regionsync.cli", "demo", "--docs", "20"],
+            out = subprocess.run([sys.executable, "-m", "cli", "demo", "--docs", "20"],
                                  capture_output=True, text=True, env=settings.child_env(), timeout=900)
         finally:
             stack.down(settings)  # the demo stops its stack; this covers a demo that died half way

@@ -24,7 +24,7 @@ import pytest
 from drills.inject import descendants
 from regionsync.errors import StackError
 from regionsync.settings import Settings
-from regionsync.stack import postgres
+from stack import postgres
 from tests.e2e.conftest import e2e_settings
 from tests.state_dirs import private_state_dir
 

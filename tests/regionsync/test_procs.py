@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from regionsync.stack import procs
+from stack import procs
 
 IGNORES_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
 
@@ -22,7 +22,7 @@ def _spawn(state: Path, name: str) -> procs.Proc:
 
 def test_kill9_is_immediate_and_quiet(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     proc = _spawn(tmp_path, "victim")
-    with caplog.at_level(logging.INFO, logger="regionsync.stack.procs"):
+    with caplog.at_level(logging.INFO, logger="stack.procs"):
         procs.kill9(tmp_path, "victim")
     assert not proc.alive()
     assert procs.read_proc(tmp_path, "victim") is None  # pid file gone
@@ -31,7 +31,7 @@ def test_kill9_is_immediate_and_quiet(tmp_path: Path, caplog: pytest.LogCaptureF
 
 def test_a_stop_that_times_out_says_so_and_kills(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     proc = _spawn(tmp_path, "stubborn")
-    with caplog.at_level(logging.INFO, logger="regionsync.stack.procs"):
+    with caplog.at_level(logging.INFO, logger="stack.procs"):
         assert procs.stop(tmp_path, "stubborn", timeout=0.3) is True
     assert not proc.alive()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

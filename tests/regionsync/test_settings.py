@@ -36,7 +36,7 @@ def test_environment_configures_everything_and_round_trips() -> None:
 
 def test_settings_cli_masks_secrets() -> None:
     env = Settings(pg_password="do-not-print-me").child_env()
-    out = subprocess.run([sys.executable, "-m", "regionsync.cli", "settings"], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "cli", "settings"], env=env, capture_output=True,
                          text=True, check=True)
     assert "do-not-print-me" not in out.stdout + out.stderr
     assert '"pg_password": "***"' in out.stdout

@@ -42,14 +42,13 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from dialog.snapshots import SnapshotStore
-from drills import inject
+from drills import inject, verify
 from drills.inject import Scope, region_workers
 from indexer.lag import region_lag
 from mirror import policy
-from regionsync import verify
 from regionsync.kafka import fetch_ends
 from regionsync.settings import Settings
-from regionsync.stack import broker, postgres, procs, seaweed, stack
+from stack import broker, postgres, procs, seaweed, stack
 from streams.app import APP_ID
 from tests.e2e.conftest import e2e_settings, wait_for
 from tests.state_dirs import private_state_dir
@@ -74,7 +73,7 @@ def settings() -> Iterator[Settings]:
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "regionsync.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True, text=True, env=settings.child_env(), timeout=600,
     )
 

@@ -107,7 +107,7 @@ def test_a_failed_call_answers_extractively_from_the_same_passages_and_says_why(
 
 
 def test_an_unreachable_endpoint_answers_extractively(key: str, caplog: pytest.LogCaptureFixture) -> None:
-    from regionsync.stack.procs import free_port
+    from stack.procs import free_port
 
     settings = Settings(answer_llm_url=f"http://127.0.0.1:{free_port()}/v1", answer_llm_api_key=SecretStr(key))
     chat = ChatComposer(settings)

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from regionsync.settings import Settings
-from regionsync.stack import procs
+from stack import procs
 from tests.e2e.test_cli import cli
 
 pytestmark = pytest.mark.integration

@@ -22,10 +22,10 @@ from dialog.events import UserUtterance
 from dialog.kafka_io import KafkaPublisher
 from regionsync.kafka import fetch_ends
 from regionsync.settings import Settings
-from regionsync.stack import procs, stack
 from serve.errors import Fenced, NotCaughtUp
 from serve.region import FencedPublisher, RegionService
 from serve.roles import RegionRole
+from stack import procs, stack
 
 from .conftest import wait_for
 from .test_service import promote, wait_roles

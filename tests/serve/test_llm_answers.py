@@ -14,7 +14,7 @@ import requests
 from pydantic import SecretStr
 
 from regionsync.settings import Settings
-from regionsync.stack import procs
+from stack import procs
 
 from .chat_server import ANSWER, ChatServer, chat_server
 from .test_metrics import scrape, value

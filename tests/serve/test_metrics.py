@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from regionsync.settings import Settings
-from regionsync.stack import prometheus
+from stack import prometheus
 
 from .conftest import wait_for
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from regionsync.settings import Settings
-from regionsync.stack import milvus
+from stack import milvus
 
 from .conftest import wait_for
 from .test_metrics import scrape, value

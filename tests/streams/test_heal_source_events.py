@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from regionsync.settings import Settings
-from regionsync.stack import broker, seaweed
+from stack import broker, seaweed
 from streams.heal import KafkaSourceEvents
 from tests.stacks import free_settings
 from tests.state_dirs import private_state_dir

@@ -12,7 +12,7 @@ from dialog.errors import DeliveryError
 from dialog.kafka_io import KafkaPublisher
 from dialog.loadgen import conversation
 from regionsync.settings import Settings
-from regionsync.stack.procs import free_port
+from stack.procs import free_port
 from streams.errors import StreamsError
 from streams.events import DocRecord, RecordOp, SourceRef
 from streams.output import KafkaRecordOutput

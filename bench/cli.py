@@ -1,4 +1,4 @@
-"""``regionsync bench [--quick] [--json FILE]``: see :mod:`regionsync.bench`."""
+"""``regionsync bench [--quick] [--json FILE]``: see :mod:`bench`."""
 
 from __future__ import annotations
 
@@ -38,14 +38,14 @@ def interrupted(signum: int, frame: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from regionsync.bench import report
+    from bench import report
 
     if args.show:
         saved = report.load(args.show)
         print(report.markdown(saved) if args.markdown else report.render(saved))
         return 0
-    from regionsync.bench.runner import BenchOptions
-    from regionsync.bench.runner import run as run_bench
+    from bench.runner import BenchOptions
+    from bench.runner import run as run_bench
 
     options = BenchOptions(
         quick=args.quick, docs=args.docs, freshness_s=args.freshness_seconds, dialog_sessions=args.dialog_sessions,

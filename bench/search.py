@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bench.retry import Retries
 from indexer.sink import RegionSink
-from regionsync.bench.retry import Retries
 from regionsync.settings import Settings
 
 K = 5

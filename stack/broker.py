@@ -3,7 +3,7 @@ object store.
 
 tansu's S3 storage engine (``--storage-engine s3://BUCKET/``) keeps every record batch, each
 partition's watermark and every group's committed offsets as objects in the region's SeaweedFS
-(regionsync/stack/seaweed.py): a broker killed -9, and its object store with it, comes back with
+(stack/seaweed.py): a broker killed -9, and its object store with it, comes back with
 every topic, record and committed offset (shared/STACK.md). Each hop costs about 8 ms more than
 the in-memory engine did.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from regionsync.errors import StackError
 from regionsync.settings import Settings
-from regionsync.stack import procs, seaweed
+from stack import procs, seaweed
 
 
 def proc_name(region: str) -> str:

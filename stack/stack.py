@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from regionsync.settings import Settings
-from regionsync.stack import broker, connect, milvus, postgres, procs, prometheus, seaweed, topics
+from stack import broker, connect, milvus, postgres, procs, prometheus, seaweed, topics
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
-    from regionsync.stack import stack
+    from stack import stack
 
     info = stack.up(settings, workers=not args.no_workers)
     _print(info, args.json)
@@ -39,7 +39,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _init(args: argparse.Namespace, settings: Settings) -> int:
-    from regionsync.stack import stack
+    from stack import stack
 
     settings.for_region(args.region)  # an unknown region fails here, naming the configured ones
     created = stack.init_region(settings, args.region)
@@ -48,7 +48,7 @@ def _init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _down(args: argparse.Namespace, settings: Settings) -> int:
-    from regionsync.stack import stack
+    from stack import stack
 
     stopped = stack.down(settings)
     print("stopped: " + ", ".join(stopped))
@@ -56,7 +56,7 @@ def _down(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    from regionsync.stack import stack
+    from stack import stack
 
     info = stack.status(settings)
     _print(info, args.json)

@@ -33,8 +33,9 @@ def _step(msg: str) -> float:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from regionsync import corpus, verify
-    from regionsync.stack import stack
+    from bench import corpus
+    from drills import verify
+    from stack import stack
 
     print(f"regionsync demo: state dir {settings.state_dir}; regions {', '.join(settings.regions)}")
     t = _step(f"1. starting the embedded stack: per region an object store (SeaweedFS), a broker (tansu on it), "

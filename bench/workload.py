@@ -1,6 +1,6 @@
 """The bench's documents and the changes it makes to them in the CMS table.
 
-Documents are real text that needs no download (:func:`regionsync.corpus.stdlib_documents`: the
+Documents are real text that needs no download (:func:`bench.corpus.stdlib_documents`: the
 docstrings of the standard library, then of the installed packages). The first ``docs`` are
 loaded; later ones whose chunks are all new lend their bodies to changes, so a changed document
 gets text the pipeline has never seen (nothing cached: it must be embedded, as a real edit would be).
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from regionsync.corpus import CorpusDoc, stdlib_documents
+from bench.corpus import CorpusDoc, stdlib_documents
 from regionsync.settings import Settings
 from streams.chunking import chunk_text
 

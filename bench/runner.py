@@ -31,8 +31,7 @@ from typing import Any
 
 from pymilvus import MilvusClient
 
-from indexer.milvus_client import quiet_pymilvus
-from regionsync.bench import (
+from bench import (
     dialog_rebuild,
     embed_limit,
     freshness,
@@ -43,12 +42,13 @@ from regionsync.bench import (
     turns,
     workload,
 )
-from regionsync.bench.cpu import CpuMeter
-from regionsync.bench.profiling import Profiler
-from regionsync.bench.retry import Retries
-from regionsync.bench.stackrun import BenchStack
-from regionsync.bench.tracker import Tracker
-from regionsync.corpus import CorpusDoc
+from bench.corpus import CorpusDoc
+from bench.cpu import CpuMeter
+from bench.profiling import Profiler
+from bench.retry import Retries
+from bench.stackrun import BenchStack
+from bench.tracker import Tracker
+from indexer.milvus_client import quiet_pymilvus
 from regionsync.revision import code_revision
 from regionsync.settings import Settings
 from streams.chunking import chunk_text
@@ -305,7 +305,7 @@ def _peer(
     retries: Retries,
 ) -> dict[str, Any]:
     try:
-        from regionsync.bench import peer as peer_mod
+        from bench import peer as peer_mod
     except ImportError as exc:
         return {"available": False, "reason": f"{exc.name} not installed: pip install -e '.[bench]'"}
     from embedding.cache import PostgresEmbeddingCache

@@ -4,7 +4,7 @@ jars, in the source region, on that region's broker.
 The classpath is ``vendor/connect-libs/`` built by ``scripts/fetch_connect_jars.py`` (see
 shared/STACK.md for why it is assembled by hand). Distributed mode keeps connector configs and
 source offsets in the broker's compacted topics, which live in the source region's object store
-(regionsync/stack/broker.py): the worker, and the broker, can be killed and started again and
+(stack/broker.py): the worker, and the broker, can be killed and started again and
 Debezium resumes where its last offset flush left it.
 """
 
@@ -21,7 +21,7 @@ import requests
 
 from regionsync.errors import StackError
 from regionsync.settings import Settings
-from regionsync.stack import procs
+from stack import procs
 
 log = logging.getLogger(__name__)
 

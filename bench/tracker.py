@@ -41,9 +41,9 @@ from functools import partial
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from bench.retry import Retries
 from mirror import policy
 from mirror.replicator import provenance
-from regionsync.bench.retry import Retries
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)

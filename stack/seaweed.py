@@ -2,7 +2,7 @@
 
 ``weed mini`` runs a master, a volume server, a filer and the S3 gateway in one process, with its
 data in ``STATE/seaweed/<region>``; it survives kill -9 (shared/STACK.md). Each region has its
-own: the region's broker keeps its log in it (tansu's S3 storage engine, regionsync/stack/broker.py)
+own: the region's broker keeps its log in it (tansu's S3 storage engine, stack/broker.py)
 and its dialog worker its snapshots. It opens ten ports, placed from the region's S3 port up
 (``Settings.s3_endpoints``; regions sit ``S3_PORT_STRIDE`` apart): S3, then the gRPC and HTTP
 ports of the S3 gateway, master, volume and filer and the admin server's HTTP port; the admin
@@ -31,7 +31,7 @@ from botocore.config import Config
 
 from regionsync.errors import StackError
 from regionsync.settings import S3_PORT_STRIDE, Settings
-from regionsync.stack import procs
+from stack import procs
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
-"""Rebuild benchmark (not a test): how fast a region gets its dialog state back.
+"""Row 6 of the bench, and a benchmark of its own (not a test): how fast a standby region gets
+its conversations back (dialog rebuild).
 
-    python -m dialog.bench --embedded            # starts the region's object store, Postgres and broker
-    python -m dialog.bench --sessions 10000      # against the configured (running) stack
+    python -m bench.dialog_rebuild --embedded        # starts the region's object store, Postgres and broker
+    python -m bench.dialog_rebuild --sessions 10000  # against the configured (running) stack
 
 Everything happens in one region (the source region; ``--region`` picks another), which keeps its
 snapshots in its own object store (there is no other region's snapshot to restore from). Steps,
@@ -40,6 +41,7 @@ from dialog.loadgen import conversation, interleave
 from dialog.snapshots import s3_client
 from dialog.worker import DialogWorker
 from regionsync.settings import Settings
+from stack import broker, postgres, procs, seaweed
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,16 @@ def run(settings: Settings, sessions: int = 10_000, tail_fraction: float = 0.1, 
     }
 
 
+def measure(settings: Settings, sessions: int) -> dict[str, Any] | None:
+    """Row 6's figures on the bench's stack (None with fewer than two regions)."""
+    if len(settings.regions) < 2:
+        return None
+    started = time.monotonic()
+    figures = dict(run(settings, sessions=sessions))
+    figures["bench_seconds"] = round(time.monotonic() - started, 1)
+    return figures
+
+
 def rebuild_without_snapshot(worker: DialogWorker) -> dict[str, float]:
     # The store is empty and the bench prefix holds no snapshot yet: a full replay.
     report = worker.rebuild()
@@ -143,7 +155,6 @@ def _cleanup(settings: Settings, region: str, databases: list[str]) -> None:
 def _embedded_stack(state_dir: Path, region: str | None = None) -> tuple[Settings, Callable[[], None]]:
     """A region's (default: the source region's) object store, Postgres and broker on free ports
     (the broker keeps its log in the object store, so that starts first)."""
-    from regionsync.stack import broker, postgres, procs, seaweed
 
     base = Settings()
     ports: dict[str, Any] = procs.free_infra_ports(list(base.regions), base.source_region or None)
@@ -167,7 +178,7 @@ def _embedded_stack(state_dir: Path, region: str | None = None) -> tuple[Setting
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dialog.bench", description="dialog rebuild benchmark")
+    parser = argparse.ArgumentParser(prog="python -m bench.dialog_rebuild", description="dialog rebuild benchmark")
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--embedded", action="store_true",
                         help="start a private object store (SeaweedFS), Postgres and broker (tansu) for the region")

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_settings)
 
     from connectors import cli as connectors_cli
-    from regionsync.stack import cli as stack_cli
+    from stack import cli as stack_cli
     from streams import cli as streams_cli
 
     stack_cli.register(sub)
@@ -44,10 +44,10 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:  # type: ignore
     from serve import cli as serve_cli
 
     serve_cli.register(sub)  # after indexer's: it routes `search` through the running service
-    from regionsync import demo
+    from cli import demo
 
     demo.register(sub)
-    from regionsync.bench import cli as bench_cli
+    from bench import cli as bench_cli
 
     bench_cli.register(sub)
     from drills import cli as drills_cli

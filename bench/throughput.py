@@ -2,7 +2,7 @@
 
 Each phase writes its changes to the CMS table in commits of ``ROWS_PER_COMMIT`` rows, as a
 bulk import or bulk edit would, and the clock runs from just before the first statement until
-:class:`~regionsync.bench.tracker.Tracker` sees every region's indexer commit past the last
+:class:`~bench.tracker.Tracker` sees every region's indexer commit past the last
 record (see that module for why that means "upserted in the region's Milvus").
 
 * changed documents: new text, so every chunk is embedded (the pipeline at its limit);
@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from regionsync.bench import workload
-from regionsync.bench.tracker import Tracker
+from bench import workload
+from bench.tracker import Tracker
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -11,44 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import psycopg
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from regionsync.errors import RegionsyncError
-from regionsync.kafka import EndsUnknown, fetch_ends
+from embedding.vectors import vectors_close
+from regionsync.kafka import EndsUnknown, ReadTimeout, read_topic
 from regionsync.settings import Settings
 from streams import cms, debezium
 from streams.capture import CaptureSpec
 from streams.chunking import chunk_text
 from streams.errors import PoisonEvent
 from streams.events import ChangeKind, DocumentChange, content_hash
-
-# The model's float results differ in the last bits between CPUs (AMD vs Intel kernels) and between
-# batch shapes, so a stored vector is "the model's embedding" when it points the same way and has
-# the same values up to rounding, never when its bytes are equal.
-COSINE_MIN = 0.99999
-ATOL = 1e-5
-
-
-def vectors_close(a: Any, b: Any, cosine_min: float = COSINE_MIN, atol: float = ATOL) -> bool:
-    """True when every row of ``a`` matches the same row of ``b`` within the tolerance
-    (cosine >= ``cosine_min`` and element-wise ``allclose(atol=atol)``). 1-d or 2-d inputs."""
-    x = np.atleast_2d(np.asarray(a, dtype=np.float64))
-    y = np.atleast_2d(np.asarray(b, dtype=np.float64))
-    if x.shape != y.shape:
-        return False
-    if not np.allclose(x, y, rtol=0.0, atol=atol):
-        return False
-    norms = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
-    zero = norms == 0.0
-    # Two zero vectors are equal (allclose said so); cosine is undefined for them.
-    cos = np.einsum("ij,ij->i", x, y)[~zero] / norms[~zero]
-    return bool(np.all(cos >= cosine_min))
 
 
 @dataclass(frozen=True)
@@ -107,56 +84,6 @@ def expected_from_postgres(settings: Settings) -> dict[str, ExpectedDoc]:
             if exp is not None:
                 out[exp.doc_id] = dataclasses.replace(exp, version=None)  # the table has no version
     return out
-
-
-class ReadTimeout(RegionsyncError):
-    """A topic was not read to its end in time: what was read is not the whole topic."""
-
-
-def read_topic(settings: Settings, topic: str, *, timeout: float = 60.0, region: str | None = None) -> Iterator[Any]:
-    """Every record of ``topic`` from the beginning, on ``region``'s broker (default: the source
-    region's, where the CMS, change and chunks topics live), without joining a group.
-
-    "The end" is where the fetch path says each partition ends when the read starts
-    (:func:`regionsync.kafka.fetch_ends`): tansu's ListOffsets answer can be far below the real
-    end, so it is not trusted. A partition is read once the consumer passed that end or reported
-    EOF at it (an offset without a record, e.g. a transaction marker, is never delivered). Raises
-    :class:`ReadTimeout` (after yielding what it read) if that takes longer than ``timeout``.
-    """
-    bootstrap = settings.for_region(region or settings.source_region).kafka_bootstrap
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"regionsync-verify-{time.monotonic_ns()}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": settings.fetch_wait_max_ms,
-        }
-    )
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return
-        parts = sorted(meta.partitions)
-        # A busy broker can take seconds to answer a fetch (seen: > 10 s under a 1,000-change load on 2 cores).
-        ends = {p: end for (_t, p), end in fetch_ends(bootstrap, [(topic, p) for p in parts], timeout).items()}
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        reached = dict.fromkeys(parts, 0)  # next offset to read, or where EOF was reported
-        deadline = time.monotonic() + timeout
-        while any(reached[p] < ends[p] for p in parts):
-            if time.monotonic() > deadline:
-                short = {p: (reached[p], ends[p]) for p in parts if reached[p] < ends[p]}
-                raise ReadTimeout(f"{topic} at {bootstrap}: partitions not read to their end in "
-                                  f"{timeout:.0f}s (reached, end): {short}")
-            for msg in consumer.consume(1000, 0.2):
-                err, p = msg.error(), int(msg.partition() or 0)
-                if err is None:
-                    reached[p] = max(reached[p], int(msg.offset() or 0) + 1)
-                    yield msg
-                elif err.code() == KafkaError._PARTITION_EOF:
-                    reached[p] = max(reached[p], int(msg.offset() or 0))
-    finally:
-        consumer.close()
 
 
 def newest_events(

@@ -295,7 +295,7 @@ def _free(port: int) -> bool:
 
 def free_object_store_port() -> int:
     """An S3 port for an embedded object store whose whole block is free (its ten ports: see
-    regionsync/stack/seaweed.py, which places them from the S3 port up, and the admin gRPC port
+    stack/seaweed.py, which places them from the S3 port up, and the admin gRPC port
     10000 above its admin port)."""
     from regionsync.settings import S3_PORT_STRIDE
 

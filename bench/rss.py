@@ -101,7 +101,7 @@ def stack_pids(state_dir: Path) -> dict[str, int]:
         except (OSError, ValueError):
             continue
     # Each region's Postgres runs under pg_ctl: its postmaster's pid is in its data dir
-    # (regionsync/stack/postgres.py: STATE/pg/<region>), named as the stack names it.
+    # (stack/postgres.py: STATE/pg/<region>), named as the stack names it.
     pg = state_dir / "pg"
     for lock in sorted(pg.glob("*/postmaster.pid")) if pg.exists() else []:
         try:

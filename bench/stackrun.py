@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from regionsync.settings import Settings
-from regionsync.stack import procs, stack
+from stack import procs, stack
 
 log = logging.getLogger(__name__)
 

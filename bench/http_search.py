@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import requests
 
-from regionsync.bench.retry import Retries
-from regionsync.bench.search import K
+from bench.retry import Retries
+from bench.search import K
 from regionsync.settings import Settings
 
 

@@ -28,9 +28,9 @@ import numpy as np
 import psycopg
 from pymilvus import MilvusClient
 
+from bench.retry import Retries
+from bench.tracker import Tracker
 from indexer.milvus_client import quiet_pymilvus
-from regionsync.bench.retry import Retries
-from regionsync.bench.tracker import Tracker
 from regionsync.settings import Settings
 from streams.events import chunk_id
 

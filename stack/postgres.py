@@ -22,7 +22,7 @@ import psycopg
 
 from regionsync.errors import StackError
 from regionsync.settings import Settings
-from regionsync.stack import procs
+from stack import procs
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import requests
 
 from regionsync.errors import StackError
 from regionsync.settings import Settings
-from regionsync.stack import procs
+from stack import procs
 
 NAME = "prometheus"
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"

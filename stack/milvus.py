@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 from indexer.milvus_client import quiet_pymilvus
 from regionsync.errors import ConfigError, StackError
 from regionsync.settings import Settings
-from regionsync.stack import procs
+from stack import procs
 
 log = logging.getLogger(__name__)
 
