@@ -34,12 +34,12 @@ from typing import Any
 
 import orjson
 import psycopg
-from confluent_kafka.admin import AdminClient
 
 from dialog.kafka_io import KafkaPublisher, ensure_topic
 from dialog.loadgen import conversation, interleave
 from dialog.snapshots import s3_client
 from dialog.worker import DialogWorker
+from regionsync.kafka import new_admin
 from regionsync.settings import Settings
 from stack import broker, postgres, procs, seaweed
 
@@ -145,7 +145,7 @@ def _cleanup(settings: Settings, region: str, databases: list[str]) -> None:
         listed = s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=f"{settings.dialog_snapshot_prefix}/")
         for obj in listed.get("Contents", ()):
             s3.delete_object(Bucket=settings.s3_bucket, Key=obj["Key"])
-        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        admin = new_admin({"bootstrap.servers": settings.kafka_bootstrap})
         for future in admin.delete_topics([settings.dialog_topic]).values():
             future.result(15)
     except Exception as exc:  # noqa: BLE001 - leftovers of a benchmark are not worth failing it

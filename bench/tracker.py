@@ -44,6 +44,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from bench.retry import Retries
 from mirror import policy
 from mirror.replicator import provenance
+from regionsync.kafka import new_consumer
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class Tracker:
         self._groups = {region: self._reader(region, settings.region_group(region)) for region in settings.regions}
 
     def _reader(self, region: str, group: str) -> Consumer:
-        return Consumer({
+        return new_consumer({
             "bootstrap.servers": self.settings.kafka_bootstraps[region],
             "group.id": group,
             "enable.auto.commit": False,

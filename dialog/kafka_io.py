@@ -17,10 +17,11 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from dialog.errors import DeliveryError, DialogError
 from dialog.events import DialogEvent, encode, key_of
+from regionsync.kafka import new_admin, new_consumer, new_producer
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
 
 
 def ensure_topic(settings: Settings, topic: str, partitions: int | None = None) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = new_admin({"bootstrap.servers": settings.kafka_bootstrap})
     existing = admin.list_topics(timeout=10).topics
     if topic in existing:
         return
@@ -104,7 +105,7 @@ class KafkaPublisher:
         """``config`` overrides producer settings (e.g. ``linger.ms`` for bulk loads)."""
         self.topic = topic or settings.dialog_topic
         self._config = producer_config(settings, **(config or {}))
-        self._producer = Producer(self._config)
+        self._producer = new_producer(self._config)
 
     def publish(self, events: Sequence[DialogEvent], timeout: float = 30.0) -> list[Ack]:
         """Send and wait for every acknowledgement; raise :class:`DeliveryError` if any failed."""
@@ -155,7 +156,7 @@ def renewed(producer: Producer, config: dict[str, Any]) -> Producer:
         producer.flush(0)
     except Exception:  # noqa: BLE001 - it is being thrown away either way
         pass
-    return Producer(config)
+    return new_producer(config)
 
 
 def dead_letter(reason: str, detail: str, msg: Message, stage: str = "dialog") -> bytes:
@@ -183,7 +184,7 @@ class DeadLetters:
     def __init__(self, settings: Settings, topic: str | None = None) -> None:
         self.topic = topic or settings.dlq_topic
         self._config = producer_config(settings, **{"linger.ms": 5})
-        self._producer = Producer(self._config)
+        self._producer = new_producer(self._config)
 
     def send(self, records: Sequence[tuple[bytes | None, bytes]], timeout: float = 30.0) -> None:
         errors: list[str] = []
@@ -204,7 +205,7 @@ def read_topic(
 ) -> list[Message]:
     """Every record of ``topic`` below ``end_offsets`` (exact ends, e.g. from producer acks: the
     broker's high-water mark is not trusted, see dialog/worker.py), in partition order."""
-    consumer = Consumer(consumer_config(settings, "regionsync-dialog-reader"))
+    consumer = new_consumer(consumer_config(settings, "regionsync-dialog-reader"))
     try:
         wanted = {p: end for p, end in end_offsets.items() if end > 0}
         consumer.assign([TopicPartition(topic, p, 0) for p in wanted])

@@ -19,12 +19,13 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from dialog.errors import MalformedEvent
 from dialog.events import decode
 from dialog.kafka_io import consumer_config
 from dialog.state import SessionState
+from regionsync.kafka import new_consumer
 from regionsync.settings import Settings
 
 
@@ -63,7 +64,7 @@ class KafkaLogReader:
 
     def __init__(self, settings: Settings, region: str, timeout_s: float = 2.0) -> None:
         self.timeout_s = timeout_s
-        self._consumer = Consumer({**consumer_config(settings, f"regionsync-dialog-check-{region}"),
+        self._consumer = new_consumer({**consumer_config(settings, f"regionsync-dialog-check-{region}"),
                                    "auto.offset.reset": "error"})
 
     def watermarks(self, topic: str, partition: int) -> tuple[int, int] | None:

@@ -62,7 +62,7 @@ from dialog.state import SessionState
 from dialog.store import TP, FencedEvent, Origin, PostgresStore, StateStore, Stats
 from mirror import policy
 from mirror.replicator import provenance
-from regionsync.kafka import EndsUnknown, fetch_ends
+from regionsync.kafka import EndsUnknown, fetch_ends, new_consumer
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -271,16 +271,16 @@ class DialogWorker:
         settings = settings.for_region(region)
         store = PostgresStore.for_region(settings, region)
 
-        def new_consumer() -> Consumer:
+        def positioned_consumer() -> Consumer:
             # "error", not "earliest": a stored position the log no longer has must be noticed (see
             # _log_moved), not silently read from the start, where every offset below the position
             # would be skipped as "already in the store".
-            return Consumer({**consumer_config(settings, f"regionsync-dialog-{region}"), "auto.offset.reset": "error"})
+            return new_consumer({**consumer_config(settings, f"regionsync-dialog-{region}"), "auto.offset.reset": "error"})
 
         snap = SnapshotStore.from_settings(settings) if snapshots else None
         reader = KafkaLogReader(settings, region)
-        return cls(settings, region, store, new_consumer(), DeadLetters(settings), snap, log_reader=reader,
-                   consumer_factory=new_consumer)
+        return cls(settings, region, store, positioned_consumer(), DeadLetters(settings), snap, log_reader=reader,
+                   consumer_factory=positioned_consumer)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message, TopicPartition
 
 from dialog.errors import MalformedEvent
 from dialog.events import decode
@@ -24,7 +24,7 @@ from dialog.store import TP, FencedEvent, PostgresStore
 from dialog.worker import Fold
 from drills.errors import DrillsError
 from mirror import policy
-from regionsync.kafka import fetch_ends
+from regionsync.kafka import fetch_ends, new_consumer
 from regionsync.settings import Settings
 
 
@@ -43,7 +43,7 @@ def read_all(settings: Settings, region: str, timeout_s: float = 120.0) -> tuple
     local = settings.for_region(region)
     topics = [*policy.inbound_topics(local, region, local.dialog_topic),
               *policy.inbound_topics(local, region, local.control_topic)]
-    consumer = Consumer({"bootstrap.servers": local.kafka_bootstrap, "group.id": "regionsync-drill-fold",
+    consumer = new_consumer({"bootstrap.servers": local.kafka_bootstrap, "group.id": "regionsync-drill-fold",
                          "enable.auto.commit": False, "fetch.wait.max.ms": 20,
                          "fetch.message.max.bytes": 16 * 1024 * 1024})
     try:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from drills.errors import BadInput, DrillsError
+from regionsync.kafka import new_admin, new_consumer
 
 TIMEOUT_S = 10.0
 
@@ -25,7 +25,7 @@ def reader(bootstrap: str, group: str = "regionsync-drills-reader", **extra: obj
         "fetch.message.max.bytes": 16 * 1024 * 1024,
     }
     config.update(extra)
-    return Consumer(config)
+    return new_consumer(config)
 
 
 def watermarks(bootstrap: str, topic: str, probe: bool = False) -> dict[int, tuple[int, int]]:
@@ -117,7 +117,7 @@ def offsets_for_time(bootstrap: str, topic: str, partitions: list[int], ts_ms: i
 
 def group_members(bootstrap: str, group: str) -> int:
     """How many members ``group`` has now (0: nobody consumes, its offsets may be moved)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = new_admin({"bootstrap.servers": bootstrap})
     futures = admin.describe_consumer_groups([group], request_timeout=TIMEOUT_S)
     try:
         description = futures[group].result(TIMEOUT_S)

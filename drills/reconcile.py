@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
 from drills import progress
 from drills.diff import Drift, Origin, classify_region, counts_by_kind
@@ -29,6 +29,7 @@ from drills.history import CmsHistory, assess, held_offsets
 from drills.plan import RepairPlan, plan_repair
 from drills.reread import request_reread
 from drills.source import SourceSnapshot, read_source
+from regionsync.kafka import new_producer
 from regionsync.settings import Settings
 from streams.events import DocRecord, RecordOp, SourceRef
 
@@ -243,7 +244,7 @@ def execute(settings: Settings, plan: RepairPlan, source: SourceSnapshot) -> Non
         log.info("asked the change agent to re-read %d rows at WAL position %d", len(plan.reread_ids), version)
     if not (plan.republish_ids or plan.deletes):
         return
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
+    producer = new_producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
     failures: list[str] = []
 
     def delivered(err: KafkaError | None, msg: Message) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 
 from drills import checkpoint as ckpt
 from drills import kafka_io, progress
@@ -38,6 +38,7 @@ from drills.ranges import PartitionRange, resolve_ranges
 from drills.rate import RateLimiter
 from drills.reconcile import origin_headers
 from mirror import policy
+from regionsync.kafka import new_producer
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ def _into_topic(
         ckpt.save(path, cp)
     target_bootstrap = req.to_bootstrap or settings.kafka_bootstrap
     target_parts = len(kafka_io.watermarks(target_bootstrap, req.to_topic))
-    producer = Producer({"bootstrap.servers": target_bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+    producer = new_producer({"bootstrap.servers": target_bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
     failures: list[str] = []
 
     def delivered(err: KafkaError | None, msg: Message) -> None:

@@ -28,9 +28,9 @@ import time
 from collections.abc import Callable, Sequence
 
 import psycopg
-from confluent_kafka import Producer
 
 from drills.errors import DrillsError
+from regionsync.kafka import new_producer
 from regionsync.settings import Settings
 from streams.heal import HealRequest
 
@@ -98,7 +98,7 @@ def request_reread(settings: Settings, doc_ids: Sequence[str]) -> int:
     version, waited = wal_position_after_inflight(settings)
     if waited:
         log.info("re-read at WAL position %d after %d transactions in flight there ended", version, waited)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
+    producer = new_producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
     failures: list[str] = []
     for req in heal_requests(doc_ids, version, int(time.time() * 1000)):
         producer.produce(

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from mirror import policy
-from regionsync.kafka import fetch_ends
+from regionsync.kafka import fetch_ends, new_consumer
 from regionsync.settings import Settings
 
 
@@ -30,7 +30,7 @@ class PartitionLag:
 
 def lag_report(settings: Settings, region: str, timeout: float = 5.0) -> list[PartitionLag]:
     settings = settings.for_region(region)
-    consumer = Consumer(
+    consumer = new_consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
             # Same group id, but no subscribe(): reads the group's offsets without joining it.

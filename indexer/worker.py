@@ -38,13 +38,13 @@ from confluent_kafka import (
     TopicCollection,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 
 from indexer import metrics
 from indexer.errors import IndexerError, RegionUnavailable
 from indexer.schema import record_problem
 from indexer.sink import RegionSink
 from mirror import policy
+from regionsync.kafka import new_admin, new_consumer, new_producer
 from regionsync.metrics import serve_metrics
 from regionsync.settings import Settings
 from streams.deadletter import DeadLetter
@@ -61,7 +61,7 @@ class DeadLetterError(IndexerError):
 
 
 def make_consumer(settings: Settings, region: str) -> Consumer:
-    return Consumer(
+    return new_consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
             "group.id": settings.region_group(region),
@@ -87,7 +87,7 @@ def make_consumer(settings: Settings, region: str) -> Consumer:
 
 
 def make_dlq_producer(settings: Settings) -> Producer:
-    return Producer(
+    return new_producer(
         {"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
     )
 
@@ -141,7 +141,7 @@ class RegionIndexer:
         self._own_producer = producer is None
         self.producer = producer or make_dlq_producer(settings)
         # Only with our own consumer (tests hand in fakes): the topic's identity guards commits.
-        self._admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap}) if consumer is None else None
+        self._admin = new_admin({"bootstrap.servers": settings.kafka_bootstrap}) if consumer is None else None
         self.batch_size = batch_size or settings.batch_max_events
         self.poll_timeout_s = poll_timeout_s
         self.retry_initial_s = retry_initial_s

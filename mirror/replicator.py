@@ -34,18 +34,17 @@ from typing import Any
 
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
-    Consumer,
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from mirror import metrics, policy
 from mirror.checkpoints import TP, Checkpoint, CheckpointStore
 from mirror.errors import MirrorError, TopicMismatch
+from regionsync.kafka import new_admin, new_consumer, new_producer
 from regionsync.pgdb import region_dsn
 from regionsync.settings import Settings
 
@@ -189,10 +188,10 @@ class Replicator:
         self.topics = policy.replicated_topics(settings, source, target)
         self._clock = clock
         self.store = store or CheckpointStore(region_dsn(settings, target), source)
-        self._consumer = Consumer(consumer_config(settings, source, target))
+        self._consumer = new_consumer(consumer_config(settings, source, target))
         self._pconfig = producer_config(settings, target)
-        self._producer = Producer(self._pconfig)
-        self._target_admin = AdminClient({"bootstrap.servers": settings.kafka_bootstraps[target]})
+        self._producer = new_producer(self._pconfig)
+        self._target_admin = new_admin({"bootstrap.servers": settings.kafka_bootstraps[target]})
         self.parts: dict[TP, PartitionState] = {}
         self.stats = Stats()
         self.stopping = threading.Event()
@@ -425,7 +424,7 @@ class Replicator:
             self._producer.flush(0)
         except Exception:  # noqa: BLE001 - it is being replaced either way
             pass
-        self._producer = Producer(self._pconfig)
+        self._producer = new_producer(self._pconfig)
 
     def lag(self) -> dict[TP, int]:
         return {tp: s.lag for tp, s in self.parts.items()}

@@ -19,20 +19,46 @@ answers: on a loaded machine that outlasted the 30 s a region's failback gives i
 "no fetch answer" for a dialog partition of a region just restarted). One batch is all this needs.
 
 Use it wherever an end matters: lag, "read to the end", a promotion's "caught up".
+
+This module is also the one place where confluent-kafka clients are built (:func:`new_consumer`,
+:func:`new_producer`, :func:`new_admin`): whatever every client of the project must carry (client
+security settings, defaults) is added here once, not in each of the twenty places that talk to a
+broker.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from regionsync.errors import RegionsyncError
 from regionsync.settings import Settings
 
 TP = tuple[str, int]
+
+
+def client_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A client's configuration: the caller's (``bootstrap.servers`` included), with what every
+    client of the project carries. Nothing yet; the place for it."""
+    if not config.get("bootstrap.servers"):
+        raise ValueError("a Kafka client needs bootstrap.servers")
+    return dict(config)
+
+
+def new_consumer(config: Mapping[str, Any]) -> Consumer:
+    return Consumer(client_config(config))
+
+
+def new_producer(config: Mapping[str, Any]) -> Producer:
+    return Producer(client_config(config))
+
+
+def new_admin(config: Mapping[str, Any]) -> AdminClient:
+    return AdminClient(client_config(config))
 
 
 class EndsUnknown(Exception):
@@ -43,7 +69,7 @@ def fetch_ends(bootstrap: str, tps: Sequence[TP], timeout_s: float = 5.0) -> dic
     """The end offset (next offset to be written) of each of ``tps``; raises :class:`EndsUnknown`."""
     if not tps:
         return {}
-    consumer = Consumer({
+    consumer = new_consumer({
         "bootstrap.servers": bootstrap,
         "group.id": "regionsync-ends",  # a label: assign only, nothing committed
         "enable.auto.commit": False,
@@ -103,7 +129,7 @@ def read_topic(settings: Settings, topic: str, *, timeout: float = 60.0, region:
     :class:`ReadTimeout` (after yielding what it read) if that takes longer than ``timeout``.
     """
     bootstrap = settings.for_region(region or settings.source_region).kafka_bootstrap
-    consumer = Consumer(
+    consumer = new_consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"regionsync-verify-{time.monotonic_ns()}",

@@ -17,13 +17,13 @@ import threading
 import time
 from collections.abc import Mapping
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import KafkaException
 
 from dialog.fence import Cut
 from dialog.kafka_io import consumer_config
 from dialog.store import StateStore
 from mirror import policy
-from regionsync.kafka import EndsUnknown, fetch_ends
+from regionsync.kafka import EndsUnknown, fetch_ends, new_consumer
 from regionsync.settings import Settings
 from serve.errors import NotCaughtUp
 
@@ -36,7 +36,7 @@ class DialogLog:
         self._region = region
         self._store = store
         self.topics = policy.inbound_topics(self._settings, region, self._settings.dialog_topic)
-        self._consumer = Consumer(consumer_config(self._settings, f"regionsync-serve-{region}"))
+        self._consumer = new_consumer(consumer_config(self._settings, f"regionsync-serve-{region}"))
         self._lock = threading.Lock()  # one confluent consumer, many request threads
         self._parts: list[TP] = []
         self._parts_at = float("-inf")

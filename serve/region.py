@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
 from dialog.errors import DeliveryError
 from dialog.events import DialogEvent
@@ -32,6 +32,7 @@ from dialog.store import PostgresStore
 from embedding.embedder import Embedder
 from indexer.lag import lag_report
 from indexer.sink import Hit
+from regionsync.kafka import new_producer
 from regionsync.settings import Settings
 from serve.acks import MirroredAcks
 from serve.answers import ChatComposer, Composed, make_composer
@@ -86,7 +87,7 @@ class ControlPublisher:
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.control_topic
         self._config = producer_config(settings)
-        self._producer = Producer(self._config)
+        self._producer = new_producer(self._config)
 
     def publish(self, promo: Promotion, timeout: float = 10.0) -> None:
         errors: list[str] = []
@@ -97,7 +98,7 @@ class ControlPublisher:
 
         self._producer.produce(self.topic, key=promo.key(), value=promo.to_json(), partition=0, on_delivery=delivered)
         if self._producer.flush(timeout) or errors:
-            self._producer = Producer(self._config)
+            self._producer = new_producer(self._config)
             raise DeliveryError(f"promotion to epoch {promo.epoch} not acknowledged: {errors[:1] or 'timeout'}")
 
     def close(self) -> None:

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from dialog import fence
 from dialog import roles as role_db
@@ -43,7 +43,7 @@ from dialog.fence import Promotion
 from dialog.roles import Active, fence_writers, writer_name
 from dialog.store import ensure_schema as ensure_store_schema
 from mirror.checkpoints import ensure_schema as ensure_mirror_schema
-from regionsync.kafka import EndsUnknown, fetch_ends
+from regionsync.kafka import EndsUnknown, fetch_ends, new_consumer
 from regionsync.pgdb import region_dsn
 from regionsync.settings import Settings
 from serve.errors import Fenced, NotActive, ServeError
@@ -216,7 +216,7 @@ def read_control(settings: Settings, region: str, timeout_s: float) -> list[Prom
     end = fetch_ends(bootstrap, [tp], timeout_s)[tp]
     if end == 0:
         return []
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "regionsync-rejoin", "enable.auto.commit": False,
+    consumer = new_consumer({"bootstrap.servers": bootstrap, "group.id": "regionsync-rejoin", "enable.auto.commit": False,
                          "fetch.wait.max.ms": 20})
     out: list[Promotion] = []
     try:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from mirror import policy
 from regionsync.errors import StackError
+from regionsync.kafka import new_admin
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def topic_specs(settings: Settings, region: str) -> list[NewTopic]:
 def ensure_topics(settings: Settings, region: str | None = None, timeout: float = 15.0) -> list[str]:
     """Create the missing topics of ``region`` (default: the source region) on its broker."""
     region = region or settings.source_region
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstraps[region]})
+    admin = new_admin({"bootstrap.servers": settings.kafka_bootstraps[region]})
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [t for t in topic_specs(settings, region) if t.topic not in existing]
     if not wanted:

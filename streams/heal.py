@@ -25,6 +25,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from regionsync.kafka import new_consumer
 from regionsync.settings import Settings
 from streams.capture import CaptureSpec
 from streams.debezium import decode_json
@@ -161,7 +162,7 @@ class KafkaSourceEvents:
         self._timeout_s = timeout_s
 
     def fetch(self, coordinates: Sequence[tuple[str, int, int]]) -> dict[tuple[str, int, int], tuple[bytes | None, bytes | None]]:
-        from confluent_kafka import Consumer, KafkaException, TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
 
         from regionsync.kafka import EndsUnknown, fetch_ends
 
@@ -173,7 +174,7 @@ class KafkaSourceEvents:
             ends = fetch_ends(self._settings.kafka_bootstrap, tps, self._timeout_s)
         except EndsUnknown as exc:  # a failure raises: the batch is retried
             raise KafkaException(f"the CMS topic's ends are unknown: {exc}") from exc
-        consumer = Consumer({
+        consumer = new_consumer({
             "bootstrap.servers": self._settings.kafka_bootstrap,
             "group.id": "regionsync-heal-reader",  # never subscribes nor commits: assign() only
             "enable.auto.commit": False,

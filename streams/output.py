@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from regionsync.kafka import new_producer
 from regionsync.settings import Settings
 from streams.deadletter import DeadLetter
 from streams.errors import StreamsError
@@ -15,7 +16,7 @@ class OutputError(StreamsError):
 
 
 def make_producer(settings: Settings) -> Producer:
-    return Producer(
+    return new_producer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
             "acks": "all",

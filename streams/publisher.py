@@ -8,6 +8,7 @@ from typing import IO, Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from regionsync.kafka import new_producer
 from regionsync.settings import Settings
 from streams.capture import CaptureSpec
 from streams.cms import CmsEvent, read_jsonl, validate
@@ -31,7 +32,7 @@ class CmsPublisher:
         self.producer = producer or self._new_producer()
 
     def _new_producer(self) -> Producer:
-        return Producer(
+        return new_producer(
             {
                 "bootstrap.servers": self.settings.kafka_bootstrap,
                 "acks": "all",

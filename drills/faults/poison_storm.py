@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
 from drills import inject
 from drills.faults.checks import LogFolder, wait_converged
@@ -19,7 +19,7 @@ from drills.faults.context import FaultContext, SkipCounter
 from drills.faults.model import TrialPlan, TrialResult
 from drills.faults.plan import Timing
 from drills.faults.scenario import Scenario, result_of
-from regionsync.kafka import read_topic
+from regionsync.kafka import new_producer, read_topic
 from stack import stack
 from streams.deadletter import DeadLetter
 
@@ -119,7 +119,7 @@ class PoisonStorm(Scenario):
 
 def produce(bootstrap: str, records: Sequence[tuple[str, bytes | None, bytes | None]]) -> list[Coordinates]:
     """Produce every record (acks=all), in order; the coordinates each was written at."""
-    producer = Producer({
+    producer = new_producer({
         "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 20,
         "message.max.bytes": 32 * 1024 * 1024, "queue.buffering.max.kbytes": 512 * 1024,
     })
