@@ -143,18 +143,18 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _ask_in_process(settings: Settings, region: str, question: str, k: int, session: str | None) -> dict[str, Any]:
-    from serve.app import _ask_response
     from serve.region import RegionService
+    from serve.schemas import ask_response
 
     service = RegionService(settings, region, background=False)
     try:
         if session is not None:
             service.rejoin_now()
         if session is None:
-            return _ask_response(region, question, service.answer(question, k)).model_dump()
+            return ask_response(region, question, service.answer(question, k)).model_dump()
         result = service.turn(session, {"text": question, "intent": "knowledge"})
         assert result.answer is not None
-        return _ask_response(region, question, result.answer, session, result.reply.last_seq).model_dump()
+        return ask_response(region, question, result.answer, session, result.reply.last_seq).model_dump()
     finally:
         service.close()
 

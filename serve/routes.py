@@ -1,0 +1,200 @@
+"""The region service's routes, one router per concern: probes, knowledge (search and answers),
+dialog (turns and sessions), admin (promotion and conflicts), metrics. Each router closes over the
+region's :class:`~serve.region.RegionService`; the request models whose limits come from the
+settings are defined with their routes."""
+
+# No ``from __future__ import annotations``: FastAPI reads the route signatures at run time.
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from serve.answers import Composed
+from serve.metrics import ServiceMetrics
+from serve.region import RegionService
+from serve.schemas import (
+    INTENT,
+    SESSION_ID,
+    AskResponse,
+    Conflicts,
+    Error,
+    Health,
+    Promoted,
+    Readiness,
+    Refused,
+    SearchResponse,
+    SessionOut,
+    SlotValue,
+    TurnOut,
+    ask_response,
+    citation,
+    clean_text,
+    search_hit,
+)
+
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    409: {"model": Refused, "description": "this region is standby"},
+    503: {"model": Error, "description": "the region cannot serve this right now (retry)"},
+}
+ADMIN_REFUSALS: dict[int | str, dict[str, Any]] = {401: {"model": Error}, 403: {"model": Error}, 503: REFUSALS[503]}
+
+
+def probes(service: RegionService) -> APIRouter:
+    router = APIRouter()
+
+    # Probes run on the event loop (async), not in the request thread pool: turns waiting for a
+    # catch-up can fill the pool, and a probe must still answer within its timeout. Readiness is
+    # computed in the background (serve/region.py); this only reads it.
+    @router.get("/healthz", response_model=Health, summary="the process answers")
+    async def healthz() -> Health:
+        return Health(status="ok", region=service.region)
+
+    @router.get(
+        "/readyz", response_model=Readiness, summary="this region can serve now; its role",
+        responses={503: {"model": Readiness, "description": "not ready (see checks)"}},
+    )
+    async def readyz(response: Response) -> dict[str, Any]:
+        report = service.readiness()
+        if not report["ready"]:
+            response.status_code = 503
+        return report
+
+    return router
+
+
+def knowledge(service: RegionService) -> APIRouter:
+    router = APIRouter()
+    settings, region = service.settings, service.region
+    max_chars = settings.query_max_chars
+
+    class AskRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        question: str = Field(min_length=1, max_length=max_chars)
+        k: int = Field(default=5, ge=1, le=settings.search_max_k)
+        session_id: str | None = Field(default=None, pattern=SESSION_ID)
+
+        _clean = field_validator("question")(clean_text)
+
+    @router.get("/search", response_model=SearchResponse, summary="nearest chunks in this region", responses=REFUSALS)
+    def search(
+        q: Annotated[str, Query(min_length=1, max_length=max_chars, description="the query text")],
+        k: Annotated[int, Query(ge=1, le=settings.search_max_k)] = 5,
+    ) -> SearchResponse:
+        query = _query(q)
+        hits = service.search(query, k)
+        return SearchResponse(region=region, query=query, hits=[search_hit(h) for h in hits])
+
+    @router.post("/ask", response_model=AskResponse, summary="an answer citing this region's sources",
+                 responses=REFUSALS)
+    def ask(body: AskRequest) -> AskResponse:
+        if body.session_id is None:
+            composed = service.answer(body.question, body.k)
+            return ask_response(region, body.question, composed)
+        result = service.turn(body.session_id, {"text": body.question, "intent": "knowledge"})
+        composed = result.answer or Composed(result.reply.text, (), "handler")
+        return ask_response(region, body.question, composed, body.session_id, result.reply.last_seq)
+
+    return router
+
+
+def dialog(service: RegionService) -> APIRouter:
+    router = APIRouter()
+    region, max_chars = service.region, service.settings.query_max_chars
+
+    class TurnRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        text: str = Field(min_length=1, max_length=max_chars)
+        intent: str | None = Field(default=None, pattern=INTENT)
+        slots: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")], SlotValue] = Field(
+            default_factory=dict, max_length=20
+        )
+        channel: str = Field(default="", max_length=64)
+        customer_id: str = Field(default="", max_length=128)
+        locale: str = Field(default="", max_length=35)
+
+        _clean = field_validator("text")(clean_text)
+
+    @router.post(
+        "/sessions/{session_id}/turns", response_model=TurnOut, summary="one customer message: a dialog turn",
+        responses=REFUSALS,
+    )
+    def turn(session_id: Annotated[str, Path(pattern=SESSION_ID)], body: TurnRequest) -> TurnOut:
+        result = service.turn(session_id, body.model_dump())
+        reply = result.reply
+        cited = result.answer.cited if result.answer else ()
+        return TurnOut(
+            region=region, session_id=session_id, reply=reply.text, sources=list(reply.sources),
+            confirmed=list(reply.confirmed), handoff=reply.handoff, last_seq=reply.last_seq, events=reply.events,
+            citations=[citation(n, h) for n, h in enumerate(cited, 1)],
+        )
+
+    @router.get(
+        "/sessions/{session_id}", response_model=SessionOut, summary="a session's state in this region",
+        responses={404: {"model": Error, "description": "unknown session"}, 503: REFUSALS[503]},
+    )
+    def get_session(session_id: Annotated[str, Path(pattern=SESSION_ID)]) -> SessionOut:
+        state = service.session(session_id)
+        data = state.to_dict()
+        return SessionOut(region=region, **{k: data[k] for k in SessionOut.model_fields if k != "region"})
+
+    return router
+
+
+def admin(service: RegionService) -> APIRouter:
+    router = APIRouter()
+
+    def refusal(token: str | None) -> JSONResponse | None:
+        expected = service.settings.admin_token.get_secret_value()
+        if not token:
+            return JSONResponse({"detail": "missing X-Admin-Token header"}, status_code=401)
+        if not expected or not secrets.compare_digest(token.encode(), expected.encode()):
+            return JSONResponse({"detail": "bad admin token"}, status_code=403)
+        return None
+
+    @router.post("/admin/promote", response_model=Promoted, summary="make this region the active one (admin token)",
+                 responses=ADMIN_REFUSALS)
+    def promote(
+        x_admin_token: Annotated[str | None, Header(max_length=512)] = None,
+        force: Annotated[bool, Query(description="promote even while the copy of the active region's log lags "
+                                                 "a source that answers (what is not copied is set aside)")] = False,
+    ) -> Any:
+        refused = refusal(x_admin_token)
+        if refused is not None:
+            return refused
+        return service.promote(force=force)
+
+    @router.get("/admin/conflicts", response_model=Conflicts, summary="turns a promotion set aside (admin token)",
+                responses=ADMIN_REFUSALS)
+    def conflicts(x_admin_token: Annotated[str | None, Header(max_length=512)] = None) -> Any:
+        refused = refusal(x_admin_token)
+        if refused is not None:
+            return refused
+        report = service.fenced_report()
+        return Conflicts(region=service.region, count=len(report), fenced=report)
+
+    return router
+
+
+def metrics(registry_of: ServiceMetrics) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+                responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    def metrics_endpoint() -> Response:
+        return Response(generate_latest(registry_of.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def _query(q: str) -> str:
+    try:
+        return clean_text(q)
+    except ValueError as exc:
+        # The same body as every other 422 (the spec's HTTPValidationError).
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("query", "q"), "msg": f"Value error, {exc}", "input": q}]
+        ) from exc
