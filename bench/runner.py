@@ -51,6 +51,7 @@ from bench.tracker import Tracker
 from indexer.milvus_client import quiet_pymilvus
 from regionsync.revision import code_revision
 from regionsync.settings import Settings
+from stack import host
 from streams.chunking import chunk_text
 from streams.events import chunk_id
 
@@ -89,14 +90,8 @@ class BenchOptions:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    import onnxruntime  # the run-time embedder's engine; torch is not loaded here (settings.embedder)
+
     ram = 0.0
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -104,10 +99,8 @@ def machine_info() -> dict[str, Any]:
                 ram = int(line.split()[1]) / 1024**2
     except OSError:
         pass
-    import onnxruntime  # the run-time embedder's engine; torch is not loaded here (settings.embedder)
-
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(ram, 1), "load_start": list(os.getloadavg()),
+        "cpu": host.cpu_model(), "cores": os.cpu_count(), "ram_gb": round(ram, 1), "load_start": list(os.getloadavg()),
         "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
     }
 

@@ -37,13 +37,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-import platform
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -58,6 +56,7 @@ from drills.prober import Prober
 from drills.workload import Workload, WorkloadConfig, WorkloadResult
 from regionsync.revision import code_revision
 from regionsync.settings import Settings
+from stack import host
 
 log = logging.getLogger(__name__)
 
@@ -492,16 +491,7 @@ def knowledge_served(settings: Settings, region: str) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_gb, 1), "python": platform.python_version()}
+    return host.machine()
 
 
 def _model(
