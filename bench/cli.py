@@ -44,7 +44,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         saved = report.load(args.show)
         print(report.markdown(saved) if args.markdown else report.render(saved))
         return 0
-    from bench.runner import BenchOptions
+    from bench.options import BenchOptions
     from bench.runner import run as run_bench
 
     options = BenchOptions(
