@@ -47,6 +47,8 @@ from stack import procs, topics
 
 from .helpers import Tools, ends_of, read_log
 
+pytestmark = pytest.mark.integration  # starts real services
+
 # 200, not the 1,000 of the single-broker days: tansu's S3 engine keeps each produced batch (here
 # one per turn) as an object, and the reference reads and east's refold read east's log back at
 # a few hundred records a second, tens on a machine loaded by other test runs.

@@ -18,6 +18,8 @@ from dialog.state import SessionState
 from dialog.store import TP, Stats
 from regionsync.settings import Settings
 
+pytestmark = pytest.mark.integration  # starts real services
+
 TOPIC = "regionsync.dialog.events"
 REMOTE = "north.regionsync.dialog.events"
 

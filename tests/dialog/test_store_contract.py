@@ -25,7 +25,7 @@ COPY = "north.topic-a"  # north's dialog topic as copied into this region
 CONTROL = "control-a"
 
 
-@pytest.fixture(params=["memory", "postgres"])
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest) -> Iterator[StateStore]:
     if request.param == "memory":
         yield MemoryStore(OWN)

@@ -24,6 +24,8 @@ from regionsync.settings import Settings
 
 from .helpers import ends_of, fold_log, make_log, produce_raw, publish
 
+pytestmark = pytest.mark.integration  # starts real services
+
 
 def read_dlq(settings: Settings, expected: int) -> list[dict[str, object]]:
     consumer = Consumer(consumer_config(settings, "dlq-reader"))

@@ -12,7 +12,9 @@ from drills.diff import DriftKind
 from drills.reconcile import scan
 from drills.verify import wait_converged
 from indexer.lag import region_lag
+from indexer.sink import RegionSink
 from regionsync.settings import Settings
+from streams.chunking import chunk_text
 from streams.publisher import CmsPublisher
 
 from .conftest import cli, wait_for
@@ -80,7 +82,31 @@ def test_reconcile_finds_and_repairs_every_drift_class(settings: Settings, db: p
     assert repaired["repair"]["republish_ids"] == ["cms-rc"]
     assert {d["doc_id"] for d in repaired["repair"]["deletes"]} == set(DELETED)
 
+    # Judged by what each region's Milvus holds, not by reconcile's own scan.
+    want = {doc_id: (title, chunk_text(body, settings.chunk_size, settings.chunk_overlap)) for doc_id, title, body in ROWS
+            if doc_id not in DELETED}
+    for region in settings.regions:
+        held = _held(settings, region)
+        assert not set(DELETED) & set(held), region
+        for doc_id, (title, texts) in want.items():
+            assert held.get(doc_id) == (title, texts), (region, doc_id, held.get(doc_id))
+        assert "cms-rc" in held, region
+
     out = cli(settings, "reconcile")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "drift: none" in out.stdout
     assert settings.pg_password.get_secret_value() not in out.stdout + out.stderr
+
+
+def _held(settings: Settings, region: str) -> dict[str, tuple[str, list[str]]]:
+    """doc id -> (title, chunk texts in order) as the region's Milvus holds them."""
+    sink = RegionSink.for_region(settings, region)
+    try:
+        rows = [r for r in sink.dump_chunks() if str(r["doc_id"]).startswith(("rc-", "cms-rc"))]
+    finally:
+        sink.close()
+    out: dict[str, tuple[str, list[str]]] = {}
+    for r in sorted(rows, key=lambda r: (r["doc_id"], r["chunk_index"])):
+        title, texts = out.setdefault(r["doc_id"], (r["title"], []))
+        texts.append(r["text"])
+    return out

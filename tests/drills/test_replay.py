@@ -104,6 +104,15 @@ def test_replay_range_by_time(settings: Settings) -> None:
         "0": {"start": 15, "end": 18, "count": 3}, "1": {"start": 15, "end": 18, "count": 3}}
     late = cli(settings, "replay", src, "--to-topic", "drills.copy-a", "--from-time", str(BASE_TS + 10_000), "--dry-run")
     assert late.returncode == 2 and "nothing to replay" in late.stderr
+    # The same range for real: exactly records 30..35 are copied, each once.
+    dst = _topic(settings, "drills.copy-c")
+    out = cli(settings, "replay", src, "--to-topic", dst, "--from-time", str(BASE_TS + 30), "--to-time",
+              str(BASE_TS + 36), "--json")
+    assert out.returncode == 0, out.stderr
+    assert orjson.loads(out.stdout)["sent"] == 6
+    copied = _records(settings, dst)
+    assert sorted(m.value() for m in copied) == sorted(f"v{i}".encode() for i in range(30, 36))
+    assert sorted(m.timestamp()[1] for m in copied) == [BASE_TS + i for i in range(30, 36)]
 
 
 def test_replay_resumes_from_its_checkpoint_after_an_interruption(settings: Settings, tmp_path: Path) -> None:
@@ -141,6 +150,7 @@ def test_replay_into_a_region_reapplies_what_it_lost(settings: Settings, db: psy
                ("rp-1", "Replay me", "A document a region will lose and get back from the log. " * 10, ["rp"]))
     wait_for(lambda: all(_holds(settings, r, "rp-1") for r in settings.regions), 240, "rp-1 in every region")
     drop_document(settings, "east", "rp-1")
+    assert not _holds(settings, "east", "rp-1")  # lost: only the replay can bring it back
     before = kafka_io.committed(settings.kafka_bootstrap, settings.region_group("east"), settings.chunks_topic, [0, 1, 2, 3])
 
     refused = cli(settings, "replay", settings.chunks_topic, "--region", "east")

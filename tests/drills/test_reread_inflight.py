@@ -26,13 +26,25 @@ def test_the_reread_position_is_handed_out_only_after_inflight_transactions_end(
         writer.execute("UPDATE documents SET body = 'new body' WHERE id = 'inflight'")
         (lsn_of_write,) = writer.execute("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint").fetchone()
 
+        # The taker reads the clock once for its deadline, then once after every poll that found a
+        # transaction still running: its second reading says it is waiting for ours.
+        readings = 0
+        waiting = threading.Event()
+
+        def clock() -> float:
+            nonlocal readings
+            readings += 1
+            if readings >= 2:
+                waiting.set()
+            return time.monotonic()
+
         def take() -> None:
-            result["position"] = wal_position_after_inflight(settings, timeout_s=60)
+            result["position"] = wal_position_after_inflight(settings, timeout_s=60, clock=clock)
             result["at"] = time.monotonic()
 
         taker = threading.Thread(target=take)
         taker.start()
-        time.sleep(1.5)
+        assert waiting.wait(30), "the taker never polled"
         assert taker.is_alive(), "the position was handed out while a transaction that wrote below it ran"
         committed_at = time.monotonic()
         writer.commit()

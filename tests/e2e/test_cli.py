@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from regionsync.kafka import read_topic
 from regionsync.settings import Settings
 
 from .conftest import wait_for
@@ -75,10 +77,16 @@ def test_publish_then_search_in_both_regions_with_sources(settings: Settings, tm
 
 
 def test_publish_refuses_a_file_with_a_bad_line_and_sends_nothing(settings: Settings) -> None:
-    good = orjson.dumps({"doc_id": "never-sent", "version": 1, "op": "delete"}).decode()
+    tag = secrets.token_hex(4)
+    good = orjson.dumps({"doc_id": f"never-sent-{tag}", "version": 1, "op": "delete"}).decode()
     out = cli(settings, "publish", "-", stdin=good + "\n{\"doc_id\": 3}\n")
     assert out.returncode == 2
     assert "line 2" in out.stderr and "doc_id" in out.stderr
+    # A good file published after it: once the topic holds that, it would hold the refused line too.
+    after = orjson.dumps({"doc_id": f"sent-after-{tag}", "version": 1, "op": "delete"}).decode()
+    assert cli(settings, "publish", "-", stdin=after + "\n").returncode == 0
+    keys = {m.key() for m in read_topic(settings, settings.cms_topic)}
+    assert f"sent-after-{tag}".encode() in keys and f"never-sent-{tag}".encode() not in keys
 
 
 def test_connectors_status_and_idempotent_apply(settings: Settings) -> None:

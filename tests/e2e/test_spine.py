@@ -7,9 +7,10 @@ import random
 import re
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -400,9 +401,17 @@ def test_poison_goes_to_the_dead_letter_topic_and_the_stream_goes_on(settings: S
                                                 "source": {"lsn": 1}}), "missing_key"),
         (settings.cms_topic, b"big", orjson.dumps(too_big), "document_too_large"),
     ]
-    for topic, key, value, _reason in poison:
-        producer.produce(topic, key=key, value=value)
-    producer.flush(10)
+    where: dict[str, tuple[int, int]] = {}  # reason -> (partition, offset) the broker gave the record
+
+    def delivered(reason: str) -> Callable[[Any, Any], None]:
+        def record(err: Any, msg: Any) -> None:
+            if err is None:
+                where[reason] = (msg.partition(), msg.offset())
+        return record
+
+    for topic, key, value, reason in poison:
+        producer.produce(topic, key=key, value=value, on_delivery=delivered(reason))
+    assert producer.flush(10) == 0 and len(where) == len(poison)
     CmsPublisher(settings).publish([{"doc_id": "after-poison", "version": 1, "op": "upsert",
                                      "document": {"title": "ok", "body": "valid event after the poison"}}])
     wait_for(lambda: all(doc_rows(settings, r, "after-poison") for r in settings.regions), 60, "valid event")
@@ -410,7 +419,7 @@ def test_poison_goes_to_the_dead_letter_topic_and_the_stream_goes_on(settings: S
     for topic, key, value, reason in poison:
         match = [d for d in letters if d.reason == reason and d.value == value and d.topic == topic]
         assert match, f"no dead letter for {reason}"
-        assert match[0].key == key and match[0].offset >= 0 and match[0].detail
+        assert match[0].key == key and (match[0].partition, match[0].offset) == where[reason] and match[0].detail
 
 
 def _mixed_changes(settings: Settings, n: int, seed: int, progress: threading.Event | None = None) -> None:

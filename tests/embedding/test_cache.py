@@ -109,6 +109,7 @@ class TestMemoryCache(CacheContract):
         return MemoryEmbeddingCache()
 
 
+@pytest.mark.integration  # a real Postgres
 class TestPostgresCache(CacheContract):
     @pytest.fixture
     def cache(self, pg_settings: Settings) -> Iterator[PostgresEmbeddingCache]:

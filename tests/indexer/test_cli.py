@@ -14,6 +14,8 @@ from regionsync.settings import Settings
 
 from .conftest import REGION, record_factory
 
+pytestmark = pytest.mark.integration  # starts real services
+
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()

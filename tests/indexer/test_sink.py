@@ -18,6 +18,8 @@ from streams.events import Chunk, DocRecord, RecordOp, chunk_id
 
 from .conftest import REGION, RecordFactory, record_factory
 
+pytestmark = pytest.mark.integration  # starts real services
+
 
 @pytest.fixture
 def sink(shared_milvus: Settings, collection_name: str) -> Iterator[RegionSink]:

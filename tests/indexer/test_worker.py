@@ -32,6 +32,8 @@ from streams.events import DocRecord, RecordOp
 
 from .conftest import REGION, on_broker, record_factory
 
+pytestmark = pytest.mark.integration  # starts real services
+
 
 def with_topics(base: Settings, kafka: Settings) -> Settings:
     """``base``'s Milvus, ``kafka``'s broker, fresh topics and collection for this test."""

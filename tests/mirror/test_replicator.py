@@ -20,6 +20,8 @@ from regionsync.settings import Settings
 from stack import procs
 from stack.topics import partitions
 
+pytestmark = pytest.mark.integration  # starts real services
+
 N = 20_000
 
 

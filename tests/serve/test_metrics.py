@@ -4,6 +4,7 @@ Prometheus scraping all of them."""
 from __future__ import annotations
 
 import secrets
+import time
 
 import pytest
 import requests
@@ -11,6 +12,7 @@ import yaml
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
+from indexer.lag import lag_report
 from regionsync.settings import Settings
 from stack import prometheus
 
@@ -33,11 +35,19 @@ def value(samples: dict, name: str, **labels: str) -> float:
     return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
 
 
+def sample(samples: dict, name: str, **labels: str) -> float:
+    """Like :func:`value`, but the metric must be exposed: a sum over no sample reads 0, which
+    would pass any ``>= 0``."""
+    want = set(labels.items())
+    assert any(n == name and want <= set(lab) for n, lab in samples), f"{name} {labels} is not exposed"
+    return value(samples, name, **labels)
+
+
 def worker_url(settings: Settings, worker: str, region: str | None = None) -> str:
     return f"http://{settings.serve_host}:{settings.metrics_port(worker, region)}/metrics"
 
 
-def test_a_search_moves_the_latency_histogram_of_its_route(urls: dict[str, str]) -> None:
+def test_a_search_moves_the_latency_histogram_of_its_route(settings: Settings, urls: dict[str, str]) -> None:
     for region, url in urls.items():
         before = scrape(f"{url}/metrics")
         count = "regionsync_http_request_duration_seconds_count"
@@ -45,8 +55,10 @@ def test_a_search_moves_the_latency_histogram_of_its_route(urls: dict[str, str])
         after = scrape(f"{url}/metrics")
         assert value(after, count, route="/search", region=region) == value(before, count, route="/search") + 1
         assert value(after, "regionsync_http_requests_total", route="/search", status="200") >= 1
-        # Region gauges read at scrape time.
-        assert value(after, "regionsync_index_lag_records", region=region) >= 0
+        # Region gauges read at scrape time: the lag is what `regionsync lag` computes (0 when quiet).
+        sample(after, "regionsync_index_lag_records", region=region)
+        wait_for(lambda r=region, u=url: value(scrape(f"{u}/metrics"), "regionsync_index_lag_records", region=r)
+                 == sum(p.lag for p in lag_report(settings, r)), 60, f"index lag gauge of {region} = its lag")
         assert any(n == "regionsync_index_committed_offset" for n, _ in after)
         assert value(after, "regionsync_region_active", region=region) == (1.0 if region == "east" else 0.0)
         assert value(after, "regionsync_region_readings_up", region=region) == 1.0
@@ -65,7 +77,13 @@ def test_a_poison_record_moves_the_dead_letter_counter(settings: Settings) -> No
         wait_for(lambda r=region: dead(r) == before[r] + 1, 60, f"dead letter counted in {region}")
 
 
-def test_every_worker_serves_metrics(settings: Settings) -> None:
+def test_every_worker_serves_metrics(settings: Settings, urls: dict[str, str]) -> None:
+    # A turn, so that every region's dialog worker has something to snapshot (every 5 s here).
+    turned_at = time.time()
+    turn = requests.post(f"{urls['east']}/sessions/metrics-{secrets.token_hex(4)}/turns", json={"text": "hi"},
+                         timeout=60)
+    assert turn.status_code == 200, turn.text
+    created = "regionsync_dialog_snapshot_created_timestamp_seconds"
     changes = scrape(worker_url(settings, "changes"))
     assert value(changes, "regionsync_embeddings_computed_total") > 0
     assert ("regionsync_embeddings_cached_total", ()) in changes
@@ -73,8 +91,11 @@ def test_every_worker_serves_metrics(settings: Settings) -> None:
         indexer = scrape(worker_url(settings, "indexer", region))
         assert value(indexer, "regionsync_freshness_seconds_count", region=region) > 0
         assert value(indexer, "regionsync_index_records_applied_total", region=region) > 0
+        wait_for(lambda r=region: value(scrape(worker_url(settings, "dialog", r)), created, region=r) >= turned_at,
+                 120, f"a snapshot in {region} after the turn")
         dialog = scrape(worker_url(settings, "dialog", region))
-        assert value(dialog, "regionsync_dialog_snapshot_age_seconds", region=region) >= 0
+        age = sample(dialog, "regionsync_dialog_snapshot_age_seconds", region=region)
+        assert 0 <= age <= time.time() - sample(dialog, created, region=region) + 1.0
 
 
 def test_a_turn_moves_the_dialog_events_applied_in_every_region(settings: Settings, urls: dict[str, str]) -> None:

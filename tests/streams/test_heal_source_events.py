@@ -16,6 +16,8 @@ from streams.heal import KafkaSourceEvents
 from tests.stacks import free_settings
 from tests.state_dirs import private_state_dir
 
+pytestmark = pytest.mark.integration  # starts real services
+
 TOPIC = "regionsync.cms.documents.heal-test"
 
 
