@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from dialog.errors import DeliveryError, DialogError
 from dialog.events import DialogEvent, encode, key_of
-from regionsync.kafka import new_admin, new_consumer, new_producer
+from regionsync.kafka import new_admin, new_consumer, new_producer, renewed
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -141,22 +141,6 @@ class KafkaPublisher:
 
     def close(self) -> None:
         self._producer.flush(10)
-
-
-def renewed(producer: Producer, config: dict[str, Any]) -> Producer:
-    """A new producer in place of one whose sends were not acknowledged.
-
-    An idempotent producer whose id the broker no longer knows (a broker that lost its state: the
-    embedded one keeps everything in memory) retries with that id until its message timeout, and
-    every later send too: seen, no turn could be acknowledged after the broker came back. A new
-    producer gets a new id. What the old one still held is dropped; the caller failed the turn, so
-    nothing of it was shown to the customer (one that landed after all is deduplicated by seq)."""
-    try:
-        producer.purge(in_queue=True, in_flight=True, blocking=False)
-        producer.flush(0)
-    except Exception:  # noqa: BLE001 - it is being thrown away either way
-        pass
-    return new_producer(config)
 
 
 def dead_letter(reason: str, detail: str, msg: Message, stage: str = "dialog") -> bytes:

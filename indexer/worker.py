@@ -44,13 +44,12 @@ from indexer.errors import IndexerError, RegionUnavailable
 from indexer.schema import record_problem
 from indexer.sink import RegionSink
 from mirror import policy
-from regionsync.kafka import new_admin, new_consumer, new_producer
+from regionsync.kafka import discard, new_admin, new_consumer, new_producer
 from regionsync.metrics import serve_metrics
 from regionsync.settings import Settings
 from streams.deadletter import DeadLetter
 from streams.events import DocRecord, RecordOp, SourceRef
 from streams.heal import HealRequest
-from streams.output import renew
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +370,7 @@ class RegionIndexer:
         remaining = self.producer.flush(30)
         if remaining or errors:
             if self._own_producer:  # a broker that lost its state no longer knows this one
-                renew(self.producer)
+                discard(self.producer)
                 self.producer = make_dlq_producer(self.settings)
             raise DeadLetterError(f"{remaining} unacknowledged, errors: {errors[:3]}")
 

@@ -44,7 +44,7 @@ from confluent_kafka.admin import NewTopic
 from mirror import metrics, policy
 from mirror.checkpoints import TP, Checkpoint, CheckpointStore
 from mirror.errors import MirrorError, TopicMismatch
-from regionsync.kafka import new_admin, new_consumer, new_producer
+from regionsync.kafka import new_admin, new_consumer, new_producer, renewed
 from regionsync.pgdb import region_dsn
 from regionsync.settings import Settings
 
@@ -419,12 +419,7 @@ class Replicator:
         log.debug("replicator %s -> %s: source: %s", self.source, self.target, err)
 
     def _renew_producer(self) -> None:
-        try:
-            self._producer.purge(in_queue=True, in_flight=True, blocking=False)
-            self._producer.flush(0)
-        except Exception:  # noqa: BLE001 - it is being replaced either way
-            pass
-        self._producer = new_producer(self._pconfig)
+        self._producer = renewed(self._producer, self._pconfig)
 
     def lag(self) -> dict[TP, int]:
         return {tp: s.lag for tp, s in self.parts.items()}

@@ -61,6 +61,28 @@ def new_admin(config: Mapping[str, Any]) -> AdminClient:
     return AdminClient(client_config(config))
 
 
+def discard(producer: Producer) -> None:
+    """Drop what a producer whose sends were not acknowledged still holds, before it is replaced.
+
+    Why replace it: an idempotent producer whose id the broker no longer knows (a broker that lost
+    its state) retries with that id until its message timeout, and every later send too: seen, the
+    change agent stalled for good ("1 records unacknowledged" at every flush) and no dialog turn
+    could be acknowledged after the broker came back. A new producer gets a new id. What is purged
+    here is sent again by the caller's retry, or was never acknowledged to anyone; duplicates are
+    absorbed downstream (versions, session seq)."""
+    try:
+        producer.purge(in_queue=True, in_flight=True, blocking=False)
+        producer.flush(0)
+    except Exception:  # noqa: BLE001 - it is being thrown away either way
+        pass
+
+
+def renewed(producer: Producer, config: Mapping[str, Any]) -> Producer:
+    """A new producer (same configuration) in place of one whose sends were not acknowledged."""
+    discard(producer)
+    return new_producer(config)
+
+
 class EndsUnknown(Exception):
     """The broker did not answer in time: no end offset can be given."""
 

@@ -32,7 +32,7 @@ from dialog.store import PostgresStore
 from embedding.embedder import Embedder
 from indexer.lag import lag_report
 from indexer.sink import Hit
-from regionsync.kafka import new_producer
+from regionsync.kafka import new_producer, renewed
 from regionsync.settings import Settings
 from serve.acks import MirroredAcks
 from serve.answers import ChatComposer, Composed, make_composer
@@ -98,7 +98,7 @@ class ControlPublisher:
 
         self._producer.produce(self.topic, key=promo.key(), value=promo.to_json(), partition=0, on_delivery=delivered)
         if self._producer.flush(timeout) or errors:
-            self._producer = new_producer(self._config)
+            self._producer = renewed(self._producer, self._config)
             raise DeliveryError(f"promotion to epoch {promo.epoch} not acknowledged: {errors[:1] or 'timeout'}")
 
     def close(self) -> None:

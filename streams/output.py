@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from regionsync.kafka import new_producer
+from regionsync.kafka import discard, new_producer
 from regionsync.settings import Settings
 from streams.deadletter import DeadLetter
 from streams.errors import StreamsError
@@ -26,21 +26,6 @@ def make_producer(settings: Settings) -> Producer:
             "compression.type": "lz4",
         }
     )
-
-
-def renew(producer: Producer) -> None:
-    """Drop what an idempotent producer still holds, before it is replaced by a new one.
-
-    Why replace it: after the broker lost its state (the embedded broker keeps everything in
-    memory), the producer's id is unknown to it, and librdkafka retries with that id until the
-    message timeout, then again with the next batch: seen, the change agent stalled for good,
-    every flush "1 records unacknowledged". A new producer gets a new id. What was purged is sent
-    again by the caller's retry (the batch is not committed), and duplicates are harmless here."""
-    try:
-        producer.purge(in_queue=True, in_flight=True, blocking=False)
-        producer.flush(0)
-    except Exception:  # noqa: BLE001 - it is being thrown away either way
-        pass
 
 
 class KafkaRecordOutput:
@@ -77,7 +62,7 @@ class KafkaRecordOutput:
         errors, self._errors = self._errors, []
         if remaining or errors:
             if self._settings is not None:
-                renew(self.producer)
+                discard(self.producer)
                 self.producer = make_producer(self._settings)
                 self._errors = []  # the purged records' reports: the retried batch sends them again
             raise OutputError(f"{remaining} records unacknowledged, {len(errors)} failed: {'; '.join(errors[:3])}")

@@ -8,12 +8,11 @@ from typing import IO, Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from regionsync.kafka import new_producer
+from regionsync.kafka import discard, new_producer
 from regionsync.settings import Settings
 from streams.capture import CaptureSpec
 from streams.cms import CmsEvent, read_jsonl, validate
 from streams.errors import StreamsError
-from streams.output import renew
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class CmsPublisher:
             remaining = len(checked)
         if remaining or failures:
             if self._own:  # a broker that lost its state no longer knows this producer: a new one
-                renew(self.producer)
+                discard(self.producer)
                 self.producer = self._new_producer()
             raise PublishError(
                 f"{min(len(checked), len(failures) + remaining)} of {len(checked)} events not acknowledged: "
