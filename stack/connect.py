@@ -51,7 +51,7 @@ logger.jersey.level = warn
 def libs_dir() -> Path:
     """The jar directory: ``$REGIONSYNC_CONNECT_LIBS`` or the repository's ``vendor/connect-libs``."""
     override = os.environ.get(LIBS_ENV)
-    candidates = [Path(override)] if override else [Path(__file__).resolve().parents[2] / "vendor" / "connect-libs"]
+    candidates = [Path(override)] if override else [Path(__file__).resolve().parents[1] / "vendor" / "connect-libs"]
     for path in candidates:
         if path.is_dir() and any(path.glob("connect-runtime-*.jar")):
             return path.resolve()

@@ -20,7 +20,7 @@ from regionsync.settings import Settings
 from stack import procs
 
 NAME = "prometheus"
-RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
+RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "alerts.yml"
 SCRAPE_INTERVAL = "5s"
 
 
