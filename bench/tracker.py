@@ -43,7 +43,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from bench.retry import Retries
 from mirror import policy
-from mirror.replicator import provenance
+from mirror.provenance import provenance
 from regionsync.kafka import new_consumer
 from regionsync.settings import Settings
 

@@ -61,7 +61,7 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    from dialog.store import PostgresStore
+    from dialog.pg_store import PostgresStore
 
     store = PostgresStore.for_region(settings, args.region)
     try:
@@ -79,7 +79,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from dialog.worker import serve
+    from dialog.process import serve
 
     return serve(settings, args.region, snapshots=not args.no_snapshots)
 

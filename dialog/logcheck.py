@@ -16,17 +16,23 @@ of the sessions (duplicates and replays are no-ops for the reducer).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Protocol
 
 from confluent_kafka import KafkaException, TopicPartition
 
+from dialog import metrics
 from dialog.errors import MalformedEvent
 from dialog.events import decode
 from dialog.kafka_io import consumer_config
 from dialog.state import SessionState
 from regionsync.kafka import new_consumer
 from regionsync.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class Verdict(StrEnum):
@@ -57,6 +63,45 @@ def judge(
     if event.event_id in fenced:
         return Verdict.SAME_LOG
     return Verdict.RECREATED
+
+
+class RecordReader(Protocol):
+    def watermarks(self, topic: str, partition: int) -> tuple[int, int] | None: ...
+
+    def record_at(self, topic: str, partition: int, offset: int) -> tuple[bytes | None, bytes | None] | None: ...
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A stored position that is not on the log it was folded from, and the log's offsets now."""
+
+    tp: tuple[str, int]
+    stored: int
+    low: int
+    high: int
+    verdict: Verdict
+
+
+def find_moved(reader: RecordReader, partitions: Iterable[tuple[str, int]], positions: Mapping[tuple[str, int], int],
+               states: dict[str, SessionState], fenced_ids: Callable[[], set[str]]) -> list[Moved]:
+    """The dialog partitions whose stored position is not on the log (see :func:`judge`).
+    ``fenced_ids`` is called once, and only when a record needs judging."""
+    moved = []
+    fenced: set[str] | None = None
+    for tp in partitions:
+        topic, p = tp
+        stored = positions.get(tp, 0)
+        marks = reader.watermarks(topic, p) if stored > 0 else None
+        if marks is None:
+            continue  # nothing folded yet, or the broker does not answer: later
+        low, high = marks
+        record = reader.record_at(topic, p, stored - 1) if stored - 1 >= low else None
+        if fenced is None:
+            fenced = fenced_ids()
+        verdict = judge(stored, low, record, states, fenced)
+        if verdict is not Verdict.SAME_LOG:
+            moved.append(Moved(tp, stored, low, high, verdict))
+    return moved
 
 
 class KafkaLogReader:
@@ -90,4 +135,29 @@ class KafkaLogReader:
         self._consumer.close()
 
 
-LogReader = Any  # what the worker needs: watermarks(topic, partition), record_at(topic, partition, offset), close()
+class LogReader(RecordReader, Protocol):
+    """What the worker needs to check its positions: a :class:`RecordReader` it can close."""
+
+    def close(self) -> None: ...
+
+
+def report_moved(region: str, tp: tuple[str, int], stored: int, low: int, high: int, verdict: Verdict) -> None:
+    """Say why a stored position moves to the log's start. Past the log's end, or another event
+    there: the log was recreated (a broker that lost its data) and starts again at low offsets; its
+    new events continue the sessions (their sequence numbers go on) and must all be folded; the
+    sessions folded so far stay. Below the log's start: retention removed events this store never
+    folded; they are lost to it, and it says so."""
+    topic, partition = tp
+    if verdict is Verdict.RECREATED:
+        log.error(
+            "dialog log %s[%d] (offsets %d..%d) is not the log this store folded to %d: the log lost its "
+            "history (recreated by a broker that lost its data); folding the new log from offset %d, "
+            "sessions kept", topic, partition, low, high, stored, low,
+        )
+    else:
+        log.error(
+            "dialog log %s[%d] starts at %d but this store had folded it only to %d: %d events were removed "
+            "before they were folded (retention) and are missing from this region's sessions",
+            topic, partition, low, stored, low - stored,
+        )
+    metrics.LOG_RESETS.labels(region, verdict.value).inc()

@@ -1,4 +1,4 @@
-"""The dialog worker's Prometheus metrics (exposed by ``python -m dialog.worker`` on
+"""The dialog worker's Prometheus metrics (exposed by ``python -m dialog.process`` on
 ``Settings.metrics_port("dialog", region)``)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ EVENTS = Counter(
     ["region", "outcome"],
 )
 # The store's position was not on the log any more: the log was recreated (a broker that lost its
-# data) or retention removed events before they were folded (dialog/worker.py, _log_moved).
+# data) or retention removed events before they were folded (dialog/logcheck.py, report_moved).
 LOG_RESETS = Counter(
     "regionsync_dialog_log_resets_total", "Times a stored dialog-log position was gone from the log, by cause",
     ["region", "cause"],

@@ -8,20 +8,21 @@
 Either way the result equals folding the whole log: the snapshot is only a shortcut. The report
 says which path was taken, how many sessions are in the store and how many events were replayed.
 
-Who does what: :func:`restore` is the first step (store and snapshots only, no Kafka); the dialog
-worker owns the consuming loop and runs the whole rebuild (:meth:`dialog.worker.DialogWorker.rebuild`:
-restore, then fold the log to its end, then this module's :class:`RebuildReport`). This module
-does not know the worker, so the two do not import each other.
+Who does what: :func:`restore` is the first step (store and snapshots only, no Kafka);
+:func:`rebuild` runs the whole rebuild on anything that can start and fold the log to its end
+(the dialog worker, :class:`Follower`): restore, then catch up, then the :class:`RebuildReport`.
+This module does not import the worker.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from dialog.snapshots import SnapshotStore
-from dialog.store import StateStore
+from dialog.store import TP, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +87,43 @@ def restore(store: StateStore, snapshots: SnapshotStore | None, region: str) -> 
         f" after skipping {len(loaded.skipped)} newer unusable ones" if loaded.skipped else "",
     )
     return Restored(SNAPSHOT, snap.manifest.snapshot_id, loaded.skipped, len(snap.states))
+
+
+class Follower(Protocol):
+    """What :func:`rebuild` needs of a worker."""
+
+    region: str
+    store: StateStore
+    snapshots: SnapshotStore | None
+
+    def start(self) -> None: ...
+
+    def catch_up(self) -> int: ...
+
+    @property
+    def positions(self) -> dict[TP, int]: ...
+
+
+def rebuild(worker: Follower) -> RebuildReport:
+    """Restore the worker's store if it is empty (:func:`restore`: the newest usable snapshot, or
+    nothing), start the worker, and fold the log to its end; report how."""
+    t0 = time.monotonic()
+    restored = restore(worker.store, worker.snapshots, worker.region)
+    t_restored = time.monotonic()
+    worker.start()
+    replayed = worker.catch_up()
+    report = RebuildReport(
+        region=worker.region,
+        source=restored.source,
+        snapshot_id=restored.snapshot_id,
+        skipped_snapshots=restored.skipped,
+        sessions_restored=worker.store.count(),
+        sessions_from_snapshot=restored.sessions,
+        events_replayed=replayed,
+        seconds=round(time.monotonic() - t0, 3),
+        restore_seconds=round(t_restored - t0, 3),
+        positions={f"{t}[{p}]": o for (t, p), o in sorted(worker.positions.items())},
+    )
+    log.info("region %s rebuilt from %s: %d sessions, %d events replayed in %.2fs",
+             worker.region, restored.source, report.sessions_restored, replayed, report.seconds)
+    return report

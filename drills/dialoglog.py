@@ -19,9 +19,10 @@ from confluent_kafka import Message, TopicPartition
 from dialog.errors import MalformedEvent
 from dialog.events import decode
 from dialog.fence import Promotion
+from dialog.fold import Fold
+from dialog.pg_store import PostgresStore
 from dialog.state import SessionState
-from dialog.store import TP, FencedEvent, PostgresStore
-from dialog.worker import Fold
+from dialog.store import TP, FencedEvent
 from drills.errors import DrillsError
 from mirror import policy
 from regionsync.kafka import fetch_ends, new_consumer

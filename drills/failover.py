@@ -46,14 +46,15 @@ from typing import Any
 
 import requests
 
+from dialog.pg_store import PostgresStore
 from dialog.state import SessionState
-from dialog.store import PostgresStore
 from drills import dialoglog, inject, measure, report
 from drills.errors import BadInput, DrillsError
 from drills.gslb import Health, Transition
 from drills.inject import Mode, Scope
 from drills.prober import Prober
-from drills.workload import Workload, WorkloadConfig, WorkloadResult
+from drills.workload import Workload
+from drills.workload_model import WorkloadConfig, WorkloadResult
 from regionsync.revision import code_revision
 from regionsync.settings import Settings
 from stack import host

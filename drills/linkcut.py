@@ -26,7 +26,8 @@ import requests
 from drills import dialoglog, measure
 from drills.errors import BadInput, DrillsError
 from drills.failover import machine, wait_replicated
-from drills.workload import Workload, WorkloadConfig, WorkloadResult
+from drills.workload import Workload
+from drills.workload_model import WorkloadConfig, WorkloadResult
 from mirror.checkpoints import set_paused
 from mirror.status import inbound
 from regionsync.pgdb import region_dsn

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dialog.state import SessionState
-from drills.workload import DocChange, Outage, SearchSample, TurnAck
+from drills.workload_model import DocChange, Outage, SearchSample, TurnAck
 from indexer.plan import DocState
 
 

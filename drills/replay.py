@@ -24,7 +24,6 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,8 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from drills import checkpoint as ckpt
-from drills import kafka_io, progress
-from drills.errors import BadInput, DrillsError, GroupActive, ReplayFailed
+from drills import kafka_io, progress, replay_region
+from drills.errors import BadInput, ReplayFailed
 from drills.ranges import PartitionRange, resolve_ranges
 from drills.rate import RateLimiter
 from drills.reconcile import origin_headers
@@ -178,9 +177,9 @@ def run(settings: Settings, req: ReplayRequest, stop: threading.Event | None = N
     elif req.to_topic is not None:
         _into_topic(settings, req, ranges, result, stop or threading.Event())
     elif req.region is not None and req.topic == policy.chunks_topic_in(settings, req.region):
-        _into_indexer(settings, req, ranges, result)
+        replay_region.into_indexer(settings, req, ranges, result)
     else:
-        _into_dialog_store(settings, req, ranges, result)
+        replay_region.into_dialog_store(settings, req, ranges, result)
     result.seconds = time.monotonic() - started
     return result
 
@@ -287,116 +286,3 @@ def _read_range(consumer: Any, topic: str, rng: PartitionRange, stop: threading.
             yield msg
             if msg.offset() + 1 >= rng.end or stop.is_set():
                 return
-
-
-# ---------------------------------------------------------------------------- into a region
-
-
-def _stack_proc(settings: Settings, name: str) -> Any:
-    from stack import procs
-
-    proc = procs.read_proc(settings.state_dir, name)
-    return proc if proc is not None and proc.alive() else None
-
-
-def _into_indexer(settings: Settings, req: ReplayRequest, ranges: list[PartitionRange], result: ReplayResult) -> None:
-    from stack import procs, stack
-
-    assert req.region is not None
-    group = settings.region_group(req.region)
-    name = stack.indexer_name(req.region)
-    # tansu's DescribeGroups lists no members even for a running group: the embedded stack's
-    # process table is asked too.
-    members = kafka_io.group_members(settings.kafka_bootstrap, group) or (1 if _stack_proc(settings, name) else 0)
-    stopped = False
-    if members:
-        if not (req.stop_consumer and _stack_proc(settings, name)):
-            raise GroupActive(
-                f"region {req.region}'s indexer group {group} has {members} active member(s): stop its indexer first "
-                f"(or pass --stop-consumer to stop and restart the embedded stack's indexer)"
-            )
-        procs.stop(settings.state_dir, name)
-        stopped = True
-        _wait_empty(settings.kafka_bootstrap, group)
-    offsets = {r.partition: r.start for r in ranges}
-    # A stopped consumer's membership can outlive it until the broker's session timeout (tansu:
-    # its leave is not always seen), and the commit is refused meanwhile: retry for a while.
-    deadline = time.monotonic() + (60.0 if stopped else 0.0)
-    while True:
-        try:
-            kafka_io.move_group(settings.kafka_bootstrap, group, req.topic, offsets)
-            break
-        except DrillsError:
-            if time.monotonic() > deadline:
-                if stopped:
-                    stack.start_indexer(settings, req.region)
-                raise
-            time.sleep(1.0)
-    result.moved = offsets
-    log.info("moved %s on %s back to %s", group, req.topic, offsets)
-    if stopped:
-        stack.start_indexer(settings, req.region)
-    if req.wait and stopped:
-        result.applied_to_end = _wait_committed(settings, group, req.topic, ranges)
-
-
-def _wait_empty(bootstrap: str, group: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while kafka_io.group_members(bootstrap, group):
-        if time.monotonic() > deadline:
-            raise GroupActive(f"group {group} still has members {timeout_s:.0f}s after its consumer was stopped")
-        time.sleep(0.5)
-
-
-def _wait_committed(
-    settings: Settings, group: str, topic: str, ranges: list[PartitionRange], timeout_s: float = 600.0,
-    sleep: Callable[[float], None] = time.sleep,
-) -> bool:
-    """Watch the group's committed offsets pass each range's end (a progress bar meanwhile)."""
-    parts = [r.partition for r in ranges]
-    total = sum(r.count for r in ranges)
-    deadline = time.monotonic() + timeout_s
-    with progress.bar(total, f"{group} re-applying", unit="rec") as pbar:
-        while True:
-            now = kafka_io.committed(settings.kafka_bootstrap, group, topic, parts)
-            done = sum(min(max((now.get(r.partition) or r.start) - r.start, 0), r.count) for r in ranges)
-            pbar.n = done
-            pbar.refresh()
-            if done >= total:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            sleep(0.5)
-
-
-def _into_dialog_store(settings: Settings, req: ReplayRequest, ranges: list[PartitionRange], result: ReplayResult) -> None:
-    from dialog.worker import DialogWorker
-    from stack import procs, stack
-
-    assert req.region is not None
-    name = stack.dialog_name(req.region)
-    running = _stack_proc(settings, name)
-    if running and not req.stop_consumer:
-        raise GroupActive(
-            f"region {req.region}'s dialog worker is running: stop it first "
-            f"(or pass --stop-consumer to stop and restart the embedded stack's dialog worker)"
-        )
-    if running:
-        procs.stop(settings.state_dir, name)
-    worker = DialogWorker.create(settings, req.region, snapshots=False)
-    try:
-        store = worker.store
-        positions = store.offsets()
-        moved = {(req.topic, r.partition): min(positions.get((req.topic, r.partition), r.start), r.start)
-                 for r in ranges}
-        # States stay: the reducer skips events a session has folded, so re-reading is harmless.
-        store.replace_all(store.all_states(), {**positions, **moved}, store.stats(), store.sources(), store.folded())
-        result.moved = {p: o for (_t, p), o in moved.items()}
-        report = worker.rebuild()
-        result.applied_to_end = True
-        log.info("region %s dialog store: %d events folded again, %d sessions", req.region, report.events_replayed,
-                 report.sessions_restored)
-    finally:
-        worker.close()
-    if running:
-        stack.start_dialog_worker(settings, req.region)

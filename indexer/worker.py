@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from confluent_kafka import (
     Consumer,
     KafkaError,
@@ -40,15 +39,16 @@ from confluent_kafka import (
 )
 
 from indexer import metrics
+from indexer.clients import make_consumer, make_dlq_producer
+from indexer.decode import decode
 from indexer.errors import IndexerError, RegionUnavailable
-from indexer.schema import record_problem
 from indexer.sink import RegionSink
 from mirror import policy
-from regionsync.kafka import discard, new_admin, new_consumer, new_producer
+from regionsync.kafka import discard, new_admin
 from regionsync.metrics import serve_metrics
 from regionsync.settings import Settings
 from streams.deadletter import DeadLetter
-from streams.events import DocRecord, RecordOp, SourceRef
+from streams.events import DocRecord
 from streams.heal import HealRequest
 
 log = logging.getLogger(__name__)
@@ -57,38 +57,6 @@ log = logging.getLogger(__name__)
 class DeadLetterError(IndexerError):
     """The broker did not acknowledge every dead letter or heal request; the batch is retried,
     not committed."""
-
-
-def make_consumer(settings: Settings, region: str) -> Consumer:
-    return new_consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": settings.region_group(region),
-            "client.id": f"regionsync-indexer-{region}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": settings.session_timeout_ms,
-            "heartbeat.interval.ms": settings.heartbeat_interval_ms,
-            "fetch.wait.max.ms": settings.fetch_wait_max_ms,
-            # Pick up a chunks topic created after we subscribed within seconds, not 5 minutes.
-            "topic.metadata.refresh.interval.ms": 5000,
-            # Records carry whole documents with their vectors: allow big ones.
-            "fetch.message.max.bytes": 16 * 1024 * 1024,
-            # An indexer holds its batch through a Milvus outage, polling nothing. With the default
-            # 5 minutes it would be evicted and a second instance of the region would take its
-            # partitions while it may still write the old batch: two writers of one document, no
-            # fencing, and the older write could land last. Every instance of a region writes the
-            # same Milvus, so moving the partitions would not apply them sooner anyway; a dead
-            # instance is still found by the session timeout (librdkafka heartbeats in a thread).
-            "max.poll.interval.ms": 86_400_000,
-        }
-    )
-
-
-def make_dlq_producer(settings: Settings) -> Producer:
-    return new_producer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
-    )
 
 
 @dataclass
@@ -249,7 +217,7 @@ class RegionIndexer:
         for msg in messages:
             topic, partition, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
             positions[(topic, partition)] = max(positions.get((topic, partition), -1), offset + 1)
-            record, letter = self._decode(msg)
+            record, letter = decode(msg, self.stage, self.sink.dim)
             if letter is not None:
                 letters.append(letter)
             elif record is not None:
@@ -297,38 +265,6 @@ class RegionIndexer:
             committed = rec.source.ts_ms or rec.produced_ms
             if committed:
                 metrics.FRESHNESS.labels(self.region).observe(max(0.0, (now_ms - committed) / 1000))
-
-    def _decode(self, msg: Message) -> tuple[DocRecord | None, DeadLetter | None]:
-        key, value = msg.key(), msg.value()
-        topic, partition, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
-
-        def poison(reason: str, detail: str) -> tuple[None, DeadLetter]:
-            log.warning("%s: dead-lettering %s[%d]@%d: %s: %s", self.stage, topic, partition, offset, reason, detail)
-            return None, DeadLetter(self.stage, reason, detail, topic, partition, offset, key, value)
-
-        try:
-            doc_key = None if key is None else key.decode("utf-8")
-        except UnicodeDecodeError:
-            return poison("invalid_key", "message key is not UTF-8")
-        if value is None:
-            # A Kafka tombstone on the (compactable) chunks topic: the document is gone.
-            if not doc_key:
-                return poison("missing_key", "tombstone without a key")
-            src = SourceRef(kind="kafka", topic=topic, partition=partition, offset=offset)
-            return DocRecord(doc_key, None, RecordOp.DELETE, src), None
-        try:
-            record = DocRecord.from_bytes(value)
-        except orjson.JSONDecodeError as exc:
-            return poison("unparseable_json", str(exc))
-        except (ValueError, KeyError, TypeError) as exc:
-            reason = "wrong_schema" if "not a regionsync doc record" in str(exc) else "malformed_record"
-            return poison(reason, f"{type(exc).__name__}: {exc}")
-        if doc_key is not None and doc_key != record.doc_id:
-            return poison("key_mismatch", f"key {doc_key!r} but doc_id {record.doc_id!r}")
-        problem = record_problem(record, self.sink.dim)
-        if problem is not None:
-            return poison(*problem)
-        return record, None
 
     def _topic_id(self) -> str | None:
         """The chunks topic's id (Kafka's topic ids, KIP-516; a recreated topic has a new one);

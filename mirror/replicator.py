@@ -42,98 +42,15 @@ from confluent_kafka import (
 from confluent_kafka.admin import NewTopic
 
 from mirror import metrics, policy
-from mirror.checkpoints import TP, Checkpoint, CheckpointStore
+from mirror.checkpoints import TP, CheckpointStore
 from mirror.errors import MirrorError, TopicMismatch
+from mirror.partition_state import PartitionState
+from mirror.provenance import copy_headers
 from regionsync.kafka import new_admin, new_consumer, new_producer, renewed
 from regionsync.pgdb import region_dsn
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Provenance of a copied record (MirrorMaker 2 keeps it in offset syncs; a header travels with the record).
-H_REGION = "regionsync.source.region"
-H_TOPIC = "regionsync.source.topic"
-H_PARTITION = "regionsync.source.partition"
-H_OFFSET = "regionsync.source.offset"
-PROVENANCE = (H_REGION, H_TOPIC, H_PARTITION, H_OFFSET)
-
-Headers = list[tuple[str, str | bytes | None]]
-
-
-@dataclass(frozen=True)
-class Provenance:
-    region: str
-    topic: str
-    partition: int
-    offset: int
-
-
-def provenance(headers: Any) -> Provenance | None:
-    """Where a copied record came from (``Message.headers()``); None for a record written in this region."""
-    found: dict[str, str] = {}
-    for key, value in _pairs(headers):
-        if key in PROVENANCE and value is not None:
-            found[key] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    if len(found) != len(PROVENANCE):
-        return None
-    try:
-        return Provenance(found[H_REGION], found[H_TOPIC], int(found[H_PARTITION]), int(found[H_OFFSET]))
-    except ValueError:
-        return None
-
-
-def _pairs(headers: Any) -> list[tuple[str, str | bytes | None]]:
-    if not headers:
-        return []
-    return list(headers.items()) if isinstance(headers, dict) else list(headers)
-
-
-def copy_headers(headers: Any, source: str, topic: str, partition: int, offset: int) -> Headers:
-    """The record's own headers (any stale provenance dropped) plus where it comes from."""
-    kept: Headers = [(k, v) for k, v in _pairs(headers) if k not in PROVENANCE]
-    return [*kept, (H_REGION, source.encode()), (H_TOPIC, topic.encode()), (H_PARTITION, str(partition).encode()),
-            (H_OFFSET, str(offset).encode())]
-
-
-@dataclass
-class PartitionState:
-    """What the replicator knows of one source partition (pure bookkeeping, no I/O)."""
-
-    next_offset: int = 0  # first source offset not yet acknowledged in the target
-    source_end: int = 0  # the source's end as last seen (high watermark or past the last record read)
-    fresh_ms: int = 0  # source time up to which the partition is complete in the target
-    seen_ms: int = 0  # when the source last answered
-    last_record_ms: float = 0.0  # local clock: when a record of this partition was last consumed
-
-    def copied(self, next_offset: int, newest_ts_ms: int | None) -> None:
-        self.next_offset = max(self.next_offset, next_offset)
-        self.source_end = max(self.source_end, self.next_offset)
-        if newest_ts_ms is not None:
-            self.fresh_ms = max(self.fresh_ms, newest_ts_ms)
-
-    def probed(self, end: int, at_ms: int, quiet: bool) -> None:
-        """The source said its end is ``end`` at ``at_ms``. ``quiet``: the consumer was fetching and
-        nothing of this partition arrived for a whole idle window, so the records read are all there
-        is (tansu's reported end can be below the real one: a reported end at or below the position
-        then means "complete up to now", and one above it means "behind")."""
-        self.seen_ms = at_ms
-        if quiet:
-            self.source_end = max(end, self.next_offset)
-            if self.next_offset >= end:
-                self.fresh_ms = max(self.fresh_ms, at_ms)
-        else:
-            self.source_end = max(self.source_end, end, self.next_offset)
-
-    @property
-    def lag(self) -> int:
-        return max(0, self.source_end - self.next_offset)
-
-    def lag_seconds(self, now_ms: int) -> float:
-        return max(0.0, (now_ms - self.fresh_ms) / 1000)
-
-    def checkpoint(self) -> Checkpoint:
-        return Checkpoint(self.next_offset, max(self.source_end, self.next_offset), self.fresh_ms, self.seen_ms)
-
 
 def consumer_config(settings: Settings, source: str, target: str) -> dict[str, Any]:
     return {

@@ -221,7 +221,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_conflicts(args: argparse.Namespace, settings: Settings) -> int:
-    from dialog.store import PostgresStore
+    from dialog.pg_store import PostgresStore
 
     store = PostgresStore.for_region(settings, args.region)
     try:

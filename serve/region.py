@@ -15,24 +15,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
-
 from dialog.errors import DeliveryError
-from dialog.events import DialogEvent
 from dialog.fence import Promotion
-from dialog.kafka_io import Ack, KafkaPublisher, producer_config
+from dialog.kafka_io import KafkaPublisher
 from dialog.manager import DialogManager, Reply
+from dialog.pg_store import PostgresStore
 from dialog.roles import Active
 from dialog.state import SessionState
-from dialog.store import PostgresStore
 from embedding.embedder import Embedder
 from indexer.lag import lag_report
 from indexer.sink import Hit
-from regionsync.kafka import new_producer, renewed
 from regionsync.settings import Settings
 from serve.acks import MirroredAcks
 from serve.answers import ChatComposer, Composed, make_composer
@@ -40,6 +36,7 @@ from serve.dialog_log import DialogLog
 from serve.errors import NotCaughtUp, ServeError, UnknownSession
 from serve.factory import make_embedder, make_region_sink
 from serve.handlers import INQUIRE_ORDER, KNOWLEDGE, KnowledgeHandler, demo_order_lookup
+from serve.publishers import ControlPublisher, FencedPublisher
 from serve.roles import RegionRole
 
 log = logging.getLogger(__name__)
@@ -56,53 +53,6 @@ class TurnResult:
     reply: Reply
     state: SessionState
     answer: Composed | None  # the knowledge answer, when the knowledge handler replied
-
-
-class FencedPublisher:
-    """Publishes a turn's events only while this region's writer session still holds the
-    active-region row (a promotion being recorded may have fenced it while the turn was computed),
-    and, in the ``mirrored`` mode, only while enough regions are in sync, returning once they hold
-    them (serve/acks.py)."""
-
-    def __init__(self, inner: KafkaPublisher, role: RegionRole, acks: MirroredAcks | None) -> None:
-        self._inner = inner
-        self._role = role
-        self._acks = acks
-        self.last_mirror_wait_s: float | None = None
-
-    def publish(self, events: Sequence[DialogEvent]) -> list[Ack]:
-        self._role.check_writer()
-        if self._acks is not None:
-            self._acks.admit()
-        acks = self._inner.publish(events)
-        if self._acks is not None:
-            self.last_mirror_wait_s = self._acks.wait((a.partition, a.offset) for a in acks)
-        return acks
-
-
-class ControlPublisher:
-    """This region's promotions onto its control topic (acks=all), whence the replicators carry
-    them to every other region."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.topic = settings.control_topic
-        self._config = producer_config(settings)
-        self._producer = new_producer(self._config)
-
-    def publish(self, promo: Promotion, timeout: float = 10.0) -> None:
-        errors: list[str] = []
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                errors.append(str(err))
-
-        self._producer.produce(self.topic, key=promo.key(), value=promo.to_json(), partition=0, on_delivery=delivered)
-        if self._producer.flush(timeout) or errors:
-            self._producer = renewed(self._producer, self._config)
-            raise DeliveryError(f"promotion to epoch {promo.epoch} not acknowledged: {errors[:1] or 'timeout'}")
-
-    def close(self) -> None:
-        self._producer.flush(5)
 
 
 class RegionService:

@@ -40,8 +40,8 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from dialog import fence
 from dialog import roles as role_db
 from dialog.fence import Promotion
+from dialog.pg_store import ensure_schema as ensure_store_schema
 from dialog.roles import Active, fence_writers, writer_name
-from dialog.store import ensure_schema as ensure_store_schema
 from mirror.checkpoints import ensure_schema as ensure_mirror_schema
 from regionsync.kafka import EndsUnknown, fetch_ends, new_consumer
 from regionsync.pgdb import region_dsn

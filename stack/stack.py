@@ -158,7 +158,7 @@ def start_indexer(settings: Settings, region: str) -> procs.Proc:
 
 
 def start_dialog_worker(settings: Settings, region: str) -> procs.Proc:
-    return _spawn_module(settings.for_region(region), dialog_name(region), "dialog.worker", "--region", region)
+    return _spawn_module(settings.for_region(region), dialog_name(region), "dialog.process", "--region", region)
 
 
 def start_mirror(settings: Settings, source: str, target: str) -> procs.Proc:

@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from dialog.pg_store import PostgresStore
 from dialog.state import SessionState
-from dialog.store import PostgresStore
 from drills.dialoglog import RegionLog, fold_region
 from drills.diff import Drift
-from drills.workload import DocChange, TurnAck, WorkloadResult
+from drills.workload_model import DocChange, TurnAck, WorkloadResult
 from indexer.plan import DocState
 from regionsync.settings import Settings
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from drills.workload import Workload, WorkloadConfig
+from drills.workload import Workload
+from drills.workload_model import WorkloadConfig
 from regionsync.settings import Settings
 
 

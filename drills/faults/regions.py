@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from dialog.store import PostgresStore
+from dialog.pg_store import PostgresStore
 from drills import inject
 from drills.failover import unreplicated_turns, wait_replicated
 from drills.faults.checks import LogFolder, wait_converged
@@ -32,7 +32,7 @@ from drills.faults.context import FaultContext, SkipCounter
 from drills.faults.model import TrialPlan, TrialResult
 from drills.faults.plan import Timing
 from drills.faults.scenario import LiveTrial, Scenario, result_of
-from drills.workload import TurnAck, WorkloadResult
+from drills.workload_model import TurnAck, WorkloadResult
 from mirror.checkpoints import set_paused
 from mirror.status import inbound
 from regionsync.pgdb import region_dsn

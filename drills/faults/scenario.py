@@ -15,7 +15,7 @@ from drills.faults.checks import EndState, LogFolder, wait_converged
 from drills.faults.context import FaultContext, SkipCounter, wait
 from drills.faults.model import TrialPlan, TrialResult
 from drills.faults.plan import Timing
-from drills.workload import WorkloadResult
+from drills.workload_model import WorkloadResult
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,11 @@ from dialog.fence import Promotion
 from dialog.handlers import BlockCardHandler, InquireOrderHandler
 from dialog.kafka_io import Ack, KafkaPublisher, producer_config
 from dialog.manager import DialogManager, Reply
+from dialog.pg_store import PostgresStore
 from dialog.reducer import fold
 from dialog.snapshots import SnapshotStore
 from dialog.state import SessionState
-from dialog.store import TP, Origin, PostgresStore, Stats
+from dialog.store import TP, Origin, Stats
 from mirror.checkpoints import read_all
 from regionsync.pgdb import region_dsn
 from regionsync.settings import Settings
@@ -107,7 +108,7 @@ def spawn_worker(settings: Settings, region: str, tag: str, spawned: list[str]) 
     proc = procs.spawn(
         settings.state_dir,
         f"dialog-worker-{region}-{tag}",
-        [sys.executable, "-m", "dialog.worker", "--region", region],
+        [sys.executable, "-m", "dialog.process", "--region", region],
         env=settings.for_region(region).child_env(),
     )
     spawned.append(proc.name)

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from dialog import fence
 from dialog.events import SessionStarted, UserUtterance, encode, key_of
 from dialog.fence import Ballot, Promotion
+from dialog.fold import Fold
+from dialog.merge import Merger
 from dialog.reducer import fold
-from dialog.worker import Fold, Merger
-from mirror.replicator import copy_headers
+from mirror.provenance import copy_headers
 
 REGIONS = ["east", "north", "west"]
 

@@ -12,8 +12,9 @@ from dialog.errors import DeliveryError, DialogError
 from dialog.events import BotReplied, DialogEvent, SessionStarted, SlotFilled, ToolCalled, UserUtterance
 from dialog.handlers import BlockCardHandler, InquireOrderHandler
 from dialog.manager import DialogManager, MemoryPublisher
+from dialog.memory_store import MemoryStore
 from dialog.reducer import fold
-from dialog.store import MemoryStore, Stats
+from dialog.store import Stats
 
 from .helpers import Tools
 

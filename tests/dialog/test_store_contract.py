@@ -15,9 +15,11 @@ import pytest
 from dialog.errors import OffsetConflict, PromotionsChanged
 from dialog.fence import Promotion
 from dialog.loadgen import conversation
+from dialog.memory_store import MemoryStore
+from dialog.pg_store import PostgresStore
 from dialog.reducer import fold
 from dialog.state import SessionState
-from dialog.store import FencedEvent, MemoryStore, PostgresStore, StateStore, Stats
+from dialog.store import FencedEvent, StateStore, Stats
 from regionsync.settings import Settings
 
 OWN = "topic-a"  # the region's own dialog topic

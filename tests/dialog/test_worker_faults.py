@@ -14,8 +14,8 @@ from dialog import metrics
 from dialog.events import encode, key_of
 from dialog.loadgen import conversation
 from dialog.logcheck import Verdict, judge
+from dialog.memory_store import MemoryStore
 from dialog.reducer import fold
-from dialog.store import MemoryStore
 from dialog.worker import DialogWorker
 from regionsync.settings import Settings
 

@@ -13,7 +13,7 @@ from drills.errors import BadInput
 from drills.failover import DrillOptions, check_options
 from drills.gslb import Health, HealthState, ProbeResult, replay
 from drills.inject import Mode
-from drills.workload import DocChange, Outage, SearchSample, TurnAck
+from drills.workload_model import DocChange, Outage, SearchSample, TurnAck
 from indexer.plan import DocState
 from regionsync.settings import Settings
 

@@ -17,9 +17,9 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from dialog.pg_store import PostgresStore
 from dialog.reducer import fold
 from dialog.state import SessionState
-from dialog.store import PostgresStore
 from drills import kafka_io
 from indexer.sink import RegionSink
 from mirror.status import inbound

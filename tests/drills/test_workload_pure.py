@@ -9,7 +9,7 @@ import pytest
 
 from drills.errors import BadInput
 from drills.inject import descendants, parse_ppid, region_workers
-from drills.workload import Route, doc_body, next_doc_op, session_id, turn_message
+from drills.workload_model import Route, doc_body, next_doc_op, session_id, turn_message
 from regionsync.settings import Settings
 
 

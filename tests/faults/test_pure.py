@@ -23,7 +23,7 @@ from drills.faults.runner import select, suite_settings
 from drills.faults.scenario import result_of
 from drills.faults.secrets_scan import secrets_of
 from drills.faults.topics import change_identity
-from drills.workload import DocChange, TurnAck, WorkloadConfig, WorkloadResult
+from drills.workload_model import DocChange, TurnAck, WorkloadConfig, WorkloadResult
 from indexer.plan import DocState
 from regionsync.settings import Settings
 

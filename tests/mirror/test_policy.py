@@ -4,7 +4,8 @@ bookkeeping of one partition (mirror/replicator.py ``PartitionState``), pure."""
 from __future__ import annotations
 
 from mirror import policy
-from mirror.replicator import PartitionState, copy_headers, provenance
+from mirror.partition_state import PartitionState
+from mirror.provenance import copy_headers, provenance
 from regionsync.settings import Settings
 
 S = Settings(regions=["east", "north", "west"])

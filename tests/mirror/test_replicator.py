@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from mirror import policy
 from mirror.checkpoints import read_all
-from mirror.replicator import provenance
+from mirror.provenance import provenance
 from regionsync.kafka import fetch_ends
 from regionsync.pgdb import region_dsn
 from regionsync.settings import Settings

@@ -6,7 +6,7 @@ import importlib
 from prometheus_client import REGISTRY
 
 MODULES = ["streams.metrics", "indexer.metrics", "dialog.metrics", "serve.metrics",
-           "streams.app", "indexer.worker", "dialog.worker", "serve.app"]
+           "streams.app", "indexer.worker", "dialog.process", "serve.app"]
 
 
 def test_all_metrics_modules_import_together_and_share_the_dead_letter_family() -> None:

@@ -23,7 +23,8 @@ from dialog.kafka_io import KafkaPublisher
 from regionsync.kafka import fetch_ends
 from regionsync.settings import Settings
 from serve.errors import Fenced, NotCaughtUp
-from serve.region import FencedPublisher, RegionService
+from serve.publishers import FencedPublisher
+from serve.region import RegionService
 from serve.roles import RegionRole
 from stack import procs, stack
 

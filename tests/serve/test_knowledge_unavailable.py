@@ -8,7 +8,7 @@ import pytest
 from dialog.events import BotReplied, UserUtterance
 from dialog.handlers.order_status import InquireOrderHandler
 from dialog.manager import DialogManager, MemoryPublisher
-from dialog.store import MemoryStore
+from dialog.memory_store import MemoryStore
 from indexer.errors import RegionUnavailable, SinkError
 from serve.answers import Composed
 from serve.handlers import INDEX_UNAVAILABLE, INQUIRE_ORDER, KNOWLEDGE, KnowledgeHandler, demo_order_lookup
