@@ -7,7 +7,11 @@ does not know). Placeholders are substituted inside parsed JSON string values, s
 quotes or backslashes cannot break the JSON. Every value of the result is a string, as Kafka
 Connect expects.
 
-The rendered config holds secrets: show it only through :func:`masked`.
+The packaged template does not hold the database password: it names it as
+``${env:CMS_PG_PASSWORD}`` (a ``${...}`` with a colon is Connect's own reference, left as it is),
+which Connect resolves from its environment through Kafka's ``EnvVarConfigProvider``, so its REST
+answers and config topic never hold the password. A template may still hold secrets (a
+``${PG_PASSWORD}`` placeholder): show a rendered config only through :func:`masked`.
 
 Choices in the packaged ``postgres-documents.json`` that the JSON cannot explain itself:
 ``decimal.handling.mode=string`` because with schemas disabled a ``precise`` decimal arrives as

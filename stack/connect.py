@@ -121,8 +121,18 @@ def worker_properties(settings: Settings) -> str:
         "consumer.fetch.max.wait.ms=50",
         # Source tasks (Debezium) may override producer settings per connector.
         "connector.client.config.override.policy=All",
+        # The connector's database.password is "${env:CMS_PG_PASSWORD}", resolved from this
+        # worker's own environment when the task starts: Connect's REST answers (GET
+        # /connectors/NAME/config, its config topic) hold the reference, never the password.
+        "config.providers=env",
+        f"config.providers.env.class={ENV_PROVIDER}",
+        f"config.providers.env.param.allowlist.pattern=^{PASSWORD_ENV}$",
     ]
     return "\n".join(lines) + "\n"
+
+
+ENV_PROVIDER = "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+PASSWORD_ENV = "CMS_PG_PASSWORD"  # named in connectors/templates/postgres-documents.json
 
 
 def work_dir(settings: Settings) -> Path:
@@ -166,7 +176,8 @@ def start(settings: Settings, timeout: float = START_TIMEOUT_S) -> procs.Proc:
         "org.apache.kafka.connect.cli.ConnectDistributed", str(props),
     ]
     started = time.monotonic()
-    proc = procs.spawn(settings.state_dir, NAME, argv, cwd=wdir)
+    env = {**os.environ, PASSWORD_ENV: settings.pg_password.get_secret_value()}
+    proc = procs.spawn(settings.state_dir, NAME, argv, cwd=wdir, env=env)
     try:
         procs.wait_until(lambda: is_up(settings), timeout, "Kafka Connect REST API", proc, interval=0.2)
     except BaseException:

@@ -36,7 +36,10 @@ def test_default_template_renders_from_settings(settings: Settings) -> None:
     assert config["connector.class"] == "io.debezium.connector.postgresql.PostgresConnector"
     assert config["database.hostname"] == "db.internal"
     assert config["database.port"] == "6543"
-    assert config["database.password"] == SECRET
+    # Connect resolves the password from its own environment (EnvVarConfigProvider): the config
+    # it stores and returns holds the reference only.
+    assert config["database.password"] == "${env:CMS_PG_PASSWORD}"
+    assert SECRET not in json.dumps(config)
     assert config["database.dbname"] == settings.pg_database
     assert config["topic.prefix"] == "cms"
     assert config["table.include.list"] == "public.documents"
@@ -46,7 +49,7 @@ def test_default_template_renders_from_settings(settings: Settings) -> None:
     assert config["plugin.name"] == "pgoutput"
     assert config["tombstones.on.delete"] == "true"
     assert all(isinstance(v, str) for v in config.values())
-    assert not any("${" in v for v in config.values())
+    assert not any("${" in v for k, v in config.items() if k != "database.password")
 
 
 def test_the_connector_captures_the_source_regions_database_whichever_region_asks(settings: Settings) -> None:
@@ -70,7 +73,9 @@ def test_environment_fills_placeholders_that_are_not_settings(settings: Settings
 def test_secret_with_json_metacharacters_stays_intact(tmp_path: Path) -> None:
     nasty = 'p"a\\ss${x}'
     s = Settings(state_dir=tmp_path, pg_password=SecretStr(nasty))
-    assert load(s, env={})["database.password"] == nasty
+    template = tmp_path / "t.json"
+    template.write_text('{"database.password": "${PG_PASSWORD}"}')
+    assert load(s, template, env={})["database.password"] == nasty
 
 
 def test_missing_placeholder_names_the_variable(settings: Settings, tmp_path: Path) -> None:
@@ -92,6 +97,7 @@ def test_bad_templates_are_template_errors(settings: Settings, tmp_path: Path) -
 
 def test_masked_hides_secret_keys_and_embedded_secrets(settings: Settings) -> None:
     config = load(settings, env={})
+    config["database.password"] = SECRET  # a template that holds the password itself
     config["database.url"] = f"jdbc:postgresql://u:{SECRET}@h/db"
     config["producer.override.sasl.jaas.config"] = f'PlainLoginModule required password="{SECRET}";'
     config["some.api.key"] = "k"

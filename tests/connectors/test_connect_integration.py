@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 import pytest
+import requests
 
 from connectors import slots
 from connectors.client import ConnectClient
@@ -216,6 +217,14 @@ def test_cli_status_and_no_secret_in_outputs(connect_stack: Stack, applied: dict
     assert human.returncode == 0 and "connector RUNNING; task 0 RUNNING" in human.stdout
     for out in (proc.stdout, proc.stderr, human.stdout, human.stderr):
         assert PG_PASSWORD not in out
+    # Connect's own answers about the running connector: the password is a reference it resolves
+    # from its environment (the task above connected with it, so it was resolved).
+    name = connect_stack.settings.connector_name
+    base = connect_stack.settings.connect_url.rstrip("/")
+    for path in ("", "/config", "/tasks", "/status"):
+        body = requests.get(f"{base}/connectors/{name}{path}", timeout=10).text
+        assert PG_PASSWORD not in body, path
+    assert "${env:CMS_PG_PASSWORD}" in requests.get(f"{base}/connectors/{name}/config", timeout=10).text
     worker_log = connect_stack.settings.state_dir / "logs" / f"{connect.NAME}.log"
     assert PG_PASSWORD not in worker_log.read_text(errors="replace")
 

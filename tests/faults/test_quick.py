@@ -3,12 +3,9 @@ under the live workload. Every row must say 0 lost, 0 stale, converged, no probl
 lost and two regions writing at once must end with every region equal and the turns the
 promotion set aside listed (never silently lost); a cut link must show a growing lag and catch up;
 the storm must dead-letter every hostile event with a fitting reason and crash nothing; no secret
-in any file under the state dir or any output, and in Connect's REST answers none but the known one.
-
-The known one: the connector config holds the CMS database password in clear text (rendered into
-the template), and Connect returns it in its answers about the connector. The scan reports it and
-the table says FAILURES; this test pins exactly that finding, so any other leak fails it, and so
-does the fix (Kafka's FileConfigProvider, a later issue): then make the secrets row strict again."""
+in any file under the state dir, any output or Connect's REST answers (the connector config names
+the CMS database password as ``${env:CMS_PG_PASSWORD}``, which Connect resolves from its own
+environment, so its answers about the connector never hold the password)."""
 
 from __future__ import annotations
 
@@ -32,13 +29,12 @@ def test_quick_fault_suite_loses_nothing_and_says_so(tmp_path: Path, capsys: pyt
     rows = {sc["name"]: sc for sc in results["scenarios"]}
     assert list(rows) == list(ORDER)
     secrets = rows["secrets"]["trials"][0]
-    assert _only_the_known_leak(secrets["notes"]["found"]), secrets["notes"]["found"]
-    assert list(secrets["problems"]) == [f"secret leaked: {h}" for h in secrets["notes"]["found"]]
+    assert secrets["notes"]["found"] == [] and list(secrets["problems"]) == [], secrets["notes"]["found"]
     failures = {name: (sc["summary"], [t for t in sc["trials"] if t["lost"] or t["stale"] or t["problems"]
                                        or t["error"] or t["converge_s"] is None][:1])
-                for name, sc in rows.items() if not sc["summary"]["ok"] and name != "secrets"}
+                for name, sc in rows.items() if not sc["summary"]["ok"]}
     assert not failures, failures
-    assert code == 1 and "FAILURES" in printed  # the known leak, and only it (above)
+    assert code == 0 and "FAILURES" not in printed
     for name, sc in rows.items():
         assert sc["summary"]["trials"] >= 1 and name in printed
         if name != "secrets":
@@ -70,16 +66,8 @@ def test_quick_fault_suite_loses_nothing_and_says_so(tmp_path: Path, capsys: pyt
     assert {"connect/worker.properties", "connect/log4j2.properties"} <= set(notes["files"])
     assert notes["connect_answers_scanned"] >= 5 and {"pg/east", "seaweed/east"} <= set(notes["not_scanned"])
 
-    assert cli.main(["faults", "--show", str(out), "--markdown"]) == 1
+    assert cli.main(["faults", "--show", str(out), "--markdown"]) == 0
     assert "| region-loss |" in capsys.readouterr().out
-
-
-def _only_the_known_leak(found: list[str]) -> bool:
-    """The CMS database password in Connect's answers about the connector (its config, and the
-    info and tasks that include it), and nothing else."""
-    prefix = "pg_password in Connect's answer to GET /connectors/"
-    return (any(h.startswith(prefix) and h.endswith("/config") for h in found)
-            and all(h.startswith(prefix) and not h.endswith("/status") for h in found))
 
 
 def test_bad_input_fails_before_a_stack_is_started(capsys: pytest.CaptureFixture[str]) -> None:
