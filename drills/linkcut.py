@@ -25,7 +25,8 @@ import requests
 
 from drills import dialoglog, measure
 from drills.errors import BadInput, DrillsError
-from drills.failover import machine, wait_replicated
+from drills.failover import machine
+from drills.failover_checks import wait_replicated
 from drills.workload import Workload
 from drills.workload_model import WorkloadConfig, WorkloadResult
 from mirror.checkpoints import set_paused
@@ -183,7 +184,7 @@ class _After:
 def _after(settings: Settings, result: WorkloadResult) -> _After:
     """Every region's sessions against the fold of its logs and each other's; the turns lost; every
     region against the source."""
-    from drills.failover import _reconcile
+    from drills.failover_checks import reconcile_all as _reconcile
 
     sessions: dict[str, Any] = {}
     stores = {}

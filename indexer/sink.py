@@ -16,37 +16,31 @@ which is redelivered in this batch or an earlier one, so its count is in the ran
 scans on the write path (a ``get``/``delete`` by ids is what a key-value write path needs, and
 stays cheap on any Milvus however large the collection; a filtered query is a scan).
 
-Every error that means "Milvus does not answer" becomes :class:`RegionUnavailable` (retry later);
-any other Milvus error becomes :class:`SinkError`.
+The connection (:mod:`indexer.milvus_conn`) turns every error that means "Milvus does not answer"
+into :class:`RegionUnavailable` (retry later) and any other Milvus error into :class:`SinkError`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import grpc
 import numpy as np
-from pymilvus import MilvusClient, MilvusException
+from pymilvus import MilvusClient
 
-from indexer.errors import InvalidRecord, RegionUnavailable, SinkError
-from indexer.milvus_client import quiet_pymilvus
+from indexer.errors import InvalidRecord, SinkError
+from indexer.milvus_conn import MilvusConnection
 from indexer.plan import DocState, Relabel, Remove, Write, group_by_document, plan_document
+from indexer.rows import CHUNK_FIELDS, VERSION_FIELDS, book_row, chunk_rows, relabelled_row, state_of_row
 from indexer.schema import (
-    DUMMY_VECTOR,
-    MAX_TITLE,
     METRIC,
-    documents_index,
-    documents_schema,
     record_problem,
     versions_collection,
-    versions_index,
-    versions_schema,
 )
-from streams.events import DocRecord, chunk_id, clip_utf8
+from streams.events import DocRecord, chunk_id
 
 if TYPE_CHECKING:
     from regionsync.settings import Settings
@@ -57,15 +51,6 @@ T = TypeVar("T")
 
 WRITE_BATCH = 500  # rows per upsert call (well under gRPC's message limit at 384 dims)
 ID_BATCH = 1000  # ids per get/delete call
-CHUNK_FIELDS = [
-    "id", "doc_id", "chunk_index", "version", "content_hash", "title", "text", "tags", "status",
-    "source", "indexed_ms", "embedding",
-]
-VERSION_FIELDS = ["doc_id", "version", "content_hash", "n_chunks", "deleted", "source", "updated_ms"]
-_UNAVAILABLE_CODES = {
-    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
-}
-_UNAVAILABLE_WORDS = ("fail connecting", "server unavailable", "connection refused", "deadline exceeded", "unavailable")
 
 
 @dataclass(frozen=True)
@@ -97,29 +82,6 @@ class ApplyStats:
     seconds: float = 0.0
 
 
-def _is_unavailable(exc: BaseException) -> bool:
-    code = getattr(exc, "code", None)
-    if callable(code):  # grpc.RpcError
-        try:
-            code = code()
-        except Exception:  # noqa: BLE001
-            code = None
-    if isinstance(code, grpc.StatusCode):
-        return code in _UNAVAILABLE_CODES
-    if code == 2:  # pymilvus ErrorCode CONNECT_FAILED
-        return True
-    text = str(getattr(exc, "message", "") or exc).lower()
-    return any(word in text for word in _UNAVAILABLE_WORDS)
-
-
-def _is_not_loaded(exc: MilvusException) -> bool:
-    # A real Milvus says "collection not loaded" after a release (an operator's, or a restart of
-    # a deployment that does not reload); the embedded C++ server loads its collections itself
-    # when it restarts. Either way: load, then retry the call once.
-    text = str(exc.message or "").lower()
-    return exc.code == 101 or "released" in text or "not loaded" in text or "call load()" in text
-
-
 class RegionSink:
     """One region's Milvus. Connects lazily (a sink can be built while Milvus is down) and
     reconnects after an outage; creates its two collections if missing."""
@@ -142,10 +104,8 @@ class RegionSink:
         self.dim = dim
         self.timeout_s = timeout_s
         self.load_timeout_s = load_timeout_s
-        self._token = token
         self._clock = clock
-        self._mc: MilvusClient | None = None
-        quiet_pymilvus()
+        self._conn = MilvusConnection(uri, token, collection, dim, timeout_s, load_timeout_s, connect_attempts)
 
     @classmethod
     def for_region(cls, settings: Settings, region: str) -> RegionSink:
@@ -156,94 +116,11 @@ class RegionSink:
             settings.embedding_dim,
         )
 
-    # ------------------------------------------------------------------ connection
-
-    def _client(self) -> MilvusClient:
-        if self._mc is not None:
-            return self._mc
-        mc = self._connect()
-        try:
-            self._ensure_collections(mc)
-        except MilvusException as exc:
-            _close(mc)
-            if _is_unavailable(exc):
-                raise RegionUnavailable(self.uri, str(exc.message)) from exc
-            raise SinkError(f"{self.uri}: preparing collections: {exc.message}") from exc
-        except grpc.RpcError as exc:
-            _close(mc)
-            raise RegionUnavailable(self.uri, str(exc)) from exc
-        self._mc = mc
-        return mc
-
-    def _connect(self) -> MilvusClient:
-        # pymilvus gives up at once when a server refuses a connection, and a server busy under
-        # load refuses one now and then: a few quick attempts before the region counts as
-        # unavailable (a real outage then costs the caller about a second more, not a failure).
-        pause = 0.25
-        for attempt in range(1, self.connect_attempts + 1):
-            try:
-                return MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout_s)
-            except MilvusException as exc:
-                if attempt == self.connect_attempts:
-                    raise RegionUnavailable(self.uri, str(exc.message)) from exc
-                time.sleep(pause)
-                pause *= 2
-        raise AssertionError("unreachable")
-
-    def _ensure_collections(self, mc: MilvusClient) -> None:
-        specs = [
-            (self.collection, lambda: documents_schema(self.dim), lambda: documents_index(mc), "embedding", self.dim),
-            (self.versions, versions_schema, lambda: versions_index(mc), "dummy", None),
-        ]
-        for name, schema, index, vector_field, dim in specs:
-            if not mc.has_collection(name, timeout=self.timeout_s):
-                try:
-                    mc.create_collection(
-                        name, schema=schema(), index_params=index(), consistency_level="Strong", timeout=self.timeout_s
-                    )
-                    log.info("created collection %s at %s", name, self.uri)
-                except MilvusException as exc:
-                    if "exist" not in str(exc.message).lower():  # another process won the race
-                        raise
-            if dim is not None:
-                found = _vector_dim(mc.describe_collection(name, timeout=self.timeout_s), vector_field)
-                if found != dim:
-                    raise SinkError(f"{self.uri}: collection {name} has {vector_field} dim {found}, expected {dim}")
-            mc.load_collection(name, timeout=self.load_timeout_s)
-
     def _call(self, fn: Callable[[MilvusClient], T]) -> T:
-        for attempt in (0, 1):
-            mc = self._client()
-            try:
-                return fn(mc)
-            except MilvusException as exc:
-                if attempt == 0 and _is_not_loaded(exc):
-                    log.info("collections at %s not loaded (server restarted?): loading", self.uri)
-                    self._drop_client()
-                    continue
-                if _is_unavailable(exc):
-                    self._drop_client()
-                    if attempt == 0:
-                        continue  # see below
-                    raise RegionUnavailable(self.uri, str(exc.message)) from exc
-                raise SinkError(f"{self.uri}: {exc.message}") from exc
-            except grpc.RpcError as exc:
-                self._drop_client()
-                if attempt == 0:
-                    # A channel the server closed (a GOAWAY "too many pings" from gRPC's keepalive,
-                    # a server restart): once more on a new connection. Every call made here is
-                    # idempotent (reads, upserts and deletes by id), so repeating one is harmless.
-                    continue
-                raise RegionUnavailable(self.uri, str(exc)) from exc
-        raise RegionUnavailable(self.uri, "collections would not stay loaded, or the server kept dropping the connection")
-
-    def _drop_client(self) -> None:
-        mc, self._mc = self._mc, None
-        if mc is not None:
-            _close(mc)
+        return self._conn.call(fn)
 
     def close(self) -> None:
-        self._drop_client()
+        self._conn.close()
 
     def flush(self) -> None:
         """Seal what was written into segments, so a real Milvus indexes them instead of keeping
@@ -292,9 +169,9 @@ class RegionSink:
             effect = plan.effect
             if isinstance(effect, Write):
                 rec = effect.record
-                rows.extend(self._chunk_rows(rec, now_ms))
+                rows.extend(chunk_rows(rec, now_ms))
                 stale_ids.extend(chunk_id(rec.doc_id, i) for i in range(len(rec.chunks), plan.max_chunks))
-                book.append(_book_row(rec.doc_id, rec.version, rec.content_hash, len(rec.chunks), False, rec, now_ms))
+                book.append(book_row(rec.doc_id, rec.version, rec.content_hash, len(rec.chunks), False, rec, now_ms))
                 stats.upserted += 1
             elif isinstance(effect, Relabel):
                 meta, state = effect.meta, stored[plan.doc_id]
@@ -310,14 +187,14 @@ class RegionSink:
                     stats.heal.append(meta)
                     continue
                 for row in found:
-                    rows.append(self._relabelled_row(row, meta, now_ms))
+                    rows.append(relabelled_row(row, meta, now_ms))
                 content_hash = meta.content_hash or state.content_hash
-                book.append(_book_row(plan.doc_id, meta.version, content_hash, state.n_chunks, False, meta, now_ms))
+                book.append(book_row(plan.doc_id, meta.version, content_hash, state.n_chunks, False, meta, now_ms))
                 stats.relabelled += 1
             elif isinstance(effect, Remove):
                 stale_ids.extend(chunk_id(plan.doc_id, i) for i in range(plan.max_chunks))
                 if effect.version is not None:
-                    book.append(_book_row(plan.doc_id, effect.version, None, 0, True, effect.record, now_ms))
+                    book.append(book_row(plan.doc_id, effect.version, None, 0, True, effect.record, now_ms))
                 stats.deleted += 1
 
         self._upsert(self.collection, rows)
@@ -373,41 +250,6 @@ class RegionSink:
         if lost:
             raise SinkError(f"{self.uri}: bookkeeping rows missing after writing for {lost[:5]}; the batch will be applied again")
 
-    def _chunk_rows(self, rec: DocRecord, now_ms: int) -> Iterator[dict[str, Any]]:
-        assert rec.version is not None  # checked by record_problem
-        title = clip_utf8(rec.title, MAX_TITLE)
-        source = rec.source.to_dict()
-        for chunk in rec.chunks:
-            yield {
-                "id": chunk_id(rec.doc_id, chunk.index),
-                "doc_id": rec.doc_id,
-                "chunk_index": chunk.index,
-                "version": rec.version,
-                "content_hash": rec.content_hash or "",
-                "title": title,
-                "text": chunk.text,
-                "tags": [str(t) for t in rec.tags],
-                "status": rec.status,
-                "source": source,
-                "indexed_ms": now_ms,
-                "embedding": np.asarray(chunk.embedding, dtype=np.float32),
-            }
-
-    def _relabelled_row(self, row: dict[str, Any], meta: DocRecord, now_ms: int) -> dict[str, Any]:
-        out = {name: row[name] for name in CHUNK_FIELDS}
-        out.update(
-            version=meta.version,
-            title=clip_utf8(meta.title, MAX_TITLE),
-            tags=[str(t) for t in meta.tags],
-            status=meta.status,
-            source=meta.source.to_dict(),
-            indexed_ms=now_ms,
-            embedding=np.asarray(row["embedding"], dtype=np.float32),
-        )
-        if meta.content_hash:
-            out["content_hash"] = meta.content_hash
-        return out
-
     # ------------------------------------------------------------------ reads
 
     def _get_rows(self, collection: str, ids: Sequence[str], fields: list[str]) -> dict[str, dict[str, Any]]:
@@ -425,14 +267,14 @@ class RegionSink:
         return out
 
     def _get_states(self, doc_ids: Sequence[str]) -> dict[str, DocState]:
-        return {doc_id: _state(row) for doc_id, row in self._get_rows(self.versions, doc_ids, VERSION_FIELDS).items()}
+        return {doc_id: state_of_row(row) for doc_id, row in self._get_rows(self.versions, doc_ids, VERSION_FIELDS).items()}
 
     def doc_state(self, doc_id: str) -> DocState | None:
         return self._get_states([doc_id]).get(doc_id)
 
     def doc_states(self) -> dict[str, DocState]:
         """Every bookkeeping row: doc_id -> (version, content_hash, n_chunks, deleted)."""
-        return {str(row["doc_id"]): _state(row) for row in self._scan(self.versions, VERSION_FIELDS)}
+        return {str(row["doc_id"]): state_of_row(row) for row in self._scan(self.versions, VERSION_FIELDS)}
 
     def dump_chunks(self, on_page: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
         """Every chunk row, vectors included (float32 arrays), sorted by (doc_id, chunk_index).
@@ -507,42 +349,3 @@ class RegionSink:
                 )
             )
         return hits
-
-
-def _book_row(
-    doc_id: str, version: int | None, content_hash: str | None, n_chunks: int, deleted: bool, rec: DocRecord, now_ms: int
-) -> dict[str, Any]:
-    return {
-        "doc_id": doc_id,
-        "version": version,
-        "content_hash": content_hash or "",
-        "n_chunks": n_chunks,
-        "deleted": deleted,
-        "source": rec.source.to_dict(),
-        "updated_ms": now_ms,
-        "dummy": DUMMY_VECTOR,
-    }
-
-
-def _state(row: dict[str, Any]) -> DocState:
-    return DocState(
-        version=int(row["version"]),
-        content_hash=str(row["content_hash"]) or None,
-        n_chunks=int(row["n_chunks"]),
-        deleted=bool(row["deleted"]),
-    )
-
-
-def _vector_dim(description: dict[str, Any], field_name: str) -> int | None:
-    for f in description.get("fields", []):
-        if f.get("name") == field_name:
-            dim = (f.get("params") or {}).get("dim")
-            return int(dim) if dim is not None else None
-    return None
-
-
-def _close(mc: MilvusClient) -> None:
-    try:
-        mc.close()
-    except Exception:  # noqa: BLE001 - closing a dead connection
-        pass

@@ -26,7 +26,7 @@ from typing import Any
 
 from dialog.pg_store import PostgresStore
 from drills import inject
-from drills.failover import unreplicated_turns, wait_replicated
+from drills.failover_checks import unreplicated_turns, wait_replicated
 from drills.faults.checks import LogFolder, wait_converged
 from drills.faults.context import FaultContext, SkipCounter
 from drills.faults.model import TrialPlan, TrialResult

@@ -11,6 +11,7 @@ from pymilvus import MilvusClient
 from embedding.embedder import Embedder
 from indexer.errors import InvalidRecord, RegionUnavailable
 from indexer.plan import DocState
+from indexer.rows import chunk_rows
 from indexer.sink import RegionSink
 from regionsync.settings import Settings
 from stack import milvus, procs
@@ -169,7 +170,7 @@ def test_leftovers_of_a_crash_before_bookkeeping_are_cleared(
     sink.apply([hash_record("d", 1, ["a", "b", "c"])])
     v2 = hash_record("d", 2, [f"v2 {i}" for i in range(5)])
     # Simulate a crash after v2's vectors were written but before its bookkeeping row.
-    rows = list(sink._chunk_rows(v2, 0))
+    rows = list(chunk_rows(v2, 0))
     client = MilvusClient(uri=shared_milvus.milvus_uri(REGION))
     client.upsert(sink.collection, rows)
     client.close()
@@ -258,7 +259,8 @@ def test_a_refused_connection_is_tried_again_before_the_region_counts_as_unavail
 ) -> None:
     from pymilvus import MilvusException
 
-    import indexer.sink as sink_mod
+    import indexer.milvus_conn as conn_mod
+    from indexer.milvus_conn import MilvusConnection
 
     attempts: list[str] = []
 
@@ -268,10 +270,14 @@ def test_a_refused_connection_is_tried_again_before_the_region_counts_as_unavail
             raise MilvusException(message="Fail connecting to server")
         return "client"
 
-    monkeypatch.setattr(sink_mod, "MilvusClient", flaky)
-    monkeypatch.setattr(sink_mod.time, "sleep", lambda _s: None)
-    assert RegionSink("http://127.0.0.1:1", connect_attempts=3)._connect() == "client"  # type: ignore[comparison-overlap]
+    monkeypatch.setattr(conn_mod, "MilvusClient", flaky)
+    monkeypatch.setattr(conn_mod.time, "sleep", lambda _s: None)
+
+    def conn(attempts: int) -> MilvusConnection:
+        return MilvusConnection("http://127.0.0.1:1", "", "documents", 384, 10.0, 300.0, connect_attempts=attempts)
+
+    assert conn(3)._connect() == "client"  # type: ignore[comparison-overlap]
     attempts.clear()
     with pytest.raises(RegionUnavailable, match="Fail connecting"):
-        RegionSink("http://127.0.0.1:1", connect_attempts=2)._connect()
+        conn(2)._connect()
     assert len(attempts) == 2
