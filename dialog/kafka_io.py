@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka.admin import NewTopic
 
 from dialog.errors import DeliveryError, DialogError
 from dialog.events import DialogEvent, encode, key_of
-from regionsync.kafka import new_admin, new_consumer, new_producer, renewed
+from regionsync.kafka import ReadTimeout, new_admin, new_producer, read_to_end, renewed
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -188,25 +188,10 @@ def read_topic(
     settings: Settings, topic: str, end_offsets: dict[int, int], timeout: float = 60.0
 ) -> list[Message]:
     """Every record of ``topic`` below ``end_offsets`` (exact ends, e.g. from producer acks: the
-    broker's high-water mark is not trusted, see dialog/worker.py), in partition order."""
-    consumer = new_consumer(consumer_config(settings, "regionsync-dialog-reader"))
+    broker's high-water mark is not trusted, see regionsync/kafka.py), in partition order."""
+    ends = {(topic, p): end for p, end in end_offsets.items()}
     try:
-        wanted = {p: end for p, end in end_offsets.items() if end > 0}
-        consumer.assign([TopicPartition(topic, p, 0) for p in wanted])
-        out: dict[int, list[Message]] = {p: [] for p in wanted}
-        done = {p for p, end in wanted.items() if end <= 0}
-        deadline = time.monotonic() + timeout
-        while len(done) < len(wanted):
-            if time.monotonic() > deadline:
-                raise DialogError(f"reading {topic}: only {sum(map(len, out.values()))} records before timeout")
-            for msg in consumer.consume(1000, 0.2):
-                if msg.error():
-                    continue
-                p, offset = where(msg)
-                if offset < wanted[p]:
-                    out[p].append(msg)
-                if offset >= wanted[p] - 1:
-                    done.add(p)
-        return [m for p in sorted(out) for m in out[p]]
-    finally:
-        consumer.close()
+        msgs = list(read_to_end(settings.kafka_bootstrap, ends, timeout=timeout))
+    except ReadTimeout as exc:
+        raise DialogError(f"reading {topic}: {exc}") from exc
+    return sorted(msgs, key=where)

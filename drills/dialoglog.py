@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Message
 
 from dialog.errors import MalformedEvent
 from dialog.events import decode
@@ -25,7 +25,7 @@ from dialog.state import SessionState
 from dialog.store import TP, FencedEvent
 from drills.errors import DrillsError
 from mirror import policy
-from regionsync.kafka import fetch_ends, new_consumer
+from regionsync.kafka import EndsUnknown, ReadTimeout, fetch_ends, new_consumer, read_to_end
 from regionsync.settings import Settings
 
 
@@ -44,32 +44,19 @@ def read_all(settings: Settings, region: str, timeout_s: float = 120.0) -> tuple
     local = settings.for_region(region)
     topics = [*policy.inbound_topics(local, region, local.dialog_topic),
               *policy.inbound_topics(local, region, local.control_topic)]
-    consumer = new_consumer({"bootstrap.servers": local.kafka_bootstrap, "group.id": "regionsync-drill-fold",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 20,
-                         "fetch.message.max.bytes": 16 * 1024 * 1024})
+    consumer = new_consumer({"bootstrap.servers": local.kafka_bootstrap, "group.id": "regionsync-drill-fold"})
     try:
         meta = consumer.list_topics(timeout=10)
-        parts = [(t, p) for t in topics if t in meta.topics and meta.topics[t].error is None
-                 for p in sorted(meta.topics[t].partitions)]
-        ends = fetch_ends(local.kafka_bootstrap, parts, 30.0)
-        wanted = {tp: end for tp, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(t, p, 0) for t, p in wanted])
-        out: list[Message] = []
-        at: dict[TP, int] = {}
-        deadline = time.monotonic() + timeout_s
-        while any(at.get(tp, 0) < end for tp, end in wanted.items()):
-            if time.monotonic() > deadline:
-                raise DrillsError(f"reading region {region}'s dialog logs: not at their ends after {timeout_s:.0f}s")
-            for msg in consumer.consume(5000, 0.2):
-                if msg.error() is not None:
-                    continue
-                tp = (str(msg.topic()), int(msg.partition() or 0))
-                if int(msg.offset() or 0) < wanted.get(tp, 0):
-                    out.append(msg)
-                at[tp] = max(at.get(tp, 0), int(msg.offset() or 0) + 1)
-        return out, ends
     finally:
         consumer.close()
+    parts = [(t, p) for t in topics if t in meta.topics and meta.topics[t].error is None
+             for p in sorted(meta.topics[t].partitions)]
+    try:
+        ends = fetch_ends(local.kafka_bootstrap, parts, 30.0)
+        records = list(read_to_end(local.kafka_bootstrap, ends, timeout=timeout_s, config={"fetch.wait.max.ms": 20}))
+    except (EndsUnknown, ReadTimeout) as exc:
+        raise DrillsError(f"reading region {region}'s dialog logs: {exc}") from exc
+    return records, ends
 
 
 def fold_region(settings: Settings, region: str, timeout_s: float = 120.0) -> RegionLog:

@@ -151,36 +151,56 @@ def read_topic(settings: Settings, topic: str, *, timeout: float = 60.0, region:
     :class:`ReadTimeout` (after yielding what it read) if that takes longer than ``timeout``.
     """
     bootstrap = settings.for_region(region or settings.source_region).kafka_bootstrap
-    consumer = new_consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"regionsync-verify-{time.monotonic_ns()}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": settings.fetch_wait_max_ms,
-        }
-    )
+    probe = new_consumer({"bootstrap.servers": bootstrap, "group.id": "regionsync-read-topic"})
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return
-        parts = sorted(meta.partitions)
-        # A busy broker can take seconds to answer a fetch (seen: > 10 s under a 1,000-change load on 2 cores).
-        ends = {p: end for (_t, p), end in fetch_ends(bootstrap, [(topic, p) for p in parts], timeout).items()}
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        reached = dict.fromkeys(parts, 0)  # next offset to read, or where EOF was reported
+        meta = probe.list_topics(topic, timeout=10).topics.get(topic)
+    finally:
+        probe.close()
+    if meta is None or meta.error is not None:
+        return
+    # A busy broker can take seconds to answer a fetch (seen: > 10 s under a 1,000-change load on 2 cores).
+    ends = fetch_ends(bootstrap, [(topic, p) for p in sorted(meta.partitions)], timeout)
+    yield from read_to_end(bootstrap, ends, timeout=timeout, config={"fetch.wait.max.ms": settings.fetch_wait_max_ms})
+
+
+def read_to_end(bootstrap: str, ends: Mapping[TP, int], *, timeout: float = 60.0,
+                config: Mapping[str, Any] | None = None) -> Iterator[Any]:
+    """Every record of each partition in ``ends`` from offset 0 up to (not including) its end
+    (found with :func:`fetch_ends`). A partition is read once the consumer passed its end or
+    reported EOF at or past it: an offset without a record (a transaction marker, the end a
+    restarted tansu reports) is never delivered. Raises :class:`ReadTimeout` (after yielding what
+    it read) if that takes longer than ``timeout``, naming each partition's (reached, end)."""
+    wanted = {tp: end for tp, end in ends.items() if end > 0}
+    if not wanted:
+        return
+    consumer = new_consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"regionsync-read-{time.monotonic_ns()}",  # a label: assign only, nothing committed
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "fetch.message.max.bytes": 16 * 1024 * 1024,
+        **(config or {}),
+    })
+    try:
+        consumer.assign([TopicPartition(t, p, 0) for t, p in wanted])
+        reached = dict.fromkeys(wanted, 0)  # next offset to read, or where EOF was reported
         deadline = time.monotonic() + timeout
-        while any(reached[p] < ends[p] for p in parts):
+        while any(reached[tp] < end for tp, end in wanted.items()):
             if time.monotonic() > deadline:
-                short = {p: (reached[p], ends[p]) for p in parts if reached[p] < ends[p]}
-                raise ReadTimeout(f"{topic} at {bootstrap}: partitions not read to their end in "
-                                  f"{timeout:.0f}s (reached, end): {short}")
-            for msg in consumer.consume(1000, 0.2):
-                err, p = msg.error(), int(msg.partition() or 0)
+                short = {f"{t}[{p}]": (reached[(t, p)], end) for (t, p), end in wanted.items() if reached[(t, p)] < end}
+                raise ReadTimeout(f"at {bootstrap}: partitions not read to their end in {timeout:.0f}s "
+                                  f"(reached, end): {short}")
+            for msg in consumer.consume(5000, 0.2):
+                err = msg.error()
+                tp = (str(msg.topic()), int(msg.partition() or 0))
+                if tp not in reached:
+                    continue
                 if err is None:
-                    reached[p] = max(reached[p], int(msg.offset() or 0) + 1)
-                    yield msg
+                    offset = int(msg.offset() or 0)
+                    reached[tp] = max(reached[tp], offset + 1)
+                    if offset < wanted[tp]:
+                        yield msg
                 elif err.code() == KafkaError._PARTITION_EOF:
-                    reached[p] = max(reached[p], int(msg.offset() or 0))
+                    reached[tp] = max(reached[tp], int(msg.offset() or 0))
     finally:
         consumer.close()
