@@ -104,6 +104,50 @@ def find_moved(reader: RecordReader, partitions: Iterable[tuple[str, int]], posi
     return moved
 
 
+HOLE_WAIT_S = 2.0  # a log stuck this long below its end is probed for a record there
+
+
+class HoleProbe:
+    """Is a log whose fetch stopped below its end really at its end?
+
+    tansu killed in the middle of a write can come back with a log's end past its last record (an
+    offset that never got its record: seen after a whole region was killed). No record will arrive
+    below that end, and the worker's merge of that partition number would wait for one until the
+    log is written again (a standby never writes its own log). So a log stuck below its end for
+    ``wait_s`` is probed at its position; nothing there is a hole, and the log counts as at its
+    end until its end or its position moves. A record found there is left to the fetch."""
+
+    def __init__(self, reader: RecordReader | None, clock: Callable[[], float], wait_s: float = HOLE_WAIT_S) -> None:
+        self._reader = reader
+        self._clock = clock
+        self._wait_s = wait_s
+        self._stalled: dict[tuple[str, int], tuple[tuple[int, int], float, bool]] = {}
+
+    def hole(self, tp: tuple[str, int], at: int, high: int) -> bool:
+        """``tp`` is fetched to ``at`` and its end is ``high`` (> at): nothing in between?"""
+        now = self._clock()
+        key, since, hole = self._stalled.get(tp, ((at, high), now, False))
+        if key != (at, high):
+            key, since, hole = (at, high), now, False
+        if not hole and self._reader is not None and now - since >= self._wait_s:
+            hole = self._reader.record_at(tp[0], tp[1], at) is None
+            if hole:
+                log.warning("dialog log %s[%d]: no record between offset %d and its end %d (a write the broker "
+                            "lost when it was killed): at its end", tp[0], tp[1], at, high)
+            else:
+                since = now
+        self._stalled[tp] = (key, since, hole)
+        return hole
+
+    def known(self, tp: tuple[str, int], position: int, high: int) -> bool:
+        """A hole was found in ``tp`` up to ``high``, at or after ``position``."""
+        state = self._stalled.get(tp)
+        return state is not None and state[2] and state[0][1] == high and state[0][0] >= position
+
+    def clear(self, tp: tuple[str, int]) -> None:
+        self._stalled.pop(tp, None)
+
+
 class KafkaLogReader:
     """Reads single records of the region's logs by offset (assign only: it never joins a group)."""
 

@@ -8,7 +8,7 @@ the positions live in the state store's transaction (:mod:`dialog.worker`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Sized
+from collections.abc import Callable, Mapping, Sequence, Sized
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
@@ -74,12 +74,15 @@ class RegionLogs:
         low, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=timeout_s, cached=False)
         return int(low), int(high)
 
-    def at_reported_end(self, positions: Mapping[TP, int]) -> bool:
+    def at_reported_end(self, positions: Mapping[TP, int],
+                        hole: Callable[[TP, int, int], bool] = lambda _tp, _pos, _high: False) -> bool:
         """Every partition's position is at or past the end the broker reports (which on tansu can
-        be lower than the real end: the worker also waits for polls that bring nothing)."""
+        be lower than the real end: the worker also waits for polls that bring nothing), or below
+        it with nothing in between (``hole(tp, position, end)``: see DialogWorker._hole_at_end)."""
         for tp in self.partitions:
             low, high = self.watermarks(tp, timeout_s=5)
-            if positions.get(tp, low) < high:
+            position = positions.get(tp, low)
+            if position < high and not hole(tp, position, high):
                 return False
         return True
 

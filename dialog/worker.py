@@ -48,7 +48,7 @@ from dialog.errors import DialogError, PromotionsChanged, SnapshotError
 from dialog.fence import Promotion
 from dialog.fold import Fold
 from dialog.kafka_io import DeadLetters, consumer_config
-from dialog.logcheck import KafkaLogReader, LogReader, Verdict, find_moved, report_moved
+from dialog.logcheck import HoleProbe, KafkaLogReader, LogReader, Verdict, find_moved, report_moved
 from dialog.logs import RegionLogs
 from dialog.merge import Merger
 from dialog.pg_store import PostgresStore
@@ -103,6 +103,7 @@ class DialogWorker:
         self.stopping = threading.Event()  # set (e.g. by a signal handler) to stop after the current batch
         self._reader = log_reader  # checks the stored positions against the log (dialog/logcheck.py)
         self._checked_at = float("-inf")
+        self._holes = HoleProbe(log_reader, clock)  # a log whose end has no record (dialog/logcheck.py)
         self._merger = Merger()
         self.refolds = 0
 
@@ -171,18 +172,19 @@ class DialogWorker:
             if got or self._merger.pending():
                 consumed += got
                 idle = 0
-            elif self._logs.at_reported_end(self._positions):
+            elif self._logs.at_reported_end(self._positions, self._holes.known):
                 idle += 1
             else:
                 idle = 0
         return consumed
 
     def _at_end(self, tp: TP) -> bool:
-        """Everything of ``tp`` the broker has was fetched."""
-        high = self._logs.fetched_high(tp)
-        if high < 0:
-            return False  # no fetch answer yet
-        return max(self._positions.get(tp, 0), self._merger.fetched_to.get(tp, 0)) >= high
+        """Everything of ``tp`` the broker has was fetched (or nothing is left below its end)."""
+        high = self._logs.fetched_high(tp)  # -1: no fetch answer yet
+        at = max(self._positions.get(tp, 0), self._merger.fetched_to.get(tp, 0))
+        if high >= 0 and at >= high:
+            self._holes.clear(tp)
+        return high >= 0 and (at >= high or self._holes.hole(tp, at, high))
 
     def run(self) -> None:
         """Follow the log until :attr:`stopping` is set; check the positions while idle.

@@ -28,6 +28,7 @@ broker.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -39,6 +40,8 @@ from regionsync.errors import RegionsyncError
 from regionsync.settings import Settings
 
 TP = tuple[str, int]
+
+log = logging.getLogger(__name__)
 
 
 def client_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,12 +167,15 @@ def read_topic(settings: Settings, topic: str, *, timeout: float = 60.0, region:
 
 
 def read_to_end(bootstrap: str, ends: Mapping[TP, int], *, timeout: float = 60.0,
-                config: Mapping[str, Any] | None = None) -> Iterator[Any]:
+                config: Mapping[str, Any] | None = None, hole_after_s: float = 10.0) -> Iterator[Any]:
     """Every record of each partition in ``ends`` from offset 0 up to (not including) its end
     (found with :func:`fetch_ends`). A partition is read once the consumer passed its end or
-    reported EOF at or past it: an offset without a record (a transaction marker, the end a
-    restarted tansu reports) is never delivered. Raises :class:`ReadTimeout` (after yielding what
-    it read) if that takes longer than ``timeout``, naming each partition's (reached, end)."""
+    reported EOF at or past it: an offset without a record (a transaction marker) is never
+    delivered. A tansu killed in the middle of a write can come back with a partition's end past
+    its last record and no EOF below it: a partition that brought nothing for ``hole_after_s``
+    while the others were read counts as read (logged). Raises :class:`ReadTimeout` (after
+    yielding what it read) if reading takes longer than ``timeout``, naming each partition's
+    (reached, end)."""
     wanted = {tp: end for tp, end in ends.items() if end > 0}
     if not wanted:
         return
@@ -185,8 +191,16 @@ def read_to_end(bootstrap: str, ends: Mapping[TP, int], *, timeout: float = 60.0
         consumer.assign([TopicPartition(t, p, 0) for t, p in wanted])
         reached = dict.fromkeys(wanted, 0)  # next offset to read, or where EOF was reported
         deadline = time.monotonic() + timeout
+        moved = dict.fromkeys(wanted, time.monotonic())  # when each partition last brought something
+        answered = False  # the broker answered a fetch (a partition with no record at all is then a hole too)
         while any(reached[tp] < end for tp, end in wanted.items()):
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            for tp, end in wanted.items():
+                if (answered or reached[tp] > 0) and reached[tp] < end and now - moved[tp] > hole_after_s:
+                    log.warning("%s[%d] at %s: nothing between offset %d and its end %d for %.0fs: read",
+                                tp[0], tp[1], bootstrap, reached[tp], end, hole_after_s)
+                    reached[tp] = end
+            if now > deadline:
                 short = {f"{t}[{p}]": (reached[(t, p)], end) for (t, p), end in wanted.items() if reached[(t, p)] < end}
                 raise ReadTimeout(f"at {bootstrap}: partitions not read to their end in {timeout:.0f}s "
                                   f"(reached, end): {short}")
@@ -195,6 +209,7 @@ def read_to_end(bootstrap: str, ends: Mapping[TP, int], *, timeout: float = 60.0
                 tp = (str(msg.topic()), int(msg.partition() or 0))
                 if tp not in reached:
                     continue
+                moved[tp], answered = time.monotonic(), True
                 if err is None:
                     offset = int(msg.offset() or 0)
                     reached[tp] = max(reached[tp], offset + 1)
