@@ -141,11 +141,11 @@ def _cleanup(settings: Settings, region: str, databases: list[str]) -> None:
         with psycopg.connect(settings.pg_dsn("postgres"), autocommit=True) as conn:
             for database in databases:
                 conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        s3 = s3_client(settings)
+        s3 = s3_client(settings.object_store())
         listed = s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=f"{settings.dialog_snapshot_prefix}/")
         for obj in listed.get("Contents", ()):
             s3.delete_object(Bucket=settings.s3_bucket, Key=obj["Key"])
-        admin = new_admin({"bootstrap.servers": settings.kafka_bootstrap})
+        admin = new_admin(settings.kafka().client())
         for future in admin.delete_topics([settings.dialog_topic]).values():
             future.result(15)
     except Exception as exc:  # noqa: BLE001 - leftovers of a benchmark are not worth failing it

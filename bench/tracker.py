@@ -110,12 +110,9 @@ class Tracker:
         self._groups = {region: self._reader(region, settings.region_group(region)) for region in settings.regions}
 
     def _reader(self, region: str, group: str) -> Consumer:
-        return new_consumer({
-            "bootstrap.servers": self.settings.kafka_bootstraps[region],
-            "group.id": group,
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": self.settings.fetch_wait_max_ms,
-        })
+        kafka = self.settings.kafka(region)
+        return new_consumer(kafka.client({"group.id": group, "enable.auto.commit": False,
+                                          "fetch.wait.max.ms": kafka.fetch_wait_max_ms}))
 
     def topic(self, region: str) -> str:
         """The chunks topic as ``region``'s indexer reads it (the source's, or its copy)."""

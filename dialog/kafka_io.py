@@ -28,37 +28,23 @@ log = logging.getLogger(__name__)
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "acks": "all",
-        "enable.idempotence": True,
+    return settings.kafka().producer({
         # Same partition for a key as Kafka's Java clients (librdkafka's default hashes with CRC32).
         "partitioner": "murmur2_random",
         "linger.ms": 0,
         "message.timeout.ms": 30000,
-    }
-    config.update(overrides)
-    return config
+        **overrides,
+    })
 
 
 def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
     # Partitions are assigned by hand and positions live in the state store, so the group id is
     # only a label: nothing is ever committed to the broker.
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "group.id": group,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "fetch.wait.max.ms": settings.fetch_wait_max_ms,
-        "session.timeout.ms": settings.session_timeout_ms,
-        "heartbeat.interval.ms": settings.heartbeat_interval_ms,
-        "enable.partition.eof": False,
-    }
+    return settings.kafka().reader(group)
 
 
 def ensure_topic(settings: Settings, topic: str, partitions: int | None = None) -> None:
-    admin = new_admin({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = new_admin(settings.kafka().client())
     existing = admin.list_topics(timeout=10).topics
     if topic in existing:
         return
@@ -191,7 +177,7 @@ def read_topic(
     broker's high-water mark is not trusted, see regionsync/kafka.py), in partition order."""
     ends = {(topic, p): end for p, end in end_offsets.items()}
     try:
-        msgs = list(read_to_end(settings.kafka_bootstrap, ends, timeout=timeout))
+        msgs = list(read_to_end(settings.kafka(), ends, timeout=timeout))
     except ReadTimeout as exc:
         raise DialogError(f"reading {topic}: {exc}") from exc
     return sorted(msgs, key=where)

@@ -39,7 +39,7 @@ def fold_from_start(settings: Settings, region: str, promotions: list[Promotion]
     """The sessions and the fold (positions, sources, fenced events, counters) of every log read
     from its start to the end it had when this began; None when ``stopping`` was set. Records
     written after that end are folded by the worker afterwards, from the positions returned."""
-    ends = fetch_ends(settings.kafka_bootstrap, logs.partitions, 30.0)
+    ends = fetch_ends(settings.kafka(), logs.partitions, 30.0)
     consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in logs.partitions])
     states: dict[str, SessionState] = {}
     fold = Fold(region, settings.regions, promotions, states, {})

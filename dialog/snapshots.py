@@ -31,16 +31,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
 import orjson
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dialog.errors import SnapshotError
 from dialog.fence import Promotion, tainted
 from dialog.state import SessionState
 from dialog.store import TP, Origin, Stats
+from regionsync import objectstore
 from regionsync.settings import Settings
+from regionsync.settings_parts import ObjectStoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -132,15 +132,8 @@ class LoadResult:
     skipped: tuple[str, ...]  # why newer snapshots were not used, newest first
 
 
-def s3_client(settings: Settings) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint or None,
-        region_name=settings.s3_region,
-        aws_access_key_id=settings.s3_access_key_id.get_secret_value() or None,
-        aws_secret_access_key=settings.s3_secret_access_key.get_secret_value() or None,
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60),
-    )
+def s3_client(store: ObjectStoreSettings) -> Any:
+    return objectstore.client(store)
 
 
 class SnapshotStore:
@@ -155,7 +148,7 @@ class SnapshotStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SnapshotStore:
-        store = cls(s3_client(settings), settings.s3_bucket, settings.dialog_snapshot_prefix, settings.dialog_topic)
+        store = cls(s3_client(settings.object_store()), settings.s3_bucket, settings.dialog_snapshot_prefix, settings.dialog_topic)
         store.ensure_bucket()
         return store
 

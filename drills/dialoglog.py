@@ -44,7 +44,7 @@ def read_all(settings: Settings, region: str, timeout_s: float = 120.0) -> tuple
     local = settings.for_region(region)
     topics = [*policy.inbound_topics(local, region, local.dialog_topic),
               *policy.inbound_topics(local, region, local.control_topic)]
-    consumer = new_consumer({"bootstrap.servers": local.kafka_bootstrap, "group.id": "regionsync-drill-fold"})
+    consumer = new_consumer(local.kafka().client({"group.id": "regionsync-drill-fold"}))
     try:
         meta = consumer.list_topics(timeout=10)
     finally:
@@ -52,8 +52,8 @@ def read_all(settings: Settings, region: str, timeout_s: float = 120.0) -> tuple
     parts = [(t, p) for t in topics if t in meta.topics and meta.topics[t].error is None
              for p in sorted(meta.topics[t].partitions)]
     try:
-        ends = fetch_ends(local.kafka_bootstrap, parts, 30.0)
-        records = list(read_to_end(local.kafka_bootstrap, ends, timeout=timeout_s, config={"fetch.wait.max.ms": 20}))
+        ends = fetch_ends(local.kafka(), parts, 30.0)
+        records = list(read_to_end(local.kafka(), ends, timeout=timeout_s))
     except (EndsUnknown, ReadTimeout) as exc:
         raise DrillsError(f"reading region {region}'s dialog logs: {exc}") from exc
     return records, ends

@@ -12,34 +12,33 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from drills.errors import BadInput, DrillsError
 from regionsync.kafka import new_admin, new_consumer
+from regionsync.settings_parts import KafkaSettings
 
 TIMEOUT_S = 10.0
 
 
-def reader(bootstrap: str, group: str = "regionsync-drills-reader", **extra: object) -> Consumer:
-    config: dict[str, object] = {
-        "bootstrap.servers": bootstrap,
+def reader(kafka: KafkaSettings, group: str = "regionsync-drills-reader", **extra: object) -> Consumer:
+    return new_consumer(kafka.client({
         "group.id": group,
         "enable.auto.commit": False,
         "fetch.wait.max.ms": 50,
         "fetch.message.max.bytes": 16 * 1024 * 1024,
-    }
-    config.update(extra)
-    return new_consumer(config)
+        **extra,
+    }))
 
 
-def watermarks(bootstrap: str, topic: str, probe: bool = False) -> dict[int, tuple[int, int]]:
+def watermarks(kafka: KafkaSettings, topic: str, probe: bool = False) -> dict[int, tuple[int, int]]:
     """partition -> (low, end); :class:`BadInput` for an unknown topic.
 
     tansu reports the last batch's base offset + 1 as the high watermark (shared/STACK.md), below
     the real end when the last batch held several records. With ``probe`` the end is where
     reading from the reported one finds nothing more (a few empty polls): exact on both brokers.
     """
-    consumer = reader(bootstrap)
+    consumer = reader(kafka)
     try:
         meta = consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
-            raise BadInput(f"unknown topic {topic!r} at {bootstrap}")
+            raise BadInput(f"unknown topic {topic!r} at {kafka.bootstrap}")
         out = {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT_S, cached=False)
             for p in sorted(meta.partitions)
@@ -64,8 +63,8 @@ def _probe_end(consumer: Consumer, topic: str, partition: int, high: int, idle_p
     return end
 
 
-def timestamp_at(bootstrap: str, topic: str, partition: int, offset: int) -> int | None:
-    consumer = reader(bootstrap)
+def timestamp_at(kafka: KafkaSettings, topic: str, partition: int, offset: int) -> int | None:
+    consumer = reader(kafka)
     try:
         consumer.assign([TopicPartition(topic, partition, offset)])
         for _ in range(10):
@@ -77,9 +76,9 @@ def timestamp_at(bootstrap: str, topic: str, partition: int, offset: int) -> int
         consumer.close()
 
 
-def first_offset_at_or_after(bootstrap: str, topic: str, partition: int, start: int, end: int, ts_ms: int) -> int:
+def first_offset_at_or_after(kafka: KafkaSettings, topic: str, partition: int, start: int, end: int, ts_ms: int) -> int:
     """Scan ``[start, end)`` for the first record with a timestamp >= ``ts_ms`` (``end`` if none)."""
-    consumer = reader(bootstrap)
+    consumer = reader(kafka)
     try:
         consumer.assign([TopicPartition(topic, partition, start)])
         empty = 0
@@ -102,10 +101,10 @@ def first_offset_at_or_after(bootstrap: str, topic: str, partition: int, start: 
         consumer.close()
 
 
-def offsets_for_time(bootstrap: str, topic: str, partitions: list[int], ts_ms: int) -> dict[int, int | None]:
+def offsets_for_time(kafka: KafkaSettings, topic: str, partitions: list[int], ts_ms: int) -> dict[int, int | None]:
     """The first offset at or after ``ts_ms`` per partition; None where no record is that new
     (the range then starts at the end)."""
-    consumer = reader(bootstrap)
+    consumer = reader(kafka)
     try:
         found = consumer.offsets_for_times([TopicPartition(topic, p, ts_ms) for p in partitions], timeout=TIMEOUT_S)
     except KafkaException as exc:
@@ -115,9 +114,9 @@ def offsets_for_time(bootstrap: str, topic: str, partitions: list[int], ts_ms: i
     return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in found}
 
 
-def group_members(bootstrap: str, group: str) -> int:
+def group_members(kafka: KafkaSettings, group: str) -> int:
     """How many members ``group`` has now (0: nobody consumes, its offsets may be moved)."""
-    admin = new_admin({"bootstrap.servers": bootstrap})
+    admin = new_admin(kafka.client())
     futures = admin.describe_consumer_groups([group], request_timeout=TIMEOUT_S)
     try:
         description = futures[group].result(TIMEOUT_S)
@@ -126,8 +125,8 @@ def group_members(bootstrap: str, group: str) -> int:
     return len(description.members or [])
 
 
-def committed(bootstrap: str, group: str, topic: str, partitions: list[int]) -> dict[int, int | None]:
-    consumer = reader(bootstrap, group)
+def committed(kafka: KafkaSettings, group: str, topic: str, partitions: list[int]) -> dict[int, int | None]:
+    consumer = reader(kafka, group)
     try:
         tps = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=TIMEOUT_S)
     finally:
@@ -135,9 +134,9 @@ def committed(bootstrap: str, group: str, topic: str, partitions: list[int]) -> 
     return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in tps}
 
 
-def move_group(bootstrap: str, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+def move_group(kafka: KafkaSettings, group: str, topic: str, offsets: Mapping[int, int]) -> None:
     """Commit ``offsets`` for ``group`` without joining it (the caller made sure it has no members)."""
-    consumer = reader(bootstrap, group)
+    consumer = reader(kafka, group)
     try:
         result = consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
     except KafkaException as exc:

@@ -120,7 +120,7 @@ def cms_watermarks(settings: Settings) -> dict[int, tuple[int, int]]:
     from drills.kafka_io import watermarks
 
     try:
-        return watermarks(settings.kafka_bootstrap, settings.cms_topic, probe=True)
+        return watermarks(settings.kafka(), settings.cms_topic, probe=True)
     except BadInput:  # the topic does not exist (yet, or any more): it holds nothing
         return {}
 
@@ -244,7 +244,7 @@ def execute(settings: Settings, plan: RepairPlan, source: SourceSnapshot) -> Non
         log.info("asked the change agent to re-read %d rows at WAL position %d", len(plan.reread_ids), version)
     if not (plan.republish_ids or plan.deletes):
         return
-    producer = new_producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
+    producer = new_producer(settings.kafka().producer())
     failures: list[str] = []
 
     def delivered(err: KafkaError | None, msg: Message) -> None:

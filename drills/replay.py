@@ -39,6 +39,7 @@ from drills.reconcile import origin_headers
 from mirror import policy
 from regionsync.kafka import new_producer
 from regionsync.settings import Settings
+from regionsync.settings_parts import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +135,12 @@ def plan(settings: Settings, req: ReplayRequest) -> list[PartitionRange]:
     if req.region is not None:
         if req.rate is not None:
             raise BadInput("--rate applies to a replay into a topic; a region's consumer reads at its own pace")
-    marks = kafka_io.watermarks(settings.kafka_bootstrap, req.topic, probe=True)
+    marks = kafka_io.watermarks(settings.kafka(), req.topic, probe=True)
     if req.to_topic is not None:
-        target_bootstrap = req.to_bootstrap or settings.kafka_bootstrap
-        if req.to_topic == req.topic and target_bootstrap == settings.kafka_bootstrap:
+        target = _target_kafka(settings, req)
+        if req.to_topic == req.topic and target.bootstrap == settings.kafka_bootstrap:
             raise BadInput("the target topic is the source topic on the same cluster")
-        kafka_io.watermarks(target_bootstrap, req.to_topic)  # raises BadInput if unknown
+        kafka_io.watermarks(target, req.to_topic)  # raises BadInput if unknown
     wanted = list(req.partitions) if req.partitions else sorted(marks)
     known = [p for p in wanted if p in marks]
     starts: dict[int, int | None] = {p: req.from_offset for p in known}
@@ -151,18 +152,24 @@ def plan(settings: Settings, req: ReplayRequest) -> list[PartitionRange]:
     return resolve_ranges(req.topic, marks, wanted, starts, ends)
 
 
+def _target_kafka(settings: Settings, req: ReplayRequest) -> KafkaSettings:
+    """The broker a replay into a topic writes to: ``--to-bootstrap``'s, or the source topic's."""
+    kafka = settings.kafka()
+    return dataclasses.replace(kafka, bootstrap=req.to_bootstrap) if req.to_bootstrap else kafka
+
+
 def _offset_for_time(settings: Settings, topic: str, partition: int, marks: tuple[int, int], ts_ms: int) -> int:
     """The first offset at or after ``ts_ms`` (the end if none). The broker's answer is checked
     against the record it names, and the partition scanned from there if it is wrong: tansu
     answers a time lookup with the low watermark whatever the time."""
     low, end = marks
-    found = kafka_io.offsets_for_time(settings.kafka_bootstrap, topic, [partition], ts_ms).get(partition)
+    found = kafka_io.offsets_for_time(settings.kafka(), topic, [partition], ts_ms).get(partition)
     if found is None:
         return end
-    ts = kafka_io.timestamp_at(settings.kafka_bootstrap, topic, partition, found) if found < end else None
+    ts = kafka_io.timestamp_at(settings.kafka(), topic, partition, found) if found < end else None
     if ts is not None and ts >= ts_ms:
         return found
-    return kafka_io.first_offset_at_or_after(settings.kafka_bootstrap, topic, partition, max(found, low), end, ts_ms)
+    return kafka_io.first_offset_at_or_after(settings.kafka(), topic, partition, max(found, low), end, ts_ms)
 
 
 def run(settings: Settings, req: ReplayRequest, stop: threading.Event | None = None) -> ReplayResult:
@@ -205,9 +212,9 @@ def _into_topic(
     else:
         cp = ckpt.Checkpoint.start(job, ranges)
         ckpt.save(path, cp)
-    target_bootstrap = req.to_bootstrap or settings.kafka_bootstrap
-    target_parts = len(kafka_io.watermarks(target_bootstrap, req.to_topic))
-    producer = new_producer({"bootstrap.servers": target_bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+    target = _target_kafka(settings, req)
+    target_parts = len(kafka_io.watermarks(target, req.to_topic))
+    producer = new_producer(target.producer({"linger.ms": 5}))
     failures: list[str] = []
 
     def delivered(err: KafkaError | None, msg: Message) -> None:
@@ -228,7 +235,7 @@ def _into_topic(
 
     limiter = RateLimiter(req.rate)
     todo = cp.remaining()
-    consumer = kafka_io.reader(settings.kafka_bootstrap)
+    consumer = kafka_io.reader(settings.kafka())
     since_flush, last_flush = 0, time.monotonic()
     try:
         with progress.bar(sum(r.count for r in cp.ranges), f"replay {req.topic} -> {req.to_topic}", initial=cp.sent) as pbar:

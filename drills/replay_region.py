@@ -18,6 +18,7 @@ from drills import kafka_io, progress
 from drills.errors import DrillsError, GroupActive
 from drills.ranges import PartitionRange
 from regionsync.settings import Settings
+from regionsync.settings_parts import KafkaSettings
 
 if TYPE_CHECKING:  # the request and result types live with the orchestration, which calls this
     from drills.replay import ReplayRequest, ReplayResult
@@ -40,7 +41,7 @@ def into_indexer(settings: Settings, req: ReplayRequest, ranges: list[PartitionR
     name = stack.indexer_name(req.region)
     # tansu's DescribeGroups lists no members even for a running group: the embedded stack's
     # process table is asked too.
-    members = kafka_io.group_members(settings.kafka_bootstrap, group) or (1 if _stack_proc(settings, name) else 0)
+    members = kafka_io.group_members(settings.kafka(), group) or (1 if _stack_proc(settings, name) else 0)
     stopped = False
     if members:
         if not (req.stop_consumer and _stack_proc(settings, name)):
@@ -50,14 +51,14 @@ def into_indexer(settings: Settings, req: ReplayRequest, ranges: list[PartitionR
             )
         procs.stop(settings.state_dir, name)
         stopped = True
-        _wait_empty(settings.kafka_bootstrap, group)
+        _wait_empty(settings.kafka(), group)
     offsets = {r.partition: r.start for r in ranges}
     # A stopped consumer's membership can outlive it until the broker's session timeout (tansu:
     # its leave is not always seen), and the commit is refused meanwhile: retry for a while.
     deadline = time.monotonic() + (60.0 if stopped else 0.0)
     while True:
         try:
-            kafka_io.move_group(settings.kafka_bootstrap, group, req.topic, offsets)
+            kafka_io.move_group(settings.kafka(), group, req.topic, offsets)
             break
         except DrillsError:
             if time.monotonic() > deadline:
@@ -73,9 +74,9 @@ def into_indexer(settings: Settings, req: ReplayRequest, ranges: list[PartitionR
         result.applied_to_end = _wait_committed(settings, group, req.topic, ranges)
 
 
-def _wait_empty(bootstrap: str, group: str, timeout_s: float = 60.0) -> None:
+def _wait_empty(kafka: KafkaSettings, group: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while kafka_io.group_members(bootstrap, group):
+    while kafka_io.group_members(kafka, group):
         if time.monotonic() > deadline:
             raise GroupActive(f"group {group} still has members {timeout_s:.0f}s after its consumer was stopped")
         time.sleep(0.5)
@@ -91,7 +92,7 @@ def _wait_committed(
     deadline = time.monotonic() + timeout_s
     with progress.bar(total, f"{group} re-applying", unit="rec") as pbar:
         while True:
-            now = kafka_io.committed(settings.kafka_bootstrap, group, topic, parts)
+            now = kafka_io.committed(settings.kafka(), group, topic, parts)
             done = sum(min(max((now.get(r.partition) or r.start) - r.start, 0), r.count) for r in ranges)
             pbar.n = done
             pbar.refresh()

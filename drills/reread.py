@@ -98,7 +98,7 @@ def request_reread(settings: Settings, doc_ids: Sequence[str]) -> int:
     version, waited = wal_position_after_inflight(settings)
     if waited:
         log.info("re-read at WAL position %d after %d transactions in flight there ended", version, waited)
-    producer = new_producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
+    producer = new_producer(settings.kafka().producer())
     failures: list[str] = []
     for req in heal_requests(doc_ids, version, int(time.time() * 1000)):
         producer.produce(

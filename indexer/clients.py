@@ -11,15 +11,8 @@ from regionsync.settings import Settings
 
 def make_consumer(settings: Settings, region: str) -> Consumer:
     return new_consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": settings.region_group(region),
+        settings.kafka().member(settings.region_group(region), {
             "client.id": f"regionsync-indexer-{region}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": settings.session_timeout_ms,
-            "heartbeat.interval.ms": settings.heartbeat_interval_ms,
-            "fetch.wait.max.ms": settings.fetch_wait_max_ms,
             # Pick up a chunks topic created after we subscribed within seconds, not 5 minutes.
             "topic.metadata.refresh.interval.ms": 5000,
             # Records carry whole documents with their vectors: allow big ones.
@@ -31,11 +24,9 @@ def make_consumer(settings: Settings, region: str) -> Consumer:
             # same Milvus, so moving the partitions would not apply them sooner anyway; a dead
             # instance is still found by the session timeout (librdkafka heartbeats in a thread).
             "max.poll.interval.ms": 86_400_000,
-        }
+        })
     )
 
 
 def make_dlq_producer(settings: Settings) -> Producer:
-    return new_producer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
-    )
+    return new_producer(settings.kafka().producer({"linger.ms": 5}))

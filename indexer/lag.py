@@ -30,14 +30,9 @@ class PartitionLag:
 
 def lag_report(settings: Settings, region: str, timeout: float = 5.0) -> list[PartitionLag]:
     settings = settings.for_region(region)
-    consumer = new_consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            # Same group id, but no subscribe(): reads the group's offsets without joining it.
-            "group.id": settings.region_group(region),
-            "enable.auto.commit": False,
-        }
-    )
+    # Same group id, but no subscribe(): reads the group's offsets without joining it.
+    consumer = new_consumer(settings.kafka().client({"group.id": settings.region_group(region),
+                                                     "enable.auto.commit": False}))
     try:
         topic = policy.chunks_topic_in(settings, region)
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
@@ -45,7 +40,7 @@ def lag_report(settings: Settings, region: str, timeout: float = 5.0) -> list[Pa
             return []
         tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
         committed = consumer.committed(tps, timeout=timeout)
-        ends = fetch_ends(settings.kafka_bootstrap, [(topic, tp.partition) for tp in tps], timeout)
+        ends = fetch_ends(settings.kafka(), [(topic, tp.partition) for tp in tps], timeout)
         out = []
         for tp in committed:
             low, _listed = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout,

@@ -108,7 +108,7 @@ class RegionIndexer:
         self._own_producer = producer is None
         self.producer = producer or make_dlq_producer(settings)
         # Only with our own consumer (tests hand in fakes): the topic's identity guards commits.
-        self._admin = new_admin({"bootstrap.servers": settings.kafka_bootstrap}) if consumer is None else None
+        self._admin = new_admin(settings.kafka().client()) if consumer is None else None
         self.batch_size = batch_size or settings.batch_max_events
         self.poll_timeout_s = poll_timeout_s
         self.retry_initial_s = retry_initial_s

@@ -53,29 +53,20 @@ from regionsync.settings import Settings
 log = logging.getLogger(__name__)
 
 def consumer_config(settings: Settings, source: str, target: str) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": settings.kafka_bootstraps[source],
-        "group.id": f"regionsync-mirror-{source}-{target}",  # a label: partitions are assigned, nothing committed
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "fetch.wait.max.ms": settings.fetch_wait_max_ms,
+    # The group id is a label: partitions are assigned, nothing committed.
+    return settings.kafka(source).reader(f"regionsync-mirror-{source}-{target}", {
         "fetch.message.max.bytes": 16 * 1024 * 1024,
-        "enable.partition.eof": False,
         "socket.connection.setup.timeout.ms": 3000,
         "reconnect.backoff.max.ms": 1000,
-    }
+    })
 
 
 def producer_config(settings: Settings, target: str) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": settings.kafka_bootstraps[target],
-        "acks": "all",
-        "enable.idempotence": True,
+    return settings.kafka(target).producer({
         "linger.ms": 2,
         "message.max.bytes": 16 * 1024 * 1024,
         "message.timeout.ms": 30000,
-    }
+    })
 
 
 @dataclass
@@ -108,7 +99,7 @@ class Replicator:
         self._consumer = new_consumer(consumer_config(settings, source, target))
         self._pconfig = producer_config(settings, target)
         self._producer = new_producer(self._pconfig)
-        self._target_admin = new_admin({"bootstrap.servers": settings.kafka_bootstraps[target]})
+        self._target_admin = new_admin(settings.kafka(target).client())
         self.parts: dict[TP, PartitionState] = {}
         self.stats = Stats()
         self.stopping = threading.Event()

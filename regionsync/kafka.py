@@ -38,6 +38,7 @@ from confluent_kafka.admin import AdminClient
 
 from regionsync.errors import RegionsyncError
 from regionsync.settings import Settings
+from regionsync.settings_parts import KafkaSettings
 
 TP = tuple[str, int]
 
@@ -90,12 +91,13 @@ class EndsUnknown(Exception):
     """The broker did not answer in time: no end offset can be given."""
 
 
-def fetch_ends(bootstrap: str, tps: Sequence[TP], timeout_s: float = 5.0) -> dict[TP, int]:
-    """The end offset (next offset to be written) of each of ``tps``; raises :class:`EndsUnknown`."""
+def fetch_ends(kafka: KafkaSettings, tps: Sequence[TP], timeout_s: float = 5.0) -> dict[TP, int]:
+    """The end offset (next offset to be written) of each of ``tps`` on ``kafka``'s broker; raises
+    :class:`EndsUnknown`."""
     if not tps:
         return {}
-    consumer = new_consumer({
-        "bootstrap.servers": bootstrap,
+    bootstrap = kafka.bootstrap
+    consumer = new_consumer(kafka.client({
         "group.id": "regionsync-ends",  # a label: assign only, nothing committed
         "enable.auto.commit": False,
         "enable.partition.eof": True,
@@ -106,7 +108,7 @@ def fetch_ends(bootstrap: str, tps: Sequence[TP], timeout_s: float = 5.0) -> dic
         "fetch.max.bytes": 1024,
         "message.max.bytes": 1000,
         "socket.connection.setup.timeout.ms": int(timeout_s * 1000),
-    })
+    }))
     try:
         deadline = time.monotonic() + timeout_s
         starts: dict[TP, int] = {}
@@ -153,8 +155,8 @@ def read_topic(settings: Settings, topic: str, *, timeout: float = 60.0, region:
     EOF at it (an offset without a record, e.g. a transaction marker, is never delivered). Raises
     :class:`ReadTimeout` (after yielding what it read) if that takes longer than ``timeout``.
     """
-    bootstrap = settings.for_region(region or settings.source_region).kafka_bootstrap
-    probe = new_consumer({"bootstrap.servers": bootstrap, "group.id": "regionsync-read-topic"})
+    kafka = settings.kafka(region or settings.source_region)
+    probe = new_consumer(kafka.client({"group.id": "regionsync-read-topic"}))
     try:
         meta = probe.list_topics(topic, timeout=10).topics.get(topic)
     finally:
@@ -162,11 +164,11 @@ def read_topic(settings: Settings, topic: str, *, timeout: float = 60.0, region:
     if meta is None or meta.error is not None:
         return
     # A busy broker can take seconds to answer a fetch (seen: > 10 s under a 1,000-change load on 2 cores).
-    ends = fetch_ends(bootstrap, [(topic, p) for p in sorted(meta.partitions)], timeout)
-    yield from read_to_end(bootstrap, ends, timeout=timeout, config={"fetch.wait.max.ms": settings.fetch_wait_max_ms})
+    ends = fetch_ends(kafka, [(topic, p) for p in sorted(meta.partitions)], timeout)
+    yield from read_to_end(kafka, ends, timeout=timeout)
 
 
-def read_to_end(bootstrap: str, ends: Mapping[TP, int], *, timeout: float = 60.0,
+def read_to_end(kafka: KafkaSettings, ends: Mapping[TP, int], *, timeout: float = 60.0,
                 config: Mapping[str, Any] | None = None, hole_after_s: float = 10.0) -> Iterator[Any]:
     """Every record of each partition in ``ends`` from offset 0 up to (not including) its end
     (found with :func:`fetch_ends`). A partition is read once the consumer passed its end or
@@ -179,14 +181,15 @@ def read_to_end(bootstrap: str, ends: Mapping[TP, int], *, timeout: float = 60.0
     wanted = {tp: end for tp, end in ends.items() if end > 0}
     if not wanted:
         return
-    consumer = new_consumer({
-        "bootstrap.servers": bootstrap,
+    bootstrap = kafka.bootstrap
+    consumer = new_consumer(kafka.client({
         "group.id": f"regionsync-read-{time.monotonic_ns()}",  # a label: assign only, nothing committed
         "enable.auto.commit": False,
         "enable.partition.eof": True,
+        "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
         "fetch.message.max.bytes": 16 * 1024 * 1024,
         **(config or {}),
-    })
+    }))
     try:
         consumer.assign([TopicPartition(t, p, 0) for t, p in wanted])
         reached = dict.fromkeys(wanted, 0)  # next offset to read, or where EOF was reported

@@ -12,13 +12,14 @@ import logging
 import psycopg
 
 from regionsync.settings import Settings
+from regionsync.settings_parts import PostgresSettings
 
 log = logging.getLogger(__name__)
 
 
-def ensure_database(settings: Settings, database: str) -> None:
-    """Create ``database`` on ``settings``' Postgres server unless it exists (races are fine)."""
-    with psycopg.connect(settings.pg_dsn("postgres"), autocommit=True, connect_timeout=10) as conn:
+def ensure_database(pg: PostgresSettings, database: str) -> None:
+    """Create ``database`` on ``pg``'s server unless it exists (races are fine)."""
+    with psycopg.connect(pg.dsn("postgres"), autocommit=True, connect_timeout=10) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
             return
         try:
@@ -30,8 +31,8 @@ def ensure_database(settings: Settings, database: str) -> None:
 
 def region_dsn(settings: Settings, region: str, create: bool = True) -> str:
     """DSN of ``region``'s own database on ``region``'s server (contains the password: never log it)."""
-    local = settings.for_region(region)
+    pg = settings.postgres(region)
     database = settings.dialog_database(region)
     if create:
-        ensure_database(local, database)
-    return local.pg_dsn(database)
+        ensure_database(pg, database)
+    return pg.dsn(database)

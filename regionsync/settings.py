@@ -11,10 +11,21 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from regionsync.settings_parts import (
+    KafkaSettings,
+    MilvusSettings,
+    ObjectStoreSettings,
+    PostgresSettings,
+    csv,
+    env_values,
+    fill_region_addresses,
+    public_values,
+    region_map,
+)
 
 PLACEHOLDER = "__debezium_unavailable_value"
 
@@ -23,25 +34,6 @@ _REGION_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
 # The embedded stack's object stores: each region's S3 port is this far from the previous one's
 # (SeaweedFS opens several ports per instance, placed around its S3 port: stack/seaweed.py).
 S3_PORT_STRIDE = 10
-
-
-def _region_map(value: Any) -> Any:
-    """"region=value,region=value" -> dict (a dict passes through)."""
-    if isinstance(value, str):
-        out: dict[str, str] = {}
-        for part in value.split(","):
-            if not part.strip():
-                continue
-            region, _, item = part.partition("=")
-            out[region.strip()] = item.strip()
-        return out
-    return value
-
-
-def _csv(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
 
 
 class Settings(BaseSettings):
@@ -178,10 +170,7 @@ class Settings(BaseSettings):
 
     def dialog_database(self, region: str) -> str:
         """Name of a region's dialog state database (one per region; another server in production)."""
-        if region not in self.regions:
-            from regionsync.errors import ConfigError
-
-            raise ConfigError(f"unknown region {region!r}; configured regions: {', '.join(self.regions)}")
+        self._region_index(region)
         return f"{self.dialog_database_prefix}{region}"
     # "local": a turn is acknowledged once this region's broker holds its events (the standby
     # gets them by asynchronous replication: the RPO is the replication lag). "mirrored": also
@@ -279,7 +268,7 @@ class Settings(BaseSettings):
 
     _validate_csv = field_validator(
         "text_columns", "metadata_columns", "published_values", "regions", mode="before"
-    )(_csv)
+    )(csv)
 
     @field_validator("regions", mode="after")
     @classmethod
@@ -298,7 +287,7 @@ class Settings(BaseSettings):
     @field_validator("kafka_bootstraps", "pg_addresses", "s3_endpoints", "serve_urls", mode="before")
     @classmethod
     def _parse_maps(cls, value: Any) -> Any:
-        return _region_map(value)
+        return region_map(value)
 
     @model_validator(mode="after")
     def _complete_regions(self) -> Settings:
@@ -308,19 +297,10 @@ class Settings(BaseSettings):
         if source not in self.regions:
             raise ValueError(f"source_region {source!r} is not one of the regions {self.regions}")
         object.__setattr__(self, "source_region", source)
-        # The flat values are the source region's unless a map says otherwise for it.
-        kafka_host, kafka_port = self.kafka_bootstrap.rsplit(":", 1)
-        s3 = urlsplit(self.s3_endpoint)
-        base = self.regions.index(source)
-        kafka, pg, s3s = dict(self.kafka_bootstraps), dict(self.pg_addresses), dict(self.s3_endpoints)
-        for i, region in enumerate(self.regions):
-            shift = i - base
-            kafka.setdefault(region, f"{kafka_host}:{int(kafka_port) + shift}")
-            pg.setdefault(region, f"{self.pg_host}:{self.pg_port + shift}")
-            if s3.hostname and s3.port:
-                s3s.setdefault(region, f"{s3.scheme}://{s3.hostname}:{s3.port + shift * S3_PORT_STRIDE}")
-            else:
-                s3s.setdefault(region, self.s3_endpoint)
+        kafka, pg, s3s = fill_region_addresses(
+            self.regions, source, self.kafka_bootstrap, f"{self.pg_host}:{self.pg_port}", self.s3_endpoint,
+            (self.kafka_bootstraps, self.pg_addresses, self.s3_endpoints), S3_PORT_STRIDE,
+        )
         object.__setattr__(self, "kafka_bootstraps", kafka)
         object.__setattr__(self, "pg_addresses", pg)
         object.__setattr__(self, "s3_endpoints", s3s)
@@ -335,7 +315,7 @@ class Settings(BaseSettings):
     @field_validator("milvus_uris", mode="before")
     @classmethod
     def _parse_uris(cls, value: Any) -> Any:
-        return _region_map(value)
+        return region_map(value)
 
     # ------------------------------------------------------------------ regions
     def for_region(self, region: str) -> Settings:
@@ -371,20 +351,35 @@ class Settings(BaseSettings):
 
     def pg_dsn(self, database: str | None = None) -> str:
         """A libpq URI for psycopg. Contains the password: never log it (use :meth:`pg_dsn_masked`)."""
-        pw = quote(self.pg_password.get_secret_value(), safe="")
-        return f"postgresql://{self.pg_user}:{pw}@{self.pg_host}:{self.pg_port}/{database or self.pg_database}"
+        return self.postgres().dsn(database)
 
     def pg_dsn_masked(self, database: str | None = None) -> str:
-        return f"postgresql://{self.pg_user}:***@{self.pg_host}:{self.pg_port}/{database or self.pg_database}"
+        return self.postgres().dsn_masked(database)
+
+    # ------------------------------------------------------------------ each adapter's part
+    def kafka(self, region: str | None = None) -> KafkaSettings:
+        """The Kafka clients' part: ``region``'s broker (default: the one these settings see)."""
+        return KafkaSettings(self.kafka_bootstraps[region] if region else self.kafka_bootstrap,
+                             self.session_timeout_ms, self.heartbeat_interval_ms, self.fetch_wait_max_ms)
+
+    def postgres(self, region: str | None = None) -> PostgresSettings:
+        """The Postgres part: ``region``'s server (default: the one these settings see)."""
+        host, port = (self.pg_addresses[region].rsplit(":", 1) if region else (self.pg_host, self.pg_port))
+        return PostgresSettings(host, int(port), self.pg_user, self.pg_password, self.pg_database)
+
+    def object_store(self, region: str | None = None) -> ObjectStoreSettings:
+        """The object store's part: ``region``'s endpoint (default: the one these settings see)."""
+        return ObjectStoreSettings(self.s3_endpoints[region] if region else self.s3_endpoint, self.s3_region,
+                                   self.s3_bucket, self.s3_access_key_id, self.s3_secret_access_key)
+
+    def milvus(self, region: str) -> MilvusSettings:
+        """The Milvus part: ``region``'s server and the collection's shape."""
+        return MilvusSettings(self.milvus_uri(region), self.milvus_token, self.collection, self.embedding_dim)
 
     def milvus_uri(self, region: str) -> str:
         if region in self.milvus_uris:
             return self.milvus_uris[region]
-        if region not in self.regions:
-            from regionsync.errors import ConfigError
-
-            raise ConfigError(f"unknown region {region!r}; configured regions: {', '.join(self.regions)}")
-        return f"http://127.0.0.1:{self.milvus_base_port + self.regions.index(region)}"
+        return f"http://127.0.0.1:{self.milvus_base_port + self._region_index(region)}"
 
     def region_group(self, region: str) -> str:
         """Consumer group of a region's indexer: each region keeps its own progress."""
@@ -392,28 +387,11 @@ class Settings(BaseSettings):
 
     def public_dict(self) -> dict[str, Any]:
         """Settings for display: secrets masked."""
-        out = self.model_dump(mode="json")
-        for key, value in self.model_dump().items():
-            if isinstance(value, SecretStr):
-                out[key] = "***" if value.get_secret_value() else ""
-        return out
+        return public_values(self.model_dump(mode="json"), self.model_dump())
 
     def to_env(self) -> dict[str, str]:
         """Environment that makes a child process build the same settings."""
-        env: dict[str, str] = {}
-        for key, value in self.model_dump().items():
-            name = f"REGIONSYNC_{key.upper()}"
-            if value is None:  # unset: the child falls back to the same default
-                continue
-            if isinstance(value, SecretStr):
-                env[name] = value.get_secret_value()
-            elif isinstance(value, list):
-                env[name] = ",".join(str(v) for v in value)
-            elif isinstance(value, dict):
-                env[name] = ",".join(f"{k}={v}" for k, v in value.items())
-            else:
-                env[name] = str(value)
-        return env
+        return env_values("REGIONSYNC_", self.model_dump())
 
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)

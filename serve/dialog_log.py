@@ -52,7 +52,7 @@ class DialogLog:
             return list(self._parts)
 
     def ends(self, timeout_s: float = 5.0) -> dict[TP, int]:
-        return fetch_ends(self._settings.kafka_bootstrap, self.partitions(), timeout_s)
+        return fetch_ends(self._settings.kafka(), self.partitions(), timeout_s)
 
     def lag(self) -> int:
         """Records on this region's broker the store has not consumed yet."""
@@ -80,7 +80,7 @@ class DialogLog:
             return False
         own = [tp for tp in self.partitions() if tp[0] == self._settings.dialog_topic]
         try:
-            ends = fetch_ends(self._settings.kafka_bootstrap, own, 5.0)
+            ends = fetch_ends(self._settings.kafka(), own, 5.0)
         except (EndsUnknown, KafkaException):
             return False
         stored = self._store.offsets()

@@ -211,13 +211,13 @@ def active_region(settings: Settings) -> str:
 
 def read_control(settings: Settings, region: str, timeout_s: float) -> list[Promotion]:
     """Every promotion on ``region``'s own control topic, read from ``region``'s broker."""
-    bootstrap = settings.kafka_bootstraps[region]
+    kafka = settings.kafka(region)
     tp = (settings.control_topic, 0)
-    end = fetch_ends(bootstrap, [tp], timeout_s)[tp]
+    end = fetch_ends(kafka, [tp], timeout_s)[tp]
     if end == 0:
         return []
-    consumer = new_consumer({"bootstrap.servers": bootstrap, "group.id": "regionsync-rejoin", "enable.auto.commit": False,
-                         "fetch.wait.max.ms": 20})
+    consumer = new_consumer(kafka.client({"group.id": "regionsync-rejoin", "enable.auto.commit": False,
+                                          "fetch.wait.max.ms": kafka.fetch_wait_max_ms}))
     out: list[Promotion] = []
     try:
         consumer.assign([TopicPartition(settings.control_topic, 0, 0)])

@@ -26,9 +26,7 @@ import signal
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import boto3
-from botocore.config import Config
-
+from regionsync import objectstore
 from regionsync.errors import StackError
 from regionsync.settings import S3_PORT_STRIDE, Settings
 from stack import procs
@@ -106,12 +104,7 @@ def credentials_env(settings: Settings) -> dict[str, str]:
 
 
 def client(settings: Settings, region: str) -> object:
-    return boto3.client(
-        "s3", endpoint_url=settings.s3_endpoints[region], region_name=settings.s3_region,
-        aws_access_key_id=settings.s3_access_key_id.get_secret_value() or None,
-        aws_secret_access_key=settings.s3_secret_access_key.get_secret_value() or None,
-        config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=3),
-    )
+    return objectstore.client(settings.object_store(region), attempts=1, connect_timeout_s=1, read_timeout_s=3)
 
 
 def is_up(settings: Settings, region: str) -> bool:

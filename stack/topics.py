@@ -54,7 +54,7 @@ def topic_specs(settings: Settings, region: str) -> list[NewTopic]:
 def ensure_topics(settings: Settings, region: str | None = None, timeout: float = 15.0) -> list[str]:
     """Create the missing topics of ``region`` (default: the source region) on its broker."""
     region = region or settings.source_region
-    admin = new_admin({"bootstrap.servers": settings.kafka_bootstraps[region]})
+    admin = new_admin(settings.kafka(region).client())
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [t for t in topic_specs(settings, region) if t.topic not in existing]
     if not wanted:

@@ -171,14 +171,13 @@ class KafkaSourceEvents:
             return out
         tps = sorted({(topic, partition) for topic, partition, _offset in coordinates})
         try:
-            ends = fetch_ends(self._settings.kafka_bootstrap, tps, self._timeout_s)
+            ends = fetch_ends(self._settings.kafka(), tps, self._timeout_s)
         except EndsUnknown as exc:  # a failure raises: the batch is retried
             raise KafkaException(f"the CMS topic's ends are unknown: {exc}") from exc
-        consumer = new_consumer({
-            "bootstrap.servers": self._settings.kafka_bootstrap,
+        consumer = new_consumer(self._settings.kafka().client({
             "group.id": "regionsync-heal-reader",  # never subscribes nor commits: assign() only
             "enable.auto.commit": False,
-        })
+        }))
         try:
             for topic, partition, offset in coordinates:
                 low, _high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self._timeout_s)

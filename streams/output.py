@@ -16,16 +16,8 @@ class OutputError(StreamsError):
 
 
 def make_producer(settings: Settings) -> Producer:
-    return new_producer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "acks": "all",
-            # Idempotent produce works on tansu and on Kafka: a retried send is not duplicated.
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "compression.type": "lz4",
-        }
-    )
+    # Idempotent produce works on tansu and on Kafka: a retried send is not duplicated.
+    return new_producer(settings.kafka().producer({"linger.ms": 5, "compression.type": "lz4"}))
 
 
 class KafkaRecordOutput:

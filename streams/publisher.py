@@ -31,14 +31,7 @@ class CmsPublisher:
         self.producer = producer or self._new_producer()
 
     def _new_producer(self) -> Producer:
-        return new_producer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 5,
-            }
-        )
+        return new_producer(self.settings.kafka().producer({"linger.ms": 5}))
 
     def publish(self, events: Iterable[CmsEvent | dict[str, Any]], timeout: float = 30.0) -> int:
         checked = [e if isinstance(e, CmsEvent) else validate(e, self.spec) for e in events]

@@ -20,6 +20,7 @@ from drills.faults.model import TrialPlan, TrialResult
 from drills.faults.plan import Timing
 from drills.faults.scenario import Scenario, result_of
 from regionsync.kafka import new_producer, read_topic
+from regionsync.settings_parts import KafkaSettings
 from stack import stack
 from streams.deadletter import DeadLetter
 
@@ -54,7 +55,7 @@ class PoisonStorm(Scenario):
             time.sleep(plan.fault_after_s)
             wall0 = time.time()  # the storm's window, on the workload's clock
             topics = {CMS: s.cms_topic, "cdc": s.cdc_topic}
-            where = produce(s.kafka_bootstrap, [(topics[e.topic] if isinstance(e, Hostile) else s.cms_topic, e.key, e.value)
+            where = produce(s.kafka(), [(topics[e.topic] if isinstance(e, Hostile) else s.cms_topic, e.key, e.value)
                                                 for e in events])
             produced_s = time.monotonic() - t0 - generated_s
             window = (wall0, time.time())
@@ -117,12 +118,11 @@ class PoisonStorm(Scenario):
                 f"reasons: {', '.join(f'{k} {v}' for k, v in list(n['dead_letters_by_reason'].items())[:6])}")
 
 
-def produce(bootstrap: str, records: Sequence[tuple[str, bytes | None, bytes | None]]) -> list[Coordinates]:
+def produce(kafka: KafkaSettings, records: Sequence[tuple[str, bytes | None, bytes | None]]) -> list[Coordinates]:
     """Produce every record (acks=all), in order; the coordinates each was written at."""
-    producer = new_producer({
-        "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 20,
-        "message.max.bytes": 32 * 1024 * 1024, "queue.buffering.max.kbytes": 512 * 1024,
-    })
+    producer = new_producer(kafka.producer({
+        "linger.ms": 20, "message.max.bytes": 32 * 1024 * 1024, "queue.buffering.max.kbytes": 512 * 1024,
+    }))
     where: list[Coordinates | None] = [None] * len(records)
     errors: list[str] = []
 

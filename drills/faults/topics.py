@@ -21,7 +21,7 @@ class TopicMark:
 
     @classmethod
     def now(cls, settings: Settings, topic: str) -> TopicMark:
-        return cls(topic, {p: end for p, (_low, end) in watermarks(settings.kafka_bootstrap, topic, probe=True).items()})
+        return cls(topic, {p: end for p, (_low, end) in watermarks(settings.kafka(), topic, probe=True).items()})
 
 
 def change_identity(key: bytes | None, value: bytes | None) -> tuple[bytes, int, str] | None:

@@ -38,7 +38,7 @@ def states(n: int, seed: int) -> list[SessionState]:
 def snaps(settings: Settings) -> SnapshotStore:
     clock = itertools.count(1_700_000_000, 1)  # seconds; one snapshot per "second"
     store = SnapshotStore(
-        s3_client(settings), settings.s3_bucket, settings.dialog_snapshot_prefix, settings.dialog_topic,
+        s3_client(settings.object_store()), settings.s3_bucket, settings.dialog_snapshot_prefix, settings.dialog_topic,
         clock=lambda: float(next(clock)),
     )  # fmt: skip
     store.ensure_bucket()

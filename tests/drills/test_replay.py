@@ -46,7 +46,7 @@ def _topic(settings: Settings, name: str, partitions: int = 2) -> str:
 
 def _has_topic(settings: Settings, name: str) -> bool:
     try:
-        kafka_io.watermarks(settings.kafka_bootstrap, name)
+        kafka_io.watermarks(settings.kafka(), name)
         return True
     except Exception:  # noqa: BLE001
         return False
@@ -151,11 +151,11 @@ def test_replay_into_a_region_reapplies_what_it_lost(settings: Settings, db: psy
     wait_for(lambda: all(_holds(settings, r, "rp-1") for r in settings.regions), 240, "rp-1 in every region")
     drop_document(settings, "east", "rp-1")
     assert not _holds(settings, "east", "rp-1")  # lost: only the replay can bring it back
-    before = kafka_io.committed(settings.kafka_bootstrap, settings.region_group("east"), settings.chunks_topic, [0, 1, 2, 3])
+    before = kafka_io.committed(settings.kafka(), settings.region_group("east"), settings.chunks_topic, [0, 1, 2, 3])
 
     refused = cli(settings, "replay", settings.chunks_topic, "--region", "east")
     assert refused.returncode == 2 and "active member" in refused.stderr and "Traceback" not in refused.stderr
-    assert kafka_io.committed(settings.kafka_bootstrap, settings.region_group("east"), settings.chunks_topic,
+    assert kafka_io.committed(settings.kafka(), settings.region_group("east"), settings.chunks_topic,
                               [0, 1, 2, 3]) == before
 
     out = cli(settings, "replay", settings.chunks_topic, "--region", "east", "--stop-consumer", "--json")
@@ -230,7 +230,7 @@ def test_bad_input_is_refused_before_anything_is_touched(settings: Settings, arg
     group = settings.region_group("east")
 
     def committed() -> dict[int, int | None]:
-        return kafka_io.committed(settings.kafka_bootstrap, group, settings.chunks_topic, [0, 1, 2, 3])
+        return kafka_io.committed(settings.kafka(), group, settings.chunks_topic, [0, 1, 2, 3])
 
     # East's indexer may still be committing what an earlier test sent: compare from a quiet moment.
     seen: list[dict[int, int | None]] = [committed()]

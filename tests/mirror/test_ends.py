@@ -11,6 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from regionsync.kafka import fetch_ends
 from regionsync.settings import Settings
+from regionsync.settings_parts import KafkaSettings
 
 
 def test_the_fetch_path_tells_the_real_end_where_list_offsets_does_not(two_regions: Settings) -> None:
@@ -30,7 +31,7 @@ def test_the_fetch_path_tells_the_real_end_where_list_offsets_does_not(two_regio
     listed = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in (0, 1)}
     consumer.close()
     started = time.monotonic()
-    ends = fetch_ends(bootstrap, [(topic, 0), (topic, 1)])
+    ends = fetch_ends(KafkaSettings(bootstrap), [(topic, 0), (topic, 1)])
     took = time.monotonic() - started
     assert ends == {(topic, 0): 500, (topic, 1): 5}
     assert listed[0] < 500 or listed[1] < 5, "ListOffsets answered right: the trap this guards against is gone"

@@ -17,6 +17,7 @@ from mirror.provenance import provenance
 from regionsync.kafka import fetch_ends
 from regionsync.pgdb import region_dsn
 from regionsync.settings import Settings
+from regionsync.settings_parts import KafkaSettings
 from stack import procs
 from stack.topics import partitions
 
@@ -44,7 +45,7 @@ def read_remote(settings: Settings, target: str, topic: str) -> dict[int, list[t
     bootstrap = settings.kafka_bootstraps[target]
     remote = policy.remote_topic("east", topic)
     parts = range(partitions(settings, topic))
-    ends = fetch_ends(bootstrap, [(remote, p) for p in parts])
+    ends = fetch_ends(KafkaSettings(bootstrap), [(remote, p) for p in parts])
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t", "enable.auto.commit": False})
     consumer.assign([TopicPartition(remote, p, 0) for p in parts])
     out: dict[int, list[tuple[int, bytes, bytes, int, bytes]]] = {p: [] for p in parts}
@@ -99,7 +100,7 @@ def test_a_replicator_killed_mid_batch_neither_skips_nor_loses(two_regions: Sett
     procs.wait_until(lambda: checkpoint(s, topic) >= N + 500, 120, "the replicator to catch up", second)
 
     copied = read_remote(s, "north", topic)
-    source_ends = fetch_ends(s.kafka_bootstraps["east"], [(topic, p) for p in range(partitions(s, topic))])
+    source_ends = fetch_ends(s.kafka("east"), [(topic, p) for p in range(partitions(s, topic))])
     total = dupes = 0
     for p, rows in copied.items():
         offsets = [r[0] for r in rows]

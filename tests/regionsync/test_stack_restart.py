@@ -48,6 +48,7 @@ from indexer.lag import region_lag
 from mirror import policy
 from regionsync.kafka import fetch_ends
 from regionsync.settings import Settings
+from regionsync.settings_parts import KafkaSettings
 from stack import broker, postgres, procs, seaweed, stack
 from streams.app import APP_ID
 from tests.e2e.conftest import e2e_settings, wait_for
@@ -168,7 +169,7 @@ def _topic_ends(bootstrap: str) -> dict[TP, int]:
     topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=20).topics
     tps = [(name, p) for name, meta in topics.items() for p in meta.partitions]
     # tansu's ListOffsets answers below the real end: the fetch path says where each one ends.
-    return fetch_ends(bootstrap, tps, timeout_s=30.0)
+    return fetch_ends(KafkaSettings(bootstrap), tps, timeout_s=30.0)
 
 
 def _manifests(settings: Settings, region: str) -> dict[str, bytes]:
@@ -233,7 +234,7 @@ def _applied(settings: Settings, region: str) -> float:
 
 def _chunks_end(settings: Settings, region: str) -> int:
     topic = policy.chunks_topic_in(settings, region)
-    ends = fetch_ends(settings.kafka_bootstraps[region], [(topic, p) for p in range(settings.topic_partitions)], 30)
+    ends = fetch_ends(settings.kafka(region), [(topic, p) for p in range(settings.topic_partitions)], 30)
     return sum(ends.values())
 
 

@@ -44,7 +44,7 @@ def east_active_again(settings: Settings, urls: dict[str, str]) -> Iterator[None
 
 def dialog_ends(settings: Settings, region: str) -> dict[tuple[str, int], int]:
     topic = settings.dialog_topic
-    return fetch_ends(settings.kafka_bootstraps[region], [(topic, p) for p in range(settings.topic_partitions)])
+    return fetch_ends(settings.kafka(region), [(topic, p) for p in range(settings.topic_partitions)])
 
 
 def test_a_turn_in_a_region_that_lost_its_role_is_refused_before_it_is_published(
