@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bench.retry import Retries
-from indexer.sink import RegionSink
+from indexer.milvus_reader import MilvusIndexReader
 from regionsync.settings import Settings
 
 K = 5
@@ -45,7 +45,7 @@ def measure(settings: Settings, model: QueryEmbedder, queries: Sequence[str], re
     vectors = model.embed(list(queries))
     regions: dict[str, Any] = {}
     for region in settings.regions:
-        sink = retries.call(f"milvus connect ({region})", partial(RegionSink.for_region, settings, region))
+        sink = retries.call(f"milvus connect ({region})", partial(MilvusIndexReader.for_region, settings, region))
         try:
             for vec in vectors[:warm_up]:
                 retries.call(f"search ({region})", partial(sink.search, vec, K, WHERE))

@@ -40,9 +40,9 @@ class RegionChecks:
 
 
 def region_docs(settings: Settings, region: str) -> dict[str, Any]:
-    from indexer.sink import RegionSink
+    from indexer.milvus_reader import MilvusIndexReader
 
-    sink = RegionSink.for_region(settings, region)
+    sink = MilvusIndexReader.for_region(settings, region)
     try:
         return sink.doc_states()
     finally:

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, Message
 
@@ -32,6 +32,9 @@ from drills.source import SourceSnapshot, read_source
 from regionsync.kafka import new_producer
 from regionsync.settings import Settings
 from streams.events import DocRecord, RecordOp, SourceRef
+
+if TYPE_CHECKING:
+    from indexer.ports import IndexReader
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +102,12 @@ class Scan:
 
 def scan(settings: Settings, regions: Sequence[str]) -> Scan:
     """One pass: the source, then each region."""
-    from indexer.sink import RegionSink
+    from indexer.milvus_reader import MilvusIndexReader
 
     source = read_source(settings)
     result = Scan(source, [], {}, {})
     for region in regions:
-        rows, states = _read_region(RegionSink.for_region(settings, region), region)
+        rows, states = _read_region(MilvusIndexReader.for_region(settings, region), region)
         mine = result.held.setdefault(region, {})
         for doc_id, state in states.items():
             mine[doc_id] = max(mine.get(doc_id, state.version), state.version)
@@ -125,7 +128,7 @@ def cms_watermarks(settings: Settings) -> dict[int, tuple[int, int]]:
         return {}
 
 
-def _read_region(sink: Any, region: str, attempts: int = 5, pause_s: float = 2.0) -> tuple[list[dict[str, Any]], Any]:
+def _read_region(sink: IndexReader, region: str, attempts: int = 5, pause_s: float = 2.0) -> tuple[list[dict[str, Any]], Any]:
     """Every chunk row and bookkeeping row of a region. A region that does not answer is tried
     again a few times (a busy milvus-lite server refuses connections under load) before the error
     propagates: a reconcile must not report a region it could not read as drifted."""

@@ -13,7 +13,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
@@ -26,6 +26,9 @@ from streams.capture import CaptureSpec
 from streams.chunking import chunk_text
 from streams.errors import PoisonEvent
 from streams.events import ChangeKind, DocumentChange, content_hash
+
+if TYPE_CHECKING:
+    from indexer.ports import IndexReader
 
 
 @dataclass(frozen=True)
@@ -205,16 +208,16 @@ def region_report(
     region: str,
     expected: dict[str, ExpectedDoc],
     embed: Callable[[Sequence[str]], np.ndarray] | None = None,
-    sink: Any = None,
+    sink: IndexReader | None = None,
     attempts: int = 3,
 ) -> RegionReport:
     """Compare one region with ``expected``. A region that does not answer is retried a few times
     (a busy Milvus server can refuse a connection under load) before the error propagates."""
     from indexer.errors import RegionUnavailable
-    from indexer.sink import RegionSink
+    from indexer.milvus_reader import MilvusIndexReader
 
     own = sink is None
-    sink = sink or RegionSink.for_region(settings, region)
+    sink = sink or MilvusIndexReader.for_region(settings, region)
     try:
         for attempt in range(attempts):
             try:
@@ -238,11 +241,11 @@ def wait_converged(
     interval: float = 0.5,
 ) -> dict[str, RegionReport]:
     """Poll until every region matches the source; return the last reports (check ``.matches``)."""
-    from indexer.sink import RegionSink
+    from indexer.milvus_reader import MilvusIndexReader
 
     regions = list(regions or settings.regions)
     deadline = time.monotonic() + timeout
-    sinks = {region: RegionSink.for_region(settings, region) for region in regions}
+    sinks = {region: MilvusIndexReader.for_region(settings, region) for region in regions}
     reports: dict[str, RegionReport] = {}
     try:
         while True:

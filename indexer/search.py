@@ -10,7 +10,8 @@ from typing import Any
 
 from embedding.embedder import Embedder
 from embedding.runtime import embedder_from_settings
-from indexer.sink import Hit, RegionSink
+from indexer.milvus_reader import MilvusIndexReader
+from indexer.ports import Hit
 from regionsync.settings import Settings
 
 
@@ -21,11 +22,11 @@ def search_region(
     EmbeddingError if the model cannot be loaded."""
     model = embedder or embedder_from_settings(settings)
     vector = model.embed([text])[0]
-    sink = RegionSink.for_region(settings, region)
+    index = MilvusIndexReader.for_region(settings, region)
     try:
-        return sink.search(vector, k)
+        return index.search(vector, k)
     finally:
-        sink.close()
+        index.close()
 
 
 def hit_to_json(hit: Hit) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -33,13 +32,11 @@ from pymilvus import MilvusClient
 
 from indexer.errors import InvalidRecord, SinkError
 from indexer.milvus_conn import MilvusConnection
+from indexer.milvus_reader import MilvusIndexReader
 from indexer.plan import DocState, Relabel, Remove, Write, group_by_document, plan_document
-from indexer.rows import CHUNK_FIELDS, VERSION_FIELDS, book_row, chunk_rows, relabelled_row, state_of_row
-from indexer.schema import (
-    METRIC,
-    record_problem,
-    versions_collection,
-)
+from indexer.ports import ApplyStats, Hit
+from indexer.rows import CHUNK_FIELDS, book_row, chunk_rows, relabelled_row
+from indexer.schema import record_problem, versions_collection
 from streams.events import DocRecord, chunk_id
 
 if TYPE_CHECKING:
@@ -50,41 +47,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 WRITE_BATCH = 500  # rows per upsert call (well under gRPC's message limit at 384 dims)
-ID_BATCH = 1000  # ids per get/delete call
-
-
-@dataclass(frozen=True)
-class Hit:
-    doc_id: str
-    chunk_index: int
-    title: str
-    text: str
-    score: float
-    version: int
-    source: dict[str, Any]
-    tags: tuple[str, ...] = ()
-    status: str = ""
-
-
-@dataclass
-class ApplyStats:
-    records: int = 0
-    documents: int = 0
-    upserted: int = 0  # documents whose chunks were (re)written
-    relabelled: int = 0  # documents whose stored chunks got new metadata (meta records)
-    deleted: int = 0  # documents removed (delete records and tombstones)
-    stale: int = 0  # records skipped: version not newer than what the region holds
-    meta_missing: list[str] = field(default_factory=list)  # meta records with no chunks to relabel
-    # Those meta records themselves: the region lacks these documents and must be healed.
-    heal: list[DocRecord] = field(default_factory=list)
-    chunks_written: int = 0
-    stale_ids_deleted: int = 0  # chunk ids sent for deletion (ids that did not exist included)
-    seconds: float = 0.0
+ID_BATCH = 1000  # ids per delete call
 
 
 class RegionSink:
-    """One region's Milvus. Connects lazily (a sink can be built while Milvus is down) and
-    reconnects after an outage; creates its two collections if missing."""
+    """One region's Milvus as the indexer's :class:`~indexer.ports.IndexWriter` (reads through
+    its :class:`MilvusIndexReader`, on the same connection). Connects lazily (a sink can be built
+    while Milvus is down) and reconnects after an outage; creates its two collections if missing."""
 
     def __init__(
         self,
@@ -106,15 +75,12 @@ class RegionSink:
         self.load_timeout_s = load_timeout_s
         self._clock = clock
         self._conn = MilvusConnection(uri, token, collection, dim, timeout_s, load_timeout_s, connect_attempts)
+        self.reader = MilvusIndexReader(self._conn, uri, collection, dim, timeout_s, owns_connection=False)
 
     @classmethod
     def for_region(cls, settings: Settings, region: str) -> RegionSink:
-        return cls(
-            settings.milvus_uri(region),
-            settings.milvus_token.get_secret_value(),
-            settings.collection,
-            settings.embedding_dim,
-        )
+        part = settings.milvus(region)
+        return cls(part.uri, part.token.get_secret_value(), part.collection, part.dim)
 
     def _call(self, fn: Callable[[MilvusClient], T]) -> T:
         return self._conn.call(fn)
@@ -131,7 +97,7 @@ class RegionSink:
 
     def ping(self) -> None:
         """Raise RegionUnavailable unless Milvus answers (and the collections are ready)."""
-        self._call(lambda mc: mc.list_collections(timeout=self.timeout_s))
+        self.reader.ping()
 
     # ------------------------------------------------------------------ writes
 
@@ -250,102 +216,25 @@ class RegionSink:
         if lost:
             raise SinkError(f"{self.uri}: bookkeeping rows missing after writing for {lost[:5]}; the batch will be applied again")
 
-    # ------------------------------------------------------------------ reads
+    # ------------------------------------------------------------------ reads (the reader's)
 
     def _get_rows(self, collection: str, ids: Sequence[str], fields: list[str]) -> dict[str, dict[str, Any]]:
-        pk = "id" if collection == self.collection else "doc_id"
-        out: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(ids), ID_BATCH):
-            part = list(ids[start : start + ID_BATCH])
-
-            def get(mc: MilvusClient, part: list[str] = part) -> Any:
-                return mc.get(collection, ids=part, output_fields=fields, timeout=self.timeout_s)
-
-            found = self._call(get)
-            for row in found:
-                out[str(row[pk])] = dict(row)
-        return out
+        return self.reader.get_rows(collection, ids, fields)
 
     def _get_states(self, doc_ids: Sequence[str]) -> dict[str, DocState]:
-        return {doc_id: state_of_row(row) for doc_id, row in self._get_rows(self.versions, doc_ids, VERSION_FIELDS).items()}
+        return self.reader.get_states(doc_ids)
 
     def doc_state(self, doc_id: str) -> DocState | None:
-        return self._get_states([doc_id]).get(doc_id)
+        return self.reader.doc_state(doc_id)
 
     def doc_states(self) -> dict[str, DocState]:
-        """Every bookkeeping row: doc_id -> (version, content_hash, n_chunks, deleted)."""
-        return {str(row["doc_id"]): state_of_row(row) for row in self._scan(self.versions, VERSION_FIELDS)}
+        return self.reader.doc_states()
 
     def dump_chunks(self, on_page: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-        """Every chunk row, vectors included (float32 arrays), sorted by (doc_id, chunk_index).
-        ``on_page(n)`` is called after each page of ``n`` rows (a progress bar on long scans)."""
-        rows = []
-        for row in self._scan(self.collection, CHUNK_FIELDS, on_page=on_page):
-            row = dict(row)
-            row["embedding"] = np.asarray(row["embedding"], dtype=np.float32)
-            row["tags"] = list(row.get("tags") or [])
-            rows.append(row)
-        rows.sort(key=lambda r: (r["doc_id"], r["chunk_index"]))
-        return rows
+        return self.reader.dump_chunks(on_page)
 
     def count(self) -> int:
-        """Number of chunk rows."""
-        res = self._call(
-            lambda mc: mc.query(self.collection, filter="", output_fields=["count(*)"], timeout=self.timeout_s)
-        )
-        return int(res[0]["count(*)"])
-
-    def _scan(
-        self, collection: str, fields: list[str], batch: int = 1000, on_page: Callable[[int], None] | None = None
-    ) -> list[dict[str, Any]]:
-        def scan(mc: MilvusClient) -> list[dict[str, Any]]:
-            it = mc.query_iterator(collection, batch_size=batch, filter="", output_fields=fields, timeout=self.timeout_s)
-            out: list[dict[str, Any]] = []
-            try:
-                while True:
-                    page = it.next()
-                    if not page:
-                        return out
-                    out.extend(dict(r) for r in page)
-                    if on_page is not None:
-                        on_page(len(page))
-            finally:
-                it.close()
-
-        return self._call(scan)
+        return self.reader.count()
 
     def search(self, vector: np.ndarray | Sequence[float], k: int = 5, where: str = "") -> list[Hit]:
-        """Top-``k`` chunks by cosine similarity to ``vector`` (score 1.0 = same direction),
-        among the rows matching the Milvus boolean expression ``where`` (all when empty)."""
-        query = np.asarray(vector, dtype=np.float32)
-        if query.shape != (self.dim,):
-            raise SinkError(f"query vector has shape {query.shape}, region expects ({self.dim},)")
-        fields = ["doc_id", "chunk_index", "title", "text", "version", "source", "tags", "status"]
-        res = self._call(
-            lambda mc: mc.search(
-                self.collection,
-                data=[query],
-                limit=k,
-                filter=where,
-                output_fields=fields,
-                search_params={"metric_type": METRIC},  # FLAT: exact, nothing to tune
-                timeout=self.timeout_s,
-            )
-        )
-        hits = []
-        for hit in res[0] if res else []:
-            ent = hit["entity"]
-            hits.append(
-                Hit(
-                    doc_id=str(ent["doc_id"]),
-                    chunk_index=int(ent["chunk_index"]),
-                    title=str(ent["title"]),
-                    text=str(ent["text"]),
-                    score=float(hit["distance"]),
-                    version=int(ent["version"]),
-                    source=dict(ent.get("source") or {}),
-                    tags=tuple(ent.get("tags") or ()),
-                    status=str(ent.get("status") or ""),
-                )
-            )
-        return hits
+        return self.reader.search(vector, k, where)

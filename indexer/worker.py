@@ -42,6 +42,7 @@ from indexer import metrics
 from indexer.clients import make_consumer, make_dlq_producer
 from indexer.decode import decode
 from indexer.errors import IndexerError, RegionUnavailable
+from indexer.ports import IndexWriter
 from indexer.sink import RegionSink
 from mirror import policy
 from regionsync.kafka import discard, new_admin
@@ -86,7 +87,7 @@ class RegionIndexer:
         self,
         settings: Settings,
         region: str,
-        sink: RegionSink | None = None,
+        sink: IndexWriter | None = None,
         consumer: Consumer | None = None,
         producer: Producer | None = None,
         *,
@@ -103,7 +104,7 @@ class RegionIndexer:
         self.region = region
         self.topic = policy.chunks_topic_in(settings, region)
         self.stage = f"indexer:{region}"
-        self.sink = sink or RegionSink.for_region(settings, region)
+        self.sink: IndexWriter = sink or RegionSink.for_region(settings, region)
         self.consumer = consumer or make_consumer(settings, region)
         self._own_producer = producer is None
         self.producer = producer or make_dlq_producer(settings)

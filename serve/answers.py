@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from indexer.sink import Hit
+from indexer.ports import Hit
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)

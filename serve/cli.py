@@ -84,8 +84,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from indexer.cli import cmd_search as in_process
+    from indexer.ports import Hit
     from indexer.search import format_hit, hit_to_json
-    from indexer.sink import Hit
     from serve.client import RegionClient
     from serve.errors import ServeError
 

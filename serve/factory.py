@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from embedding.embedder import Embedder
 from embedding.runtime import embedder_from_settings
-from indexer.sink import RegionSink
+from indexer.milvus_reader import MilvusIndexReader
+from indexer.ports import IndexReader
 from regionsync.settings import Settings
 
 
@@ -18,6 +19,6 @@ def make_embedder(settings: Settings) -> Embedder:
     return embedder_from_settings(settings.model_copy(update={"embed_threads": settings.serve_embed_threads}))
 
 
-def make_region_sink(settings: Settings, region: str) -> RegionSink:
-    """A client of ``region``'s Milvus (searches, ping)."""
-    return RegionSink.for_region(settings, region)
+def make_index_reader(settings: Settings, region: str) -> IndexReader:
+    """A reader of ``region``'s Milvus (searches, ping)."""
+    return MilvusIndexReader.for_region(settings, region)

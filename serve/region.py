@@ -28,13 +28,13 @@ from dialog.roles import Active
 from dialog.state import SessionState
 from embedding.embedder import Embedder
 from indexer.lag import lag_report
-from indexer.sink import Hit
+from indexer.ports import Hit
 from regionsync.settings import Settings
 from serve.acks import MirroredAcks
 from serve.answers import ChatComposer, Composed, make_composer
 from serve.dialog_log import DialogLog
 from serve.errors import NotCaughtUp, ServeError, UnknownSession
-from serve.factory import make_embedder, make_region_sink
+from serve.factory import make_embedder, make_index_reader
 from serve.handlers import INQUIRE_ORDER, KNOWLEDGE, KnowledgeHandler, demo_order_lookup
 from serve.publishers import ControlPublisher, FencedPublisher
 from serve.roles import RegionRole
@@ -64,7 +64,7 @@ class RegionService:
         self.region = region
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
-        self._sink = make_region_sink(settings, region)
+        self._index = make_index_reader(settings, region)
         self.store = PostgresStore.for_region(settings, region)
         self.dialog_log = DialogLog(settings, region, self.store)
         self.role = RegionRole(settings, region)
@@ -172,7 +172,7 @@ class RegionService:
 
     def search(self, query: str, k: int) -> list[Hit]:
         vector = self.embedder().embed([query])[0]
-        return self._sink.search(vector, k)
+        return self._index.search(vector, k)
 
     def answer(self, question: str, k: int = 5) -> Composed:
         composed: Composed = self._compose(question, self.search(question, k))
@@ -308,7 +308,7 @@ class RegionService:
     def check_readiness(self) -> dict[str, Any]:
         checks: dict[str, dict[str, Any]] = {}
         try:
-            self._sink.ping()
+            self._index.ping()
             checks["milvus"] = {"ok": True}
         except Exception as exc:  # noqa: BLE001 - readiness reports every failure as data
             checks["milvus"] = {"ok": False, "error": str(exc)}
@@ -357,7 +357,7 @@ class RegionService:
 
     def close(self) -> None:
         self._stop.set()
-        self._sink.close()
+        self._index.close()
         self.dialog_log.close()
         self.role.close()
         self._publisher.close()

@@ -217,12 +217,12 @@ def applied_states(settings: Settings, regions: Sequence[str],
     """Every region's bookkeeping rows, and the regions that could not be read. A region that does
     not answer keeps its reading from ``last``: versions only grow, so an older reading can only
     make a change look lost, never hide one."""
-    from indexer.sink import RegionSink
+    from indexer.milvus_reader import MilvusIndexReader
 
     out: dict[str, dict[str, DocState]] = {}
     unread: list[str] = []
     for region in regions:
-        sink = RegionSink.for_region(settings, region)
+        sink = MilvusIndexReader.for_region(settings, region)
         try:
             out[region] = sink.doc_states()
         except Exception as exc:  # noqa: BLE001 - a region still coming back: its last reading stands

@@ -8,6 +8,8 @@ from typing import Any
 from indexer.worker import RegionIndexer
 from regionsync.settings import Settings
 
+from .fake_index import FakeIndex
+
 
 class FakeMessage:
     def __init__(self, offset: int) -> None:
@@ -44,7 +46,7 @@ class FakeConsumer:
 def _indexer(consumer: FakeConsumer, batch_size: int = 8) -> RegionIndexer:
     settings = Settings(batch_window_s=0.25)
     fake: Any = consumer
-    return RegionIndexer(settings, "east", sink=object(), consumer=fake, producer=object(),  # type: ignore[arg-type]
+    return RegionIndexer(settings, "east", sink=FakeIndex(), consumer=fake, producer=object(),  # type: ignore[arg-type]
                          batch_size=batch_size)
 
 

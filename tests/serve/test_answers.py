@@ -7,7 +7,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from indexer.sink import Hit
+from indexer.ports import Hit
 from serve.answers import NOTHING_FOUND, best_passages, extract, extractive, source_label
 from serve.handlers import KnowledgeHandler
 
