@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 import orjson
 
@@ -23,6 +23,16 @@ TARGET_SEARCH_P99_MS = 100.0
 ROWS = ("1", "2", "3a", "3b", "4", "5a", "5b", "6", "7", "8", "9")
 
 
+class Row(NamedTuple):
+    """One row of the bench's table."""
+
+    key: str  # "1", "3a", ...: the issue's numbering
+    measurement: str
+    result: str
+    target: str
+    verdict: str  # "met", "MISSED", "FAILED" (no figures: the error is in ``result``) or "-"
+
+
 def _n(value: float, digits: int = 0) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -35,100 +45,145 @@ def _verdict(ok: bool | None) -> str:
 
 def failed_rows(r: dict[str, Any]) -> list[str]:
     """The rows that did not produce figures (their error is in the results)."""
-    return [row[0] for row in rows(r) if row[4] == "FAILED"]
+    return [row.key for row in rows(r) if row.verdict == "FAILED"]
 
 
-def _failed(row: str, label: str, phase: dict[str, Any] | None, target: str) -> tuple[str, str, str, str, str]:
+def _failed(key: str, label: str, phase: dict[str, Any] | None, target: str) -> Row:
     if phase is None:  # a saved run of a version that did not measure this row yet
-        return (row, label, "not measured in this run", target, "-")
-    return (row, label, f"failed: {phase['error']}", target, "FAILED")
+        return Row(key, label, "not measured in this run", target, "-")
+    return Row(key, label, f"failed: {phase['error']}", target, "FAILED")
 
 
 def _ok(phase: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
     return phase is not None and "error" not in phase
 
 
-def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """(row, measurement, result, target, verdict) for each row of the issue; a row whose
-    measurement failed says why and is marked FAILED."""
-    out: list[tuple[str, str, str, str, str]] = []
-    s = r["settings"]
-    lim = r.get("embed_limit")
+def rows(r: dict[str, Any]) -> list[Row]:
+    """Each row of the issue; a row whose measurement failed says why and is marked FAILED."""
+    out = [
+        embedding_limit_row(r["settings"], r.get("embed_limit")),
+        changed_docs_row(r.get("changed")),
+        no_embedding_row("3a", "updates, embedded text unchanged", r.get("unchanged")),
+        no_embedding_row("3b", "deletes", r.get("deletes")),
+        freshness_row(r.get("freshness")),
+        *peer_rows(r.get("peer")),
+        dialog_rebuild_row(r.get("dialog")),
+        rss_row(r["rss"]),
+        search_row(r.get("search")),
+        http_search_row(r.get("http_search"), r["corpus"]["chunks"]),
+    ]
+    if "turns" in r:
+        out.append(turn_latency_row(r.get("turns")))
+    return out
+
+
+def embedding_limit_row(s: dict[str, Any], lim: dict[str, Any] | None) -> Row:
+    """Row 1: the model alone (the ceiling every other throughput is compared with)."""
     if not _ok(lim):
-        out.append(_failed("1", "embedding limit", lim, "-"))
-    else:
-        out.append(_row1(s, lim))
-    ch = r.get("changed")
+        return _failed("1", "embedding limit", lim, "-")
+    return Row(
+        "1", f"embedding limit: model alone, batch {s['embed_batch_size']}, {s['embed_threads']} threads",
+        f"{_n(lim['passages_per_s'], 1)} passages/s (before {_n(lim['before']['passages_per_s'], 1)}, "
+        f"after {_n(lim['after']['passages_per_s'], 1)}; {lim['before']['passages']} passages each)",
+        "-", "-",
+    )
+
+
+def changed_docs_row(ch: dict[str, Any] | None) -> Row:
+    """Row 2: documents with new text, commit -> upserted in every region, against row 1."""
+    label, target = "changed docs (new text), commit -> upserted in every region", f">= {TARGET_RATIO} x row 1"
     if not _ok(ch) or "ratio_to_limit" not in ch:
-        out.append(_failed("2", "changed docs (new text), commit -> upserted in every region", ch,
-                           f">= {TARGET_RATIO} x row 1"))
-    else:
-        out.append(_row2(ch))
-    for key, label in (("3a", "unchanged"), ("3b", "deletes")):
-        ph = r.get(label)
-        title = "updates, embedded text unchanged" if label == "unchanged" else "deletes"
-        target = f">= {_n(TARGET_NOCHANGE_DOCS_PER_S)} docs/s, 0 embeddings"
-        if not _ok(ph):
-            out.append(_failed(key, f"{title}, commit -> every region", ph, target))
-            continue
-        ok = ph["docs_per_s"] >= TARGET_NOCHANGE_DOCS_PER_S and ph["embedded"] == 0 and ph["cache_rows_added"] == 0
-        out.append((
-            key, f"{title}, commit -> every region ({_n(ph['docs'])} docs)",
-            f"{_n(ph['docs_per_s'])} docs/s; {ph['embedded']} embeddings computed "
-            f"(cache +{ph['cache_rows_added']})",
-            target, _verdict(ok),
-        ))
-    fr = r.get("freshness")
+        return _failed("2", label, ch, target)
+    return Row(
+        "2", f"{label} ({_n(ch['docs'])} docs)",
+        f"{_n(ch['docs_per_s'], 1)} docs/s = {_n(ch['passages_per_s'], 1)} passages/s; {ch['ratio_to_limit']:.2f} x row 1",
+        target, _verdict(ch["ratio_to_limit"] >= TARGET_RATIO),
+    )
+
+
+def no_embedding_row(key: str, title: str, ph: dict[str, Any] | None) -> Row:
+    """Rows 3a and 3b: changes that must reach every region without one embedding."""
+    target = f">= {_n(TARGET_NOCHANGE_DOCS_PER_S)} docs/s, 0 embeddings"
+    if not _ok(ph):
+        return _failed(key, f"{title}, commit -> every region", ph, target)
+    ok = ph["docs_per_s"] >= TARGET_NOCHANGE_DOCS_PER_S and ph["embedded"] == 0 and ph["cache_rows_added"] == 0
+    return Row(
+        key, f"{title}, commit -> every region ({_n(ph['docs'])} docs)",
+        f"{_n(ph['docs_per_s'])} docs/s; {ph['embedded']} embeddings computed (cache +{ph['cache_rows_added']})",
+        target, _verdict(ok),
+    )
+
+
+def freshness_row(fr: dict[str, Any] | None) -> Row:
+    """Row 4: commit -> searchable in every region, under a steady load."""
+    target = f"p50 < {_n(TARGET_P50_MS)} ms, p99 < {_n(TARGET_P99_MS)} ms"
     if not _ok(fr):
-        out.append(_failed("4", "freshness, commit -> searchable in every region", fr,
-                           f"p50 < {_n(TARGET_P50_MS)} ms, p99 < {_n(TARGET_P99_MS)} ms"))
-    else:
-        out.append(_row4(fr))
-    peer = r.get("peer")
+        return _failed("4", "freshness, commit -> searchable in every region", fr, target)
+    ok = fr["p50_ms"] < TARGET_P50_MS and fr["p99_ms"] < TARGET_P99_MS and fr["not_seen"] == 0
+    return Row(
+        "4", f"freshness, commit -> searchable in every region, at {_n(fr['rate_per_s'], 1)} docs/s "
+             f"({fr['load_fraction']:.0%} of row 2)",
+        f"p50 {_n(fr['p50_ms'])} ms, p99 {_n(fr['p99_ms'])} ms ({fr['changes']} changes"
+        + (f", {fr['not_seen']} never seen" if fr["not_seen"] else "") + ")",
+        target, _verdict(ok),
+    )
+
+
+def peer_rows(peer: dict[str, Any] | None) -> list[Row]:
+    """Rows 5a, 5b, ...: a fraction of the corpus changed, against LangChain's indexing API."""
+    label = "peer: LangChain indexing API"
     if not _ok(peer):
-        out.append(_failed("5", "peer: LangChain indexing API", peer, f">= {TARGET_PEER_SPEEDUP:.0f}x"))
-    elif not peer.get("available"):
-        out.append(("5", "peer: LangChain indexing API", f"not available ({peer.get('reason')})", "-", "-"))
-    else:
-        # Runs of 2026-11 before the 0.1% row kept one run's figures in the peer dict itself.
-        runs = peer.get("runs") or [{"fraction": 0.01, **peer}]
-        for i, run in enumerate(runs):
-            out.append(_row5(f"5{'abcdefgh'[i]}", run, peer["corpus_docs"]))
-    dia = r.get("dialog")
+        return [_failed("5", label, peer, f">= {TARGET_PEER_SPEEDUP:.0f}x")]
+    if not peer.get("available"):
+        return [Row("5", label, f"not available ({peer.get('reason')})", "-", "-")]
+    # Runs of 2026-11 before the 0.1% row kept one run's figures in the peer dict itself.
+    runs = peer.get("runs") or [{"fraction": 0.01, **peer}]
+    return [_peer_run_row(f"5{'abcdefgh'[i]}", run, peer["corpus_docs"]) for i, run in enumerate(runs)]
+
+
+def _peer_run_row(key: str, run: dict[str, Any], corpus_docs: int) -> Row:
+    return Row(
+        key, f"{run['changed_docs']} of {_n(corpus_docs)} docs changed ({run['fraction']:.1%}): "
+             "seconds until the index reflects it",
+        f"ours {run['ours_s']:.2f} s (every region), LangChain index() {run['theirs_s']:.2f} s "
+        f"({run['theirs'].get('embed_seconds', 0):.1f} s of it embedding): {run['speedup']:.1f}x"
+        + ("" if run.get("checked", True) else " (CHECK FAILED: see problems)"),
+        f">= {TARGET_PEER_SPEEDUP:.0f}x", _verdict(run["speedup"] >= TARGET_PEER_SPEEDUP),
+    )
+
+
+def dialog_rebuild_row(dia: dict[str, Any] | None) -> Row:
+    """Row 6: a region's dialog state rebuilt from the log, and restored from a snapshot."""
     if dia and "error" in dia:
-        out.append(("6", "dialog rebuild", f"failed: {dia['error']}", "-", "FAILED"))
-    elif dia:
-        out.append((
-            "6", "dialog rebuild",
-            f"full replay {_n(dia['full_replay_events_per_s'])} events/s; restore {_n(dia['restore_sessions'])} "
-            f"sessions (snapshot + {dia['restore_tail_events']} tail events) in {dia['restore_total_s']:.2f} s",
-            f"full replay >= {_n(TARGET_DIALOG_EVENTS_PER_S)} events/s",
-            _verdict(dia["full_replay_events_per_s"] >= TARGET_DIALOG_EVENTS_PER_S),
-        ))
-    else:
-        out.append(("6", "dialog rebuild", "not available", "-", "-"))
-    rss = r["rss"]
-    rss_row = (
+        return Row("6", "dialog rebuild", f"failed: {dia['error']}", "-", "FAILED")
+    if not dia:
+        return Row("6", "dialog rebuild", "not available", "-", "-")
+    return Row(
+        "6", "dialog rebuild",
+        f"full replay {_n(dia['full_replay_events_per_s'])} events/s; restore {_n(dia['restore_sessions'])} "
+        f"sessions (snapshot + {dia['restore_tail_events']} tail events) in {dia['restore_total_s']:.2f} s",
+        f"full replay >= {_n(TARGET_DIALOG_EVENTS_PER_S)} events/s",
+        _verdict(dia["full_replay_events_per_s"] >= TARGET_DIALOG_EVENTS_PER_S),
+    )
+
+
+def rss_row(rss: dict[str, Any]) -> Row:
+    """Row 7: the whole stack's memory (sum of each service's peak)."""
+    return Row(
         "7", "peak RSS, whole stack (sum of per-process peaks)",
         f"{rss['stack_total_bytes'] / 1024**3:.2f} GB over {len(rss['services'])} services "
         f"(bench driver apart: {rss['bench_process_bytes'] / 1024**3:.2f} GB)",
         f"< {TARGET_RSS_BYTES / 1024**3:.1f} GB", _verdict(rss["stack_total_bytes"] < TARGET_RSS_BYTES),
     )
-    out.append(rss_row)
-    out.append(_row8(r.get("search")))
-    out.append(_row9(r.get("http_search"), r["corpus"]["chunks"]))
-    if "turns" in r:
-        out.append(_row10(r.get("turns")))
-    return out
 
 
-def _row10(tu: dict[str, Any] | None) -> tuple[str, str, str, str, str]:
-    """A dialog turn, local vs mirrored acknowledgements: a figure, no target (the price of RPO 0)."""
+def turn_latency_row(tu: dict[str, Any] | None) -> Row:
+    """Row 10: a dialog turn, local vs mirrored acknowledgements: a figure, no target (the price of RPO 0)."""
     label = "dialog turn latency, local vs mirrored acknowledgements (an order inquiry, RegionService.turn)"
     if not _ok(tu):
         return _failed("10", label, tu, "reported")
     loc, mir = tu["local"], tu["mirrored"]
-    return (
+    return Row(
         "10", f"{label}, {tu['turns_per_mode']} turns each in {tu['region']}",
         f"local p50 {_n(loc['p50_ms'], 1)} ms, p99 {_n(loc['p99_ms'], 1)} ms; mirrored p50 {_n(mir['p50_ms'], 1)} ms, "
         f"p99 {_n(mir['p99_ms'], 1)} ms (waiting for the standby: p50 {_n(mir['standby_wait_p50_ms'] or 0, 1)} ms); "
@@ -137,7 +192,8 @@ def _row10(tu: dict[str, Any] | None) -> tuple[str, str, str, str, str]:
     )
 
 
-def _row8(se: dict[str, Any] | None) -> tuple[str, str, str, str, str]:
+def search_row(se: dict[str, Any] | None) -> Row:
+    """Row 8: a region's Milvus searched directly."""
     label = "search latency per region (top-5, status filter)"
     if not _ok(se):
         return _failed("8", label, se, _SEARCH_TARGET)
@@ -146,7 +202,8 @@ def _row8(se: dict[str, Any] | None) -> tuple[str, str, str, str, str]:
                             f"{some.get('searches', 0)} queries at {_n(some.get('rows', 0))} chunks", se["regions"])
 
 
-def _row9(hs: dict[str, Any] | None, chunks: int) -> tuple[str, str, str, str, str]:
+def http_search_row(hs: dict[str, Any] | None, chunks: int) -> Row:
+    """Row 9: search through a region's HTTP service (model + index + JSON)."""
     label = "search through HTTP per region (GET /search on the region's service)"
     if not _ok(hs):
         return _failed("9", label, hs, _SEARCH_TARGET)
@@ -159,55 +216,16 @@ def _row9(hs: dict[str, Any] | None, chunks: int) -> tuple[str, str, str, str, s
 _SEARCH_TARGET = f"p50 < {_n(TARGET_SEARCH_P50_MS)} ms, p99 < {_n(TARGET_SEARCH_P99_MS)} ms per region"
 
 
-def _search_row(row: str, label: str, regions: dict[str, Any]) -> tuple[str, str, str, str, str]:
+def _search_row(key: str, label: str, regions: dict[str, Any]) -> Row:
     """Rows 8 and 9: p50 and p99 per region; met when every region is under both targets and
     every query found something."""
     ok = all(v["p50_ms"] is not None and v["p50_ms"] < TARGET_SEARCH_P50_MS and v["p99_ms"] < TARGET_SEARCH_P99_MS
              and not v["empty_results"] for v in regions.values())
-    return (
-        row, label,
+    return Row(
+        key, label,
         "; ".join(f"{name} p50 {_n(v['p50_ms'], 1)} ms, p99 {_n(v['p99_ms'], 1)} ms"
                   + (f" ({v['empty_results']} empty)" if v["empty_results"] else "") for name, v in regions.items()),
         _SEARCH_TARGET, _verdict(ok),
-    )
-
-
-def _row1(s: dict[str, Any], lim: dict[str, Any]) -> tuple[str, str, str, str, str]:
-    return (
-        "1", f"embedding limit: model alone, batch {s['embed_batch_size']}, {s['embed_threads']} threads",
-        f"{_n(lim['passages_per_s'], 1)} passages/s (before {_n(lim['before']['passages_per_s'], 1)}, "
-        f"after {_n(lim['after']['passages_per_s'], 1)}; {lim['before']['passages']} passages each)",
-        "-", "-",
-    )
-
-
-def _row2(ch: dict[str, Any]) -> tuple[str, str, str, str, str]:
-    return (
-        "2", f"changed docs (new text), commit -> upserted in every region ({_n(ch['docs'])} docs)",
-        f"{_n(ch['docs_per_s'], 1)} docs/s = {_n(ch['passages_per_s'], 1)} passages/s; {ch['ratio_to_limit']:.2f} x row 1",
-        f">= {TARGET_RATIO} x row 1", _verdict(ch["ratio_to_limit"] >= TARGET_RATIO),
-    )
-
-
-def _row4(fr: dict[str, Any]) -> tuple[str, str, str, str, str]:
-    ok = fr["p50_ms"] < TARGET_P50_MS and fr["p99_ms"] < TARGET_P99_MS and fr["not_seen"] == 0
-    return (
-        "4", f"freshness, commit -> searchable in every region, at {_n(fr['rate_per_s'], 1)} docs/s "
-             f"({fr['load_fraction']:.0%} of row 2)",
-        f"p50 {_n(fr['p50_ms'])} ms, p99 {_n(fr['p99_ms'])} ms ({fr['changes']} changes"
-        + (f", {fr['not_seen']} never seen" if fr["not_seen"] else "") + ")",
-        f"p50 < {_n(TARGET_P50_MS)} ms, p99 < {_n(TARGET_P99_MS)} ms", _verdict(ok),
-    )
-
-
-def _row5(row: str, run: dict[str, Any], corpus_docs: int) -> tuple[str, str, str, str, str]:
-    return (
-        row, f"{run['changed_docs']} of {_n(corpus_docs)} docs changed ({run['fraction']:.1%}): "
-             "seconds until the index reflects it",
-        f"ours {run['ours_s']:.2f} s (every region), LangChain index() {run['theirs_s']:.2f} s "
-        f"({run['theirs'].get('embed_seconds', 0):.1f} s of it embedding): {run['speedup']:.1f}x"
-        + ("" if run.get("checked", True) else " (CHECK FAILED: see problems)"),
-        f">= {TARGET_PEER_SPEEDUP:.0f}x", _verdict(run["speedup"] >= TARGET_PEER_SPEEDUP),
     )
 
 

@@ -87,12 +87,12 @@ def _results(**rows: Any) -> dict[str, Any]:
 def test_a_complete_run_has_no_failed_row() -> None:
     r = _results()
     table = report.rows(r)
-    assert [row[0] for row in table] == list(report.ROWS)
+    assert [row.key for row in table] == list(report.ROWS)
     assert report.failed_rows(r) == []
     assert "retried" not in report.render(r)
-    search = {row[0]: row for row in table}["8"]
+    search = {row.key: row for row in table}["8"]
     assert search[4] == "MISSED" and "north p50 25.0 ms" in search[2]  # one region over the target
-    http = {row[0]: row for row in table}["9"]
+    http = {row.key: row for row in table}["9"]
     assert http[4] == "met" and "east p50 12.0 ms, p99 30.0 ms; north p50 14.0 ms, p99 35.0 ms" == http[2]
     assert "50 queries at 80 chunks" in http[1]
 
@@ -100,10 +100,10 @@ def test_a_complete_run_has_no_failed_row() -> None:
 def test_the_http_search_row_is_missed_on_a_slow_tail_or_an_empty_answer() -> None:
     slow = _results(http_search={"k": 5, "regions": {
         "east": {"searches": 50, "empty_results": 0, "p50_ms": 12.0, "p99_ms": 130.0}}})
-    assert {row[0]: row for row in report.rows(slow)}["9"][4] == "MISSED"
+    assert {row.key: row for row in report.rows(slow)}["9"].verdict == "MISSED"
     empty = _results(http_search={"k": 5, "regions": {
         "east": {"searches": 50, "empty_results": 2, "p50_ms": 12.0, "p99_ms": 30.0}}})
-    row9 = {row[0]: row for row in report.rows(empty)}["9"]
+    row9 = {row.key: row for row in report.rows(empty)}["9"]
     assert row9[4] == "MISSED" and "(2 empty)" in row9[2]
     failed = _results(http_search={"error": "HTTPError: 503 Server Error"})
     assert report.failed_rows(failed) == ["9"]
@@ -114,13 +114,13 @@ def test_a_failed_row_says_why_and_the_others_keep_their_figures() -> None:
                  retries={"total": 7, "by_probe": {"milvus connect (east)": 5, "milvus get (north)": 2},
                           "gave_up": {"milvus connect (east)": 1}})
     del r["deletes"]  # a saved run of a version without this row
-    table = {row[0]: row for row in report.rows(r)}
+    table = {row.key: row for row in report.rows(r)}
     assert list(table) == list(report.ROWS)
     assert table["4"][4] == "FAILED" and "Fail connecting" in table["4"][2]
     assert table["3b"][4] == "-" and "not measured" in table["3b"][2]
     assert table["2"][4] == "met" and table["3a"][4] == "met"
     assert report.failed_rows(r) == ["4"]
-    assert {row[0]: row for row in report.rows(r)}["5b"][4] == "met"
+    assert {row.key: row for row in report.rows(r)}["5b"].verdict == "met"
     text = report.render(r)
     assert "retried: 7 (milvus connect (east) 5, milvus get (north) 2)" in text
     assert "rows that FAILED" in text and report.markdown(r).count("FAILED") == 1
