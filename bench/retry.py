@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from tenacity import RetryCallState, Retrying, stop_after_attempt, wait_exponential
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -37,21 +39,20 @@ class Retries:
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """``fn()``, tried up to ``attempts`` times; raises the last error when all failed."""
-        pause = self.first_pause_s
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return fn()
-            except Exception as exc:
-                if attempt == self.attempts:
-                    with self._lock:
-                        self._gave_up[what] = self._gave_up.get(what, 0) + 1
-                    raise
-                self.note(what)
-                log.info("bench probe %s failed (attempt %d of %d), retrying in %.1fs: %s: %s",
-                         what, attempt, self.attempts, pause, type(exc).__name__, exc)
-                self._sleep(pause)
-                pause = min(self.max_pause_s, pause * 2)
-        raise AssertionError("unreachable")  # the loop returns or raises
+        def retrying(state: RetryCallState) -> None:
+            self.note(what)
+            exc = state.outcome.exception() if state.outcome is not None else None
+            log.info("bench probe %s failed (attempt %d of %d), retrying in %.1fs: %s: %s", what,
+                     state.attempt_number, self.attempts, state.upcoming_sleep, type(exc).__name__, exc)
+
+        try:
+            return Retrying(stop=stop_after_attempt(self.attempts), reraise=True, sleep=self._sleep,
+                            wait=wait_exponential(multiplier=self.first_pause_s, max=self.max_pause_s),
+                            before_sleep=retrying)(fn)
+        except Exception:
+            with self._lock:
+                self._gave_up[what] = self._gave_up.get(what, 0) + 1
+            raise
 
     def note(self, what: str) -> None:
         """Count a failure that the caller retries in its own loop (e.g. a prober's next round)."""

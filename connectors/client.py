@@ -16,6 +16,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import requests
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
 from connectors.config import is_secret_key, scrub
 from connectors.errors import (
@@ -59,25 +60,31 @@ class ConnectClient:
         params: Mapping[str, str] | None = None,
     ) -> requests.Response:
         url = self.base_url + path
-        deadline = time.monotonic() + self.conflict_retry_s
-        delay = 0.25
-        while True:
+
+        def send() -> requests.Response:
             try:
-                resp = self._http.request(method, url, json=body, params=params, timeout=self.timeout)
+                return self._http.request(method, url, json=body, params=params, timeout=self.timeout)
             except requests.RequestException as exc:
                 raise ConnectRestError(method, path, None, f"cannot reach Kafka Connect at {self.base_url}: {exc}") from exc
-            # 409: a rebalance is in progress or this worker's view of the configs is stale.
-            # 500 "a rebalance is expected" (RebalanceNeededException, e.g. right after a config
-            # change) is the same transient state under another status code.
-            if _rebalancing(resp) and time.monotonic() < deadline:
+
+        def again(state: RetryCallState) -> None:
+            resp = state.outcome.result() if state.outcome is not None else None
+            if resp is not None:
                 log.debug("%s %s: %d (%s), retrying", method, path, resp.status_code, self._message(resp))
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            if resp.status_code >= 400:
-                error = ConnectorNotFound if resp.status_code == 404 else ConnectRestError
-                raise error(method, path, resp.status_code, self._message(resp))
-            return resp
+
+        # 409: a rebalance is in progress or this worker's view of the configs is stale. 500 "a
+        # rebalance is expected" (RebalanceNeededException, e.g. right after a config change) is
+        # the same transient state under another status code. Past conflict_retry_s the last
+        # answer stands (and is raised below).
+        resp: requests.Response = Retrying(
+            retry=retry_if_result(_rebalancing), stop=stop_after_delay(self.conflict_retry_s),
+            wait=wait_exponential(multiplier=0.25, max=2.0), before_sleep=again,
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome is not None else None,
+        )(send)
+        if resp.status_code >= 400:
+            error = ConnectorNotFound if resp.status_code == 404 else ConnectRestError
+            raise error(method, path, resp.status_code, self._message(resp))
+        return resp
 
     def _message(self, resp: requests.Response) -> str:
         try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, Message
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from drills import progress
 from drills.diff import Drift, Origin, classify_region, counts_by_kind
@@ -134,17 +135,14 @@ def _read_region(sink: IndexReader, region: str, attempts: int = 5, pause_s: flo
     propagates: a reconcile must not report a region it could not read as drifted."""
     from indexer.errors import RegionUnavailable
 
+    def read() -> tuple[list[dict[str, Any]], Any]:
+        with progress.bar(None, f"reading {region}", unit="chunk") as pbar:
+            rows = sink.dump_chunks(on_page=pbar.update)
+        return rows, sink.doc_states()
+
     try:
-        for attempt in range(attempts):
-            try:
-                with progress.bar(None, f"reading {region}", unit="chunk") as pbar:
-                    rows = sink.dump_chunks(on_page=pbar.update)
-                return rows, sink.doc_states()
-            except RegionUnavailable:
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(pause_s)
-        raise AssertionError("unreachable")
+        return Retrying(stop=stop_after_attempt(attempts), wait=wait_fixed(pause_s), reraise=True,
+                        retry=retry_if_exception_type(RegionUnavailable))(read)
     finally:
         sink.close()
 

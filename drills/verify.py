@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from embedding.vectors import vectors_close
 from regionsync.kafka import EndsUnknown, ReadTimeout, read_topic
@@ -219,14 +220,9 @@ def region_report(
     own = sink is None
     sink = sink or MilvusIndexReader.for_region(settings, region)
     try:
-        for attempt in range(attempts):
-            try:
-                rows = sink.dump_chunks()
-                break
-            except RegionUnavailable:
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(1.0)
+        retrying = Retrying(stop=stop_after_attempt(attempts), wait=wait_fixed(1.0), reraise=True,
+                            retry=retry_if_exception_type(RegionUnavailable))
+        rows = retrying(sink.dump_chunks)
         return compare_region(region, expected, rows, embed)
     finally:
         if own:

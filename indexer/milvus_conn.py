@@ -6,12 +6,12 @@ error (:class:`SinkError`)."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
 from pymilvus import MilvusClient, MilvusException
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from indexer.errors import RegionUnavailable, SinkError
 from indexer.milvus_client import quiet_pymilvus
@@ -91,16 +91,15 @@ class MilvusConnection:
         # pymilvus gives up at once when a server refuses a connection, and a server busy under
         # load refuses one now and then: a few quick attempts before the region counts as
         # unavailable (a real outage then costs the caller about a second more, not a failure).
-        pause = 0.25
-        for attempt in range(1, self.connect_attempts + 1):
-            try:
-                return MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout_s)
-            except MilvusException as exc:
-                if attempt == self.connect_attempts:
-                    raise RegionUnavailable(self.uri, str(exc.message)) from exc
-                time.sleep(pause)
-                pause *= 2
-        raise AssertionError("unreachable")
+        try:
+            for attempt in Retrying(stop=stop_after_attempt(self.connect_attempts), reraise=True,
+                                    wait=wait_exponential(multiplier=0.25, min=0.25, max=2.0),
+                                    retry=retry_if_exception_type(MilvusException)):
+                with attempt:
+                    return MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout_s)
+        except MilvusException as exc:
+            raise RegionUnavailable(self.uri, str(exc.message)) from exc
+        raise AssertionError("unreachable")  # Retrying returns or raises
 
     def _ensure_collections(self, mc: MilvusClient) -> None:
         specs = [

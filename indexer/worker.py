@@ -37,6 +37,7 @@ from confluent_kafka import (
     TopicCollection,
     TopicPartition,
 )
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from indexer import metrics
 from indexer.clients import make_consumer, make_dlq_producer
@@ -73,6 +74,10 @@ class WorkerStats:
     commits: int = 0
     commit_failures: int = 0
     flushes: int = 0
+
+
+class _Stopped(Exception):
+    """The worker was asked to stop while it waited to try a batch again."""
 
 
 class RegionIndexer:
@@ -313,37 +318,40 @@ class RegionIndexer:
 
     def _retry(self, action: Callable[[], Any], what: str) -> Any:
         """Run ``action`` until it succeeds; None if stopped first. Outages are logged once."""
-        delay = self.retry_initial_s
-        outage_started: float | None = None
-        attempts = 0
-        while True:
-            try:
-                result = action()
-            except RegionUnavailable as exc:
-                if outage_started is None:
-                    outage_started = self.clock()
+        outage_started: list[float] = []  # when this call first found Milvus unavailable
+
+        def failed(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            self.stats.apply_retries += 1
+            if isinstance(exc, RegionUnavailable):
+                if not outage_started:
+                    outage_started.append(self.clock())
                     self.stats.outages += 1
                     log.warning(
                         "%s: region Milvus unavailable (%s); holding the batch (%s), offsets not committed, "
                         "retrying until it answers", self.stage, exc.detail, what,
                     )
-            except (IndexerError, KafkaException) as exc:
+            else:
                 # Not an outage we recognise (Milvus rejected a call, the broker refused the DLQ
                 # write...): still never skip the batch; log every attempt, at a slowing pace.
-                log.error("%s: %s failed (attempt %d): %s", self.stage, what, attempts + 1, exc)
-            else:
-                if outage_started is not None:
-                    log.info(
-                        "%s: region Milvus back after %.1fs and %d retries; %s done",
-                        self.stage, self.clock() - outage_started, attempts, what,
-                    )
-                return result if result is not None else True
-            attempts += 1
-            self.stats.apply_retries += 1
-            if self._stop.wait(delay):
-                log.info("%s: stopping with an unapplied batch; it will be redelivered", self.stage)
-                return None
-            delay = min(delay * 2, self.retry_max_s)
+                log.error("%s: %s failed (attempt %d): %s", self.stage, what, state.attempt_number, exc)
+
+        def pause(seconds: float) -> None:
+            if self._stop.wait(seconds):
+                raise _Stopped
+
+        try:
+            result = Retrying(
+                retry=retry_if_exception_type((RegionUnavailable, IndexerError, KafkaException)),
+                wait=wait_exponential(multiplier=self.retry_initial_s, max=self.retry_max_s),
+                sleep=pause, before_sleep=failed,
+            )(action)
+        except _Stopped:
+            log.info("%s: stopping with an unapplied batch; it will be redelivered", self.stage)
+            return None
+        if outage_started:
+            log.info("%s: region Milvus back after %.1fs; %s done", self.stage, self.clock() - outage_started[0], what)
+        return result if result is not None else True
 
     def _commit(self, positions: dict[tuple[str, int], int]) -> None:
         offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(positions.items())]

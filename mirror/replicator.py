@@ -40,6 +40,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import NewTopic
+from tenacity import RetryCallState, Retrying, wait_exponential
 
 from mirror import metrics, policy
 from mirror.checkpoints import TP, CheckpointStore
@@ -265,17 +266,18 @@ class Replicator:
     def _save(self, parts: dict[TP, PartitionState]) -> None:
         """Checkpoint, retrying while the target's database is away (nothing is consumed meanwhile:
         the copies are acknowledged, only the bookkeeping waits)."""
-        delay = 0.2
-        while True:
-            try:
-                self.store.save({tp: s.checkpoint() for tp, s in parts.items()})
-                return
-            except Exception as exc:  # noqa: BLE001 - psycopg errors of a database that is restarting
-                if self.stopping.is_set():
-                    return  # the next run copies the batch again: duplicates, not a gap
-                log.warning("replicator %s -> %s: checkpoint not written (%s); retrying", self.source, self.target, exc)
-                self.stopping.wait(delay)
-                delay = min(delay * 2, 5.0)
+        def failed(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            log.warning("replicator %s -> %s: checkpoint not written (%s); retrying", self.source, self.target, exc)
+
+        def pause(seconds: float) -> None:
+            self.stopping.wait(seconds)  # cut short by a stop
+
+        # Any error: psycopg's of a database that is restarting. Once stopping, the last error
+        # is dropped: the next run copies the batch again (duplicates, not a gap).
+        Retrying(stop=lambda _state: self.stopping.is_set(), wait=wait_exponential(multiplier=0.2, max=5.0),
+                 sleep=pause, before_sleep=failed, retry_error_callback=lambda _state: None,
+                 )(self.store.save, {tp: s.checkpoint() for tp, s in parts.items()})
 
     def _probe(self) -> None:
         """Ask the source for each partition's end; a quiet partition at its end is complete now."""

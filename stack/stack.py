@@ -20,6 +20,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
 from regionsync.settings import Settings
 from stack import broker, connect, milvus, postgres, procs, prometheus, seaweed, topics
 
@@ -129,14 +131,9 @@ def apply_connector(settings: Settings, timeout: float = 120.0, attempts: int = 
 
     config = load(settings)
     client = ConnectClient(settings.connect_url, secrets=secret_values(settings, config))
-    for attempt in range(attempts):
-        try:
-            outcome = client.apply(settings.connector_name, config)
-            break
-        except ConnectRestError:
-            if attempt == attempts - 1:
-                raise
-            log.warning("applying the connector timed out; trying again")
+    outcome = Retrying(stop=stop_after_attempt(attempts), reraise=True, retry=retry_if_exception_type(ConnectRestError),
+                       before_sleep=lambda _state: log.warning("applying the connector timed out; trying again"),
+                       )(client.apply, settings.connector_name, config)
     client.wait_running(settings.connector_name, timeout=timeout)
     return str(outcome)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
 from mirror import policy
 from regionsync.settings import Settings
@@ -45,6 +46,13 @@ def _tune_fetch_wait(wait_ms: int) -> None:
 
     thread_cls._regionsync_original_create = original
     thread_cls._create_worker_consumer = create
+
+
+def _log_retry(events: int) -> Any:
+    def log_it(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        log.error("batch of %d failed; retrying in %.1fs", events, state.upcoming_sleep, exc_info=exc)
+    return log_it
 
 
 def create_app(settings: Settings, processor: ChangeProcessor | None = None) -> faust.App:
@@ -104,18 +112,14 @@ def create_app(settings: Settings, processor: ChangeProcessor | None = None) -> 
                 )
                 for e in events
             ]
-            delay = 0.5
-            while True:
-                try:
+            # Any failure here is infrastructure: poison input never gets here (it is
+            # dead-lettered inside process()); this is the cache, the model or the broker failing.
+            # Retrying the same batch, for as long as it takes, keeps order and loses nothing;
+            # redelivered records are idempotent downstream.
+            async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.5, max=10.0),
+                                               before_sleep=_log_retry(len(batch))):
+                with attempt:
                     result = await loop.run_in_executor(executor, proc.process, batch)
-                    break
-                except Exception:  # noqa: BLE001 - infrastructure failure: retry, never skip the batch
-                    # Poison input never gets here (it is dead-lettered inside process()); this is
-                    # the cache, the model or the broker failing. Retrying the same batch keeps
-                    # order and loses nothing; redelivered records are idempotent downstream.
-                    log.exception("batch of %d failed; retrying in %.1fs", len(batch), delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
             observe_batch(len(result.records), result.embedded, result.cached, len(result.dead_letters))
             log.info(
                 "batch: %d events -> %d records, %d embedded, %d cached, %d dead-lettered",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -271,7 +272,7 @@ def test_a_refused_connection_is_tried_again_before_the_region_counts_as_unavail
         return "client"
 
     monkeypatch.setattr(conn_mod, "MilvusClient", flaky)
-    monkeypatch.setattr(conn_mod.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(time, "sleep", lambda _s: None)  # tenacity pauses with time.sleep
 
     def conn(attempts: int) -> MilvusConnection:
         return MilvusConnection("http://127.0.0.1:1", "", "documents", 384, 10.0, 300.0, connect_attempts=attempts)
