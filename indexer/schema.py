@@ -10,11 +10,13 @@ could say "v7 indexed" about a Milvus that holds nothing).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
+from indexer.errors import InvalidRecord
 from streams.events import (
     MAX_DOC_ID_BYTES,
     MAX_STATUS_BYTES,
@@ -102,6 +104,15 @@ def versions_index(client: MilvusClient) -> Any:
 
 
 _utf8_len = utf8_len
+
+
+def check_records(records: Sequence[DocRecord], dim: int) -> None:
+    """Raise :class:`InvalidRecord` for the first record of a batch that can never be applied:
+    a sink checks the whole batch before it writes anything."""
+    for rec in records:
+        problem = record_problem(rec, dim)
+        if problem:
+            raise InvalidRecord(*problem)
 
 
 def record_problem(record: DocRecord, dim: int) -> tuple[str, str] | None:

@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from pymilvus import MilvusClient
 
-from indexer.errors import InvalidRecord, SinkError
+from indexer.errors import SinkError
 from indexer.milvus_conn import MilvusConnection
 from indexer.milvus_reader import MilvusIndexReader
 from indexer.plan import DocState, Relabel, Remove, Write, group_by_document, plan_document
 from indexer.ports import ApplyStats, Hit
 from indexer.rows import CHUNK_FIELDS, book_row, chunk_rows, relabelled_row
-from indexer.schema import record_problem, versions_collection
+from indexer.schema import check_records, versions_collection
 from streams.events import DocRecord, chunk_id
 
 if TYPE_CHECKING:
@@ -107,10 +107,7 @@ class RegionSink:
         part of the batch may be written: applying the same batch again completes it)."""
         started = time.monotonic()
         stats = ApplyStats(records=len(records))
-        for rec in records:
-            problem = record_problem(rec, self.dim)
-            if problem:
-                raise InvalidRecord(*problem)
+        check_records(records, self.dim)
         groups = group_by_document(records)
         stats.documents = len(groups)
         if not groups:

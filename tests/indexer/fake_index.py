@@ -11,11 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from indexer.errors import InvalidRecord
 from indexer.plan import DocState, Relabel, Remove, Write, group_by_document, plan_document
 from indexer.ports import ApplyStats, Hit
 from indexer.rows import book_row, chunk_rows, relabelled_row, state_of_row
-from indexer.schema import record_problem
+from indexer.schema import check_records
 from streams.events import DocRecord, chunk_id
 
 
@@ -29,10 +28,7 @@ class FakeIndex:
     # ------------------------------------------------------------------ IndexWriter
     def apply(self, records: Sequence[DocRecord]) -> ApplyStats:
         stats = ApplyStats(records=len(records))
-        for rec in records:
-            problem = record_problem(rec, self.dim)
-            if problem:
-                raise InvalidRecord(*problem)
+        check_records(records, self.dim)
         groups = group_by_document(records)
         stats.documents = len(groups)
         now_ms = int(time.time() * 1000)
