@@ -37,12 +37,12 @@ from confluent_kafka import (
     TopicCollection,
     TopicPartition,
 )
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from indexer import metrics
 from indexer.clients import make_consumer, make_dlq_producer
 from indexer.decode import decode
-from indexer.errors import IndexerError, RegionUnavailable
+from indexer.errors import IndexerError
+from indexer.hold import hold
 from indexer.ports import IndexWriter
 from indexer.sink import RegionSink
 from mirror import policy
@@ -74,10 +74,6 @@ class WorkerStats:
     commits: int = 0
     commit_failures: int = 0
     flushes: int = 0
-
-
-class _Stopped(Exception):
-    """The worker was asked to stop while it waited to try a batch again."""
 
 
 class RegionIndexer:
@@ -317,41 +313,9 @@ class RegionIndexer:
             raise DeadLetterError(f"{remaining} unacknowledged, errors: {errors[:3]}")
 
     def _retry(self, action: Callable[[], Any], what: str) -> Any:
-        """Run ``action`` until it succeeds; None if stopped first. Outages are logged once."""
-        outage_started: list[float] = []  # when this call first found Milvus unavailable
-
-        def failed(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome is not None else None
-            self.stats.apply_retries += 1
-            if isinstance(exc, RegionUnavailable):
-                if not outage_started:
-                    outage_started.append(self.clock())
-                    self.stats.outages += 1
-                    log.warning(
-                        "%s: region Milvus unavailable (%s); holding the batch (%s), offsets not committed, "
-                        "retrying until it answers", self.stage, exc.detail, what,
-                    )
-            else:
-                # Not an outage we recognise (Milvus rejected a call, the broker refused the DLQ
-                # write...): still never skip the batch; log every attempt, at a slowing pace.
-                log.error("%s: %s failed (attempt %d): %s", self.stage, what, state.attempt_number, exc)
-
-        def pause(seconds: float) -> None:
-            if self._stop.wait(seconds):
-                raise _Stopped
-
-        try:
-            result = Retrying(
-                retry=retry_if_exception_type((RegionUnavailable, IndexerError, KafkaException)),
-                wait=wait_exponential(multiplier=self.retry_initial_s, max=self.retry_max_s),
-                sleep=pause, before_sleep=failed,
-            )(action)
-        except _Stopped:
-            log.info("%s: stopping with an unapplied batch; it will be redelivered", self.stage)
-            return None
-        if outage_started:
-            log.info("%s: region Milvus back after %.1fs; %s done", self.stage, self.clock() - outage_started[0], what)
-        return result if result is not None else True
+        """Run ``action`` until it succeeds (indexer/hold.py); None if stopped first."""
+        return hold(action, what, stage=self.stage, stats=self.stats, stop=self._stop, clock=self.clock,
+                    initial_s=self.retry_initial_s, max_s=self.retry_max_s)
 
     def _commit(self, positions: dict[tuple[str, int], int]) -> None:
         offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(positions.items())]
