@@ -21,6 +21,7 @@ import requests
 from bench.retry import Retries
 from bench.search import K
 from regionsync.settings import Settings
+from serve.auth import ASSISTANT, bearer
 
 
 def _search(http: requests.Session, url: str, query: str) -> list[dict[str, Any]]:
@@ -36,6 +37,7 @@ def measure(settings: Settings, queries: Sequence[str], retries: Retries, warm_u
     for region in settings.regions:
         url = f"{settings.serve_url(region)}/search"
         with requests.Session() as http:
+            http.headers.update(bearer(settings, ASSISTANT))
             for query in queries[:warm_up]:
                 retries.call(f"http search ({region})", partial(_search, http, url, query))
             times_ms: list[float] = []

@@ -129,6 +129,8 @@ def _previous_conversation(settings: Settings) -> None:
     import orjson
     import requests
 
+    from serve.auth import ASSISTANT, bearer
+
     path = settings.state_dir / LAST_SESSION
     if not path.exists():
         return
@@ -137,7 +139,8 @@ def _previous_conversation(settings: Settings) -> None:
           f"{last['region']}), in every region after the restart")
     for region in settings.regions:
         try:
-            resp = requests.get(f"{settings.serve_url(region)}/sessions/{last['session']}", timeout=30)
+            resp = requests.get(f"{settings.serve_url(region)}/sessions/{last['session']}", timeout=30,
+                                headers=bearer(settings, ASSISTANT))
             if resp.status_code == 200:
                 body = resp.json()
                 print(f"   {region:<6} holds it: {len(body['turns'])} turns, last_seq={body['last_seq']}, "

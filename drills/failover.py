@@ -252,7 +252,7 @@ def _promote(settings: Settings, region: str, opts: DrillOptions) -> dict[str, A
     deadline = time.monotonic() + settings.promote_timeout_s * 2 + 30
     while True:
         try:
-            out: dict[str, Any] = client.promote(settings.admin_token.get_secret_value())
+            out: dict[str, Any] = client.promote()
             log.info("drill: region %s promoted (epoch %s)", region, out.get("epoch"))
             return out
         except ServeError as exc:

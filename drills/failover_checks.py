@@ -24,6 +24,7 @@ from drills.errors import DrillsError
 from drills.inject import Scope
 from drills.workload_model import WorkloadResult
 from regionsync.settings import Settings
+from serve.auth import ASSISTANT, bearer
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def _compare_views(settings: Settings, region: str, sessions: list[str], folded:
                    ) -> tuple[int, tuple[str, ...]]:
     """What the region's service shows a customer (GET /sessions/{id}) against the fold."""
     http = requests.Session()
+    http.headers.update(bearer(settings, ASSISTANT))
     differing: list[str] = []
     for sid in sessions:
         resp = http.get(f"{settings.serve_url(region)}/sessions/{sid}", timeout=30)

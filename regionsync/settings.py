@@ -8,7 +8,6 @@ Kubernetes deployment configures the same code) or from keyword arguments (tests
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +19,7 @@ from regionsync.settings_parts import (
     MilvusSettings,
     ObjectStoreSettings,
     PostgresSettings,
+    check_region_names,
     csv,
     env_values,
     fill_region_addresses,
@@ -30,7 +30,6 @@ from regionsync.settings_parts import (
 PLACEHOLDER = "__debezium_unavailable_value"
 
 
-_REGION_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
 # The embedded stack's object stores: each region's S3 port is this far from the previous one's
 # (SeaweedFS opens several ports per instance, placed around its S3 port: stack/seaweed.py).
 S3_PORT_STRIDE = 10
@@ -203,8 +202,11 @@ class Settings(BaseSettings):
     # Metrics ports of the long-running workers: the change agent on metrics_base_port, then one
     # indexer per region, then one dialog worker per region (see :meth:`metrics_port`).
     metrics_base_port: int = 18720
-    # Promotion (POST /admin/promote, `regionsync region promote`) needs this token.
-    admin_token: SecretStr = SecretStr("regionsync-admin-local")
+    # Callers authenticate with bearer tokens by role (serve/auth.py): from the environment
+    # ("role:token,role:token") and a file of "role:token" lines, re-read when it changes (a
+    # rotation needs no restart). Unset file: <state_dir>/secrets/api-tokens (`stack up` writes it).
+    api_tokens: SecretStr = SecretStr("")
+    api_tokens_file: Path | None = None
     # /readyz: a region is ready while its index and dialog state are at most this far behind.
     ready_max_index_lag: int = 1000
     ready_max_dialog_lag: int = 1000
@@ -270,19 +272,7 @@ class Settings(BaseSettings):
         "text_columns", "metadata_columns", "published_values", "regions", mode="before"
     )(csv)
 
-    @field_validator("regions", mode="after")
-    @classmethod
-    def _region_names(cls, value: list[str]) -> list[str]:
-        # A region's name prefixes the topics replicated from it ("east.regionsync.dialog.events"),
-        # so it must be a topic-name fragment without the separator.
-        for name in value:
-            if not _REGION_NAME.fullmatch(name):
-                raise ValueError(f"region name {name!r}: use letters, digits, '-' or '_' (no '.'), at most 40")
-        if len(set(value)) != len(value):
-            raise ValueError(f"regions repeat a name: {value}")
-        if not value:
-            raise ValueError("at least one region is needed")
-        return value
+    _region_names = field_validator("regions", mode="after")(check_region_names)
 
     @field_validator("kafka_bootstraps", "pg_addresses", "s3_endpoints", "serve_urls", mode="before")
     @classmethod
@@ -306,7 +296,7 @@ class Settings(BaseSettings):
         object.__setattr__(self, "s3_endpoints", s3s)
         return self
 
-    @field_validator("state_dir", "embed_onnx_dir", mode="after")
+    @field_validator("state_dir", "embed_onnx_dir", "api_tokens_file", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         # Child processes run with other working directories: pin the path down once.

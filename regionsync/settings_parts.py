@@ -12,6 +12,7 @@ settings, say) is added in one place. Secrets stay ``SecretStr``: their ``repr``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,22 @@ def region_map(value: Any) -> Any:
             region, _, item = part.partition("=")
             out[region.strip()] = item.strip()
         return out
+    return value
+
+
+_REGION_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+
+def check_region_names(value: list[str]) -> list[str]:
+    """A region's name prefixes the topics replicated from it ("east.regionsync.dialog.events"),
+    so it must be a topic-name fragment without the separator; names are unique, one at least."""
+    for name in value:
+        if not _REGION_NAME.fullmatch(name):
+            raise ValueError(f"region name {name!r}: use letters, digits, '-' or '_' (no '.'), at most 40")
+    if len(set(value)) != len(value):
+        raise ValueError(f"regions repeat a name: {value}")
+    if not value:
+        raise ValueError("at least one region is needed")
     return value
 
 

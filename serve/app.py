@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 
 from serve import http_errors, routes
+from serve.auth import TokenBook, TokenConfigError, tokens_path
 from serve.metrics import ServiceMetrics
 from serve.region import RegionService
 
@@ -49,7 +50,11 @@ def create_app(service: RegionService) -> FastAPI:
             metrics.observe(template, request.method, status, time.perf_counter() - started)
 
     http_errors.install(app, service.region)
-    for router in (routes.probes(service), routes.knowledge(service), routes.dialog(service), routes.admin(service),
-                   routes.metrics(metrics)):
+    book = TokenBook(service.settings)
+    if not book.roles():
+        raise TokenConfigError(f"region {service.region}: no API token configured (REGIONSYNC_API_TOKENS or "
+                               f"{tokens_path(service.settings)}): the service would refuse every caller")
+    for router in (routes.probes(service), routes.knowledge(service, book), routes.dialog(service, book),
+                   routes.admin(service, book), routes.metrics(metrics)):
         app.include_router(router)
     return app

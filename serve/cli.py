@@ -166,7 +166,7 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     client = RegionClient(settings, args.region, timeout_s=settings.promote_timeout_s * 2 + 10)
     try:
         if client.is_up():
-            data = client.promote(settings.admin_token.get_secret_value(), force=args.force)
+            data = client.promote(force=args.force)
         else:
             from serve.region import RegionService
 

@@ -1,4 +1,7 @@
-"""A small HTTP client of a running region service (the CLI uses it; tests and the demo too)."""
+"""A small HTTP client of a running region service (the CLI uses it; tests and the demo too).
+
+It authenticates with the token of the role each call needs (serve/auth.py), read when the call
+is made: a rotated token file is picked up without a new client."""
 
 from __future__ import annotations
 
@@ -7,12 +10,14 @@ from typing import Any
 import requests
 
 from regionsync.settings import Settings
+from serve.auth import ASSISTANT, OPERATOR, bearer
 from serve.errors import ServeError, ServiceUnavailable
 
 
 class RegionClient:
     def __init__(self, settings: Settings, region: str, timeout_s: float = 30.0) -> None:
         self.region = region
+        self._settings = settings
         self.base = settings.serve_url(region)
         self._timeout = timeout_s
         self._http = requests.Session()
@@ -31,15 +36,17 @@ class RegionClient:
         except (requests.RequestException, ValueError, AttributeError):
             return False
 
-    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def call(self, method: str, path: str, role: str = ASSISTANT, **kwargs: Any) -> requests.Response:
+        """``path`` as a caller of ``role``."""
         kwargs.setdefault("timeout", self._timeout)
+        kwargs["headers"] = {**bearer(self._settings, role), **(kwargs.get("headers") or {})}
         try:
             return self._http.request(method, f"{self.base}{path}", **kwargs)
         except requests.RequestException as exc:
             raise ServiceUnavailable(f"region {self.region} service at {self.base}: {exc}") from exc
 
-    def json(self, method: str, path: str, **kwargs: Any) -> Any:
-        resp = self.call(method, path, **kwargs)
+    def json(self, method: str, path: str, role: str = ASSISTANT, **kwargs: Any) -> Any:
+        resp = self.call(method, path, role, **kwargs)
         if resp.status_code >= 400:
             try:
                 detail = resp.json().get("detail")
@@ -59,11 +66,10 @@ class RegionClient:
         out: dict[str, Any] = self.json("POST", "/ask", json=body)
         return out
 
-    def promote(self, token: str, force: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = self.json("POST", "/admin/promote", headers={"X-Admin-Token": token},
-                                        params={"force": "true"} if force else None)
+    def promote(self, force: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = self.json("POST", "/admin/promote", OPERATOR, params={"force": "true"} if force else None)
         return out
 
-    def conflicts(self, token: str) -> dict[str, Any]:
-        out: dict[str, Any] = self.json("GET", "/admin/conflicts", headers={"X-Admin-Token": token})
+    def conflicts(self) -> dict[str, Any]:
+        out: dict[str, Any] = self.json("GET", "/admin/conflicts", OPERATOR)
         return out

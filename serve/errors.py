@@ -34,3 +34,11 @@ class ServiceUnavailable(ServeError):
 
 class NotInSync(NotCaughtUp):
     """``mirrored`` acknowledgements: fewer regions than required hold this turn (HTTP 503, retry)."""
+
+
+class Unauthenticated(ServeError):
+    """No bearer token, or one that no entry of the token book holds (HTTP 401)."""
+
+
+class Forbidden(ServeError):
+    """A known token whose role may not do this (HTTP 403)."""

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dialog.errors import DeliveryError, DialogError
 from indexer.errors import IndexerError
-from serve.errors import NotActive, NotCaughtUp, ServeError, UnknownSession
+from serve.errors import Forbidden, NotActive, NotCaughtUp, ServeError, Unauthenticated, UnknownSession
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,14 @@ def install(app: FastAPI, region: str) -> None:
                                              "msg": f"malformed request body: {exc.detail}", "input": None}]},
                                 status_code=422)
         return await http_exception_handler(request, exc)
+
+    @app.exception_handler(Unauthenticated)
+    async def _unauthenticated(_request: Request, exc: Unauthenticated) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_request: Request, exc: Forbidden) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
 
     @app.exception_handler(NotActive)
     async def _not_active(_request: Request, exc: NotActive) -> JSONResponse:

@@ -1,19 +1,23 @@
 """The region service's routes, one router per concern: probes, knowledge (search and answers),
 dialog (turns and sessions), admin (promotion and conflicts), metrics. Each router closes over the
 region's :class:`~serve.region.RegionService`; the request models whose limits come from the
-settings are defined with their routes."""
+settings are defined with their routes. Knowledge and dialog need an ``assistant`` bearer token,
+admin an ``operator`` one (serve/auth.py); probes and metrics are open."""
 
 # No ``from __future__ import annotations``: FastAPI reads the route signatures at run time.
-import secrets
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serve.answers import Composed
+from serve.auth import ASSISTANT, OPERATOR, Caller, TokenBook
+from serve.errors import Forbidden, Unauthenticated
 from serve.metrics import ServiceMetrics
 from serve.region import RegionService
 from serve.schemas import (
@@ -40,7 +44,35 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
     409: {"model": Refused, "description": "this region is standby"},
     503: {"model": Error, "description": "the region cannot serve this right now (retry)"},
 }
-ADMIN_REFUSALS: dict[int | str, dict[str, Any]] = {401: {"model": Error}, 403: {"model": Error}, 503: REFUSALS[503]}
+AUTH_REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Error, "description": "no bearer token, or an unknown one"},
+    403: {"model": Error, "description": "the token's role may not do this"},
+}
+
+audit = logging.getLogger("regionsync.audit")
+_bearer = HTTPBearer(auto_error=False, description="a token of the role the endpoint names (serve/auth.py)")
+
+
+def requires(book: TokenBook, role: str) -> Callable[..., Awaitable[Caller]]:
+    """A dependency that lets through callers of ``role`` only (async: no request thread is taken)."""
+
+    async def check(request: Request,
+                    creds: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> Caller:
+        if creds is None:
+            problem: Unauthenticated | Forbidden = Unauthenticated(
+                "missing bearer token: send 'Authorization: Bearer <token>'")
+        else:
+            caller = book.identify(creds.credentials)
+            if caller is not None and caller.role == role:
+                return caller
+            problem = (Unauthenticated("unknown bearer token") if caller is None
+                       else Forbidden(f"{request.url.path} needs the {role} role; this token's role is {caller.role}"))
+        if role == OPERATOR:
+            audit.warning("refused %s %s from %s: %s", request.method, request.url.path,
+                          request.client.host if request.client else "?", problem)
+        raise problem
+
+    return check
 
 
 def probes(service: RegionService) -> APIRouter:
@@ -66,8 +98,8 @@ def probes(service: RegionService) -> APIRouter:
     return router
 
 
-def knowledge(service: RegionService) -> APIRouter:
-    router = APIRouter()
+def knowledge(service: RegionService, book: TokenBook) -> APIRouter:
+    router = APIRouter(dependencies=[Depends(requires(book, ASSISTANT))], responses=AUTH_REFUSALS)
     settings, region = service.settings, service.region
     max_chars = settings.query_max_chars
 
@@ -101,8 +133,8 @@ def knowledge(service: RegionService) -> APIRouter:
     return router
 
 
-def dialog(service: RegionService) -> APIRouter:
-    router = APIRouter()
+def dialog(service: RegionService, book: TokenBook) -> APIRouter:
+    router = APIRouter(dependencies=[Depends(requires(book, ASSISTANT))], responses=AUTH_REFUSALS)
     region, max_chars = service.region, service.settings.query_max_chars
 
     class TurnRequest(BaseModel):
@@ -144,36 +176,33 @@ def dialog(service: RegionService) -> APIRouter:
     return router
 
 
-def admin(service: RegionService) -> APIRouter:
-    router = APIRouter()
+def admin(service: RegionService, book: TokenBook) -> APIRouter:
+    router = APIRouter(responses={**AUTH_REFUSALS, 503: REFUSALS[503]})
+    operator = Annotated[Caller, Depends(requires(book, OPERATOR))]
 
-    def refusal(token: str | None) -> JSONResponse | None:
-        expected = service.settings.admin_token.get_secret_value()
-        if not token:
-            return JSONResponse({"detail": "missing X-Admin-Token header"}, status_code=401)
-        if not expected or not secrets.compare_digest(token.encode(), expected.encode()):
-            return JSONResponse({"detail": "bad admin token"}, status_code=403)
-        return None
+    def audited(caller: Caller, action: str, run: Callable[[], Any]) -> Any:
+        """Run an admin action and write its audit line: who (role and token entry, never the
+        token), what, where, and how it ended."""
+        try:
+            result = run()
+        except Exception as exc:
+            audit.warning("region %s: %s by %s (%s) failed: %s", service.region, action, caller.role, caller.where,
+                          type(exc).__name__)
+            raise
+        audit.info("region %s: %s by %s (%s) done", service.region, action, caller.role, caller.where)
+        return result
 
-    @router.post("/admin/promote", response_model=Promoted, summary="make this region the active one (admin token)",
-                 responses=ADMIN_REFUSALS)
+    @router.post("/admin/promote", response_model=Promoted, summary="make this region the active one (operator)")
     def promote(
-        x_admin_token: Annotated[str | None, Header(max_length=512)] = None,
+        caller: operator,
         force: Annotated[bool, Query(description="promote even while the copy of the active region's log lags "
                                                  "a source that answers (what is not copied is set aside)")] = False,
     ) -> Any:
-        refused = refusal(x_admin_token)
-        if refused is not None:
-            return refused
-        return service.promote(force=force)
+        return audited(caller, f"promote (force={force})", lambda: service.promote(force=force))
 
-    @router.get("/admin/conflicts", response_model=Conflicts, summary="turns a promotion set aside (admin token)",
-                responses=ADMIN_REFUSALS)
-    def conflicts(x_admin_token: Annotated[str | None, Header(max_length=512)] = None) -> Any:
-        refused = refusal(x_admin_token)
-        if refused is not None:
-            return refused
-        report = service.fenced_report()
+    @router.get("/admin/conflicts", response_model=Conflicts, summary="turns a promotion set aside (operator)")
+    def conflicts(caller: operator) -> Any:
+        report = audited(caller, "read the conflict report", service.fenced_report)
         return Conflicts(region=service.region, count=len(report), fenced=report)
 
     return router

@@ -164,6 +164,11 @@ def start_mirror(settings: Settings, source: str, target: str) -> procs.Proc:
 
 
 def start_service(settings: Settings, region: str, wait: bool = True) -> procs.Proc:
+    from serve.auth import ensure_tokens_file
+
+    written = ensure_tokens_file(settings)  # the services accept no caller without a token
+    if written is not None:
+        log.info("wrote fresh API tokens (assistant, operator) to %s (owner-only)", written)
     proc = _spawn_module(settings.for_region(region), service_name(region), "serve", "--region", region)
     if wait:
         wait_service(settings, region, proc)

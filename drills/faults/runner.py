@@ -59,7 +59,7 @@ def suite_settings(settings: Settings) -> Settings:
     """Secrets nobody could type by accident, so the scan proves none leaked."""
     return settings.model_copy(update={
         "pg_password": SecretStr(f"pg-{secrets.token_hex(10)}"),
-        "admin_token": SecretStr(f"admin-{secrets.token_hex(10)}"),
+        "api_tokens": SecretStr(f"assistant:asst-{secrets.token_hex(12)},operator:oper-{secrets.token_hex(12)}"),
         "s3_access_key_id": SecretStr(f"AKIA{secrets.token_hex(8).upper()}"),
         "s3_secret_access_key": SecretStr(f"s3-{secrets.token_hex(16)}"),
     })

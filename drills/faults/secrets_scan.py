@@ -30,6 +30,7 @@ from drills.faults.context import FaultContext
 from drills.faults.model import TrialPlan, TrialResult
 from drills.faults.scenario import Scenario
 from regionsync.settings import Settings
+from serve import auth
 from stack import milvus, postgres, seaweed
 
 # What an operator runs against a stack, bad input included (errors must not echo secrets either).
@@ -48,13 +49,21 @@ COMMANDS: tuple[tuple[str, ...], ...] = (
 
 def secrets_of(settings: Settings) -> dict[str, str]:
     """Every configured secret that is set, by setting name (with its URL-encoded form if it differs)."""
-    out = {}
+    found: dict[str, str] = {}
     for name, value in settings:
+        if name == "api_tokens":
+            continue  # a list of tokens: each one is looked for (below)
         if isinstance(value, SecretStr) and value.get_secret_value():
-            secret = value.get_secret_value()
-            out[name] = secret
-            if quote(secret, safe="") != secret:
-                out[f"{name} (URL-encoded)"] = quote(secret, safe="")
+            found[name] = value.get_secret_value()
+    entries = auth.parse(settings.api_tokens.get_secret_value(), "env", ",")
+    if auth.tokens_path(settings).exists():
+        entries += auth.parse(auth.tokens_path(settings).read_text(), "file")
+    for entry in entries:
+        found[f"{entry.role} API token ({entry.where})"] = entry.token.decode()
+    out = dict(found)
+    for name, secret in found.items():
+        if quote(secret, safe="") != secret:
+            out[f"{name} (URL-encoded)"] = quote(secret, safe="")
     return out
 
 
@@ -74,6 +83,7 @@ def excluded(settings: Settings) -> dict[Path, str]:
                                           "mini.options holds no key: they come from the environment)"
            for r in settings.regions},
         settings.state_dir / "prometheus" / "data": "Prometheus' time series database",
+        auth.tokens_path(settings).parent: "the API token file itself (owner-only), where the tokens are meant to be",
     }
     return out
 

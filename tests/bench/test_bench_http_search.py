@@ -14,11 +14,14 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
+from pydantic import SecretStr
 
 from bench import http_search
 from bench.retry import Retries
 from regionsync.settings import Settings
 from stack.procs import free_port_block
+
+TOKEN = "assistant-bench-token-0123"
 
 
 @contextmanager
@@ -27,7 +30,7 @@ def region_service(port: int, seen: list[dict[str, Any]], status: int = 200) -> 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             url = urlparse(self.path)
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            seen.append({"port": port, "path": url.path, **query})
+            seen.append({"port": port, "path": url.path, "auth": self.headers.get("Authorization"), **query})
             hits = [] if query.get("q") == "nothing matches" else [{"doc_id": "d", "chunk": 0}]
             body = json.dumps({"region": "r", "query": query.get("q"), "hits": hits}).encode()
             self.send_response(status)
@@ -51,7 +54,7 @@ def region_service(port: int, seen: list[dict[str, Any]], status: int = 200) -> 
 
 def test_every_query_goes_to_each_regions_service_and_is_timed() -> None:
     base = free_port_block(2)
-    settings = Settings(regions=["east", "north"], serve_base_port=base)
+    settings = Settings(regions=["east", "north"], serve_base_port=base, api_tokens=SecretStr(f"assistant:{TOKEN}"))
     seen: list[dict[str, Any]] = []
     queries = ["how to parse JSON", "nothing matches", "open a file"]
     with ExitStack() as stack:
@@ -68,12 +71,12 @@ def test_every_query_goes_to_each_regions_service_and_is_timed() -> None:
         mine = [s for s in seen if s["port"] == base + i]
         # Two warm-up queries, then every query once; top-5 each.
         assert [s["q"] for s in mine] == queries[:2] + queries
-        assert all(s["path"] == "/search" and s["k"] == "5" for s in mine)
+        assert all(s["path"] == "/search" and s["k"] == "5" and s["auth"] == f"Bearer {TOKEN}" for s in mine)
 
 
 def test_a_service_that_answers_errors_fails_the_row_after_the_retries() -> None:
     base = free_port_block(1)
-    settings = Settings(regions=["east"], serve_base_port=base)
+    settings = Settings(regions=["east"], serve_base_port=base, api_tokens=SecretStr(f"assistant:{TOKEN}"))
     retries = Retries(attempts=2, sleep=lambda _: None)
     with region_service(base, [], status=503), pytest.raises(requests.HTTPError, match="503"):
         http_search.measure(settings, ["q"], retries)

@@ -20,7 +20,7 @@ PROM = ROOT / "deploy" / "prometheus"
 # Every service but Prometheus says which region owns it.
 REGION_LABEL = "regionsync.region"
 # The variables docker-compose.yml requires (${VAR:?...}): the secrets, set in an .env file.
-SECRETS = ("REGIONSYNC_PG_PASSWORD", "REGIONSYNC_S3_SECRET_ACCESS_KEY", "REGIONSYNC_ADMIN_TOKEN")
+SECRETS = ("REGIONSYNC_PG_PASSWORD", "REGIONSYNC_S3_SECRET_ACCESS_KEY", "REGIONSYNC_API_TOKENS")
 
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:[-?])(?P<arg>[^}]*))?\}")
 

@@ -126,7 +126,7 @@ def test_every_set_secret_is_looked_for_and_the_suite_makes_its_own_up() -> None
     assert "pg_password" in found and "milvus_token" not in found
     assert found["answer_llm_api_key (URL-encoded)"] == "sk%2Fwith%2Bchars"
     mine = suite_settings(base)
-    for name in ("pg_password", "admin_token", "s3_access_key_id", "s3_secret_access_key"):
+    for name in ("pg_password", "api_tokens", "s3_access_key_id", "s3_secret_access_key"):
         assert getattr(mine, name).get_secret_value() != getattr(base, name).get_secret_value()
         assert len(getattr(mine, name).get_secret_value()) >= 16
 

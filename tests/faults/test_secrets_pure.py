@@ -18,7 +18,7 @@ PASSWORD = "pg-5ecret-f00d"
 
 
 def _settings(state: Path) -> Settings:
-    return Settings(state_dir=state, pg_password=SecretStr(PASSWORD), admin_token=SecretStr("admin-t0ken-beef"),
+    return Settings(state_dir=state, pg_password=SecretStr(PASSWORD), api_tokens=SecretStr("operator:oper-t0ken-beef-cafe"),
                     milvus_token=SecretStr(""), answer_llm_api_key=SecretStr(""))
 
 
@@ -56,7 +56,7 @@ def test_every_file_under_the_state_dir_is_read_but_the_stores_data(state: Path)
                      "prometheus/prometheus.yml", "run/connect.pid"]
     why = {str(p.relative_to(state)): reason for p, reason in excluded(settings).items()}
     assert set(why) == {"pg/east", "pg/north", "milvus/east", "milvus/north", "seaweed/east", "seaweed/north",
-                        "prometheus/data"}
+                        "prometheus/data", "secrets"}
     hits, files, _size = scan(settings, [])
     assert hits == [] and len(files) == 8
 

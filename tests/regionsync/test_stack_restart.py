@@ -49,6 +49,7 @@ from mirror import policy
 from regionsync.kafka import fetch_ends
 from regionsync.settings import Settings
 from regionsync.settings_parts import KafkaSettings
+from serve.auth import ASSISTANT, bearer
 from stack import broker, postgres, procs, seaweed, stack
 from streams.app import APP_ID
 from tests.e2e.conftest import e2e_settings, wait_for
@@ -178,7 +179,8 @@ def _manifests(settings: Settings, region: str) -> dict[str, bytes]:
 
 
 def _last_seq(settings: Settings, region: str, session: str) -> int:
-    resp = requests.get(f"{settings.serve_url(region)}/sessions/{session}", timeout=30)
+    resp = requests.get(f"{settings.serve_url(region)}/sessions/{session}", timeout=30,
+                        headers=bearer(settings, ASSISTANT))
     return int(resp.json()["last_seq"]) if resp.status_code == 200 else -1
 
 
@@ -240,7 +242,7 @@ def _chunks_end(settings: Settings, region: str) -> int:
 
 def _turn(settings: Settings, session: str, text: str) -> int:
     resp = requests.post(f"{settings.serve_url(settings.source_region)}/sessions/{session}/turns",
-                         json={"text": text}, timeout=120)
+                         json={"text": text}, timeout=120, headers=bearer(settings, ASSISTANT))
     assert resp.status_code == 200, resp.text
     return int(resp.json()["last_seq"])
 

@@ -22,11 +22,32 @@ KNOWLEDGE = [
 ]
 
 
+# The services' tokens (serve/auth.py): made up per test session, so they can be searched for in
+# every output. ``api`` calls as the assistant, ``operator_api`` as the operator.
+ASSISTANT_TOKEN = f"assistant-{secrets.token_hex(12)}"
+OPERATOR_TOKEN = f"operator-{secrets.token_hex(12)}"
+ROTATING_TOKEN = f"rotating-{secrets.token_hex(12)}"  # in the token file, not the environment
+
+
+def session_as(token: str) -> requests.Session:
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {token}"
+    return http
+
+
+api = session_as(ASSISTANT_TOKEN)
+operator_api = session_as(OPERATOR_TOKEN)
+
+
 @pytest.fixture(scope="package")
 def settings() -> Iterator[Settings]:
     with private_state_dir("serve-tests") as state:
+        tokens_file = state / "secrets" / "api-tokens"  # test_auth.py rotates a token in it
+        tokens_file.parent.mkdir(parents=True, exist_ok=True)
+        tokens_file.write_text(f"assistant:{ROTATING_TOKEN}\n")
         s = e2e_settings(state).model_copy(update={
-            "admin_token": SecretStr(f"tok-{secrets.token_hex(8)}"),  # can be searched for in every output
+            "api_tokens": SecretStr(f"assistant:{ASSISTANT_TOKEN},operator:{OPERATOR_TOKEN}"),
+            "api_tokens_file": tokens_file,
             # Snapshots often, so the snapshot-age metric has something to show.
             "dialog_snapshot_every_s": 5.0,
         })
@@ -42,7 +63,7 @@ def _connector_then_knowledge_searchable(s: Settings) -> None:
 
 def _indexed(settings: Settings, region: str) -> bool:
     try:
-        resp = requests.get(f"{settings.serve_url(region)}/search", params={"q": "return an item", "k": 10}, timeout=120)
+        resp = api.get(f"{settings.serve_url(region)}/search", params={"q": "return an item", "k": 10}, timeout=120)
     except requests.RequestException:
         return False
     return resp.status_code == 200 and {"kb-returns", "kb-shipping"} <= {h["doc_id"] for h in resp.json()["hits"]}

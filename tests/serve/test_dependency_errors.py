@@ -9,15 +9,18 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from dialog.errors import DeliveryError
 from regionsync.settings import Settings
 from serve.app import create_app
 
+TOKEN = "assistant-token-for-tests"
+
 
 class Failing:
     def __init__(self, exc: Exception) -> None:
-        self.settings = Settings()
+        self.settings = Settings(api_tokens=SecretStr(f"assistant:{TOKEN}"))
         self.region = "east"
         self.chat = None  # no chat endpoint configured: extractive answers
         self.exc = exc
@@ -33,6 +36,7 @@ class Failing:
                                  psycopg.OperationalError("connection refused")])
 def test_a_failing_dependency_is_a_503_with_retry_after(exc: Exception) -> None:
     client = TestClient(create_app(Failing(exc)), raise_server_exceptions=False)  # type: ignore[arg-type]
-    resp = client.post("/sessions/s-1/turns", json={"text": "where is my order?"})
+    resp = client.post("/sessions/s-1/turns", json={"text": "where is my order?"},
+                       headers={"Authorization": f"Bearer {TOKEN}"})
     assert resp.status_code == 503, resp.text
     assert resp.headers["Retry-After"] == "1" and "try again" in resp.json()["detail"]

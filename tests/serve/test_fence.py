@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import requests
 
 from dialog.events import UserUtterance
 from dialog.kafka_io import KafkaPublisher
@@ -28,7 +27,7 @@ from serve.region import RegionService
 from serve.roles import RegionRole
 from stack import procs, stack
 
-from .conftest import wait_for
+from .conftest import api, wait_for
 from .test_service import promote, wait_roles
 
 pytestmark = pytest.mark.integration
@@ -80,7 +79,7 @@ def test_a_turn_in_a_region_that_lost_its_role_is_refused_before_it_is_published
         # worker records it: it waits for the turn holding the row, then fences its session.
         promoted = promote(settings, urls["north"])
         assert promoted.status_code == 200, promoted.text
-        wait_for(lambda: requests.get(f"{urls['east']}/readyz", timeout=30).json()["role"] == "standby", 60,
+        wait_for(lambda: api.get(f"{urls['east']}/readyz", timeout=30).json()["role"] == "standby", 60,
                  "east to hold north active")
     finally:
         go_on.set()
@@ -96,7 +95,7 @@ def test_a_promotion_is_refused_while_the_region_lags_its_log(settings: Settings
     service = None
     try:
         session = f"lag-{secrets.token_hex(4)}"
-        assert requests.post(f"{urls['east']}/sessions/{session}/turns", json={"text": "hello"},
+        assert api.post(f"{urls['east']}/sessions/{session}/turns", json={"text": "hello"},
                              timeout=30).status_code == 200
         # In process, with no lag allowed: north's broker has the turn (replicated), its store has not.
         strict = settings.model_copy(update={"ready_max_dialog_lag": 0})
@@ -118,14 +117,14 @@ def test_a_newly_promoted_region_answers_503_until_it_caught_up(
 ) -> None:
     dialog_north = stack.dialog_name("north")
     session = f"catchup-{secrets.token_hex(4)}"
-    assert requests.post(f"{urls['east']}/sessions/{session}/turns", json={"text": "hello"},
+    assert api.post(f"{urls['east']}/sessions/{session}/turns", json={"text": "hello"},
                          timeout=30).status_code == 200
-    wait_for(lambda: requests.get(f"{urls['north']}/sessions/{session}", timeout=10).status_code == 200, 60,
+    wait_for(lambda: api.get(f"{urls['north']}/sessions/{session}", timeout=10).status_code == 200, 60,
              "the session in north")
     procs.stop(settings.state_dir, dialog_north)
     service = None
     try:
-        second = requests.post(f"{urls['east']}/sessions/{session}/turns", json={"text": "again"}, timeout=30)
+        second = api.post(f"{urls['east']}/sessions/{session}/turns", json={"text": "again"}, timeout=30)
         assert second.status_code == 200
         quick = settings.model_copy(update={"promote_timeout_s": 2.0})
         service = RegionService(quick, "north", background=False)
@@ -133,12 +132,12 @@ def test_a_newly_promoted_region_answers_503_until_it_caught_up(
         with pytest.raises(NotCaughtUp, match="not folded"):
             service.promote()  # recorded, but north's store is behind its cut
         assert RegionRole(quick, "north").current().region == "north"
-        refused = requests.post(f"{urls['north']}/sessions/{session}/turns", json={"text": "third"}, timeout=60)
+        refused = api.post(f"{urls['north']}/sessions/{session}/turns", json={"text": "third"}, timeout=60)
         assert refused.status_code == 503, refused.text
         stack.start_dialog_worker(settings, "north")
-        wait_for(lambda: requests.post(f"{urls['north']}/sessions/{session}/turns", json={"text": "third"},
+        wait_for(lambda: api.post(f"{urls['north']}/sessions/{session}/turns", json={"text": "third"},
                                        timeout=60).status_code == 200, 60, "north to take turns once caught up")
-        state = requests.get(f"{urls['north']}/sessions/{session}", timeout=10).json()
+        state = api.get(f"{urls['north']}/sessions/{session}", timeout=10).json()
         assert [t["text"] for t in state["turns"] if t["role"] == "user"] == ["hello", "again", "third"]
     finally:
         if service is not None:

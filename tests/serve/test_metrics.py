@@ -7,7 +7,6 @@ import secrets
 import time
 
 import pytest
-import requests
 import yaml
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,13 +15,13 @@ from indexer.lag import lag_report
 from regionsync.settings import Settings
 from stack import prometheus
 
-from .conftest import wait_for
+from .conftest import api, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = requests.get(url, timeout=30).text
+    text = api.get(url, timeout=30).text
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
@@ -51,7 +50,7 @@ def test_a_search_moves_the_latency_histogram_of_its_route(settings: Settings, u
     for region, url in urls.items():
         before = scrape(f"{url}/metrics")
         count = "regionsync_http_request_duration_seconds_count"
-        assert requests.get(f"{url}/search", params={"q": "shipping"}, timeout=30).status_code == 200
+        assert api.get(f"{url}/search", params={"q": "shipping"}, timeout=30).status_code == 200
         after = scrape(f"{url}/metrics")
         assert value(after, count, route="/search", region=region) == value(before, count, route="/search") + 1
         assert value(after, "regionsync_http_requests_total", route="/search", status="200") >= 1
@@ -80,7 +79,7 @@ def test_a_poison_record_moves_the_dead_letter_counter(settings: Settings) -> No
 def test_every_worker_serves_metrics(settings: Settings, urls: dict[str, str]) -> None:
     # A turn, so that every region's dialog worker has something to snapshot (every 5 s here).
     turned_at = time.time()
-    turn = requests.post(f"{urls['east']}/sessions/metrics-{secrets.token_hex(4)}/turns", json={"text": "hi"},
+    turn = api.post(f"{urls['east']}/sessions/metrics-{secrets.token_hex(4)}/turns", json={"text": "hi"},
                          timeout=60)
     assert turn.status_code == 200, turn.text
     created = "regionsync_dialog_snapshot_created_timestamp_seconds"
@@ -105,7 +104,7 @@ def test_a_turn_moves_the_dialog_events_applied_in_every_region(settings: Settin
 
     before = {r: applied(r) for r in settings.regions}
     session = f"metrics-{secrets.token_hex(4)}"
-    turn = requests.post(f"{urls['east']}/sessions/{session}/turns", json={"text": "hello"}, timeout=60)
+    turn = api.post(f"{urls['east']}/sessions/{session}/turns", json={"text": "hello"}, timeout=60)
     assert turn.status_code == 200, turn.text
     events = turn.json()["events"]
     assert events >= 3  # session started, user utterance, bot replied
@@ -116,7 +115,7 @@ def test_a_turn_moves_the_dialog_events_applied_in_every_region(settings: Settin
 def test_the_model_is_loaded_once_per_service_process(settings: Settings, urls: dict[str, str]) -> None:
     for url in urls.values():
         for q in ("first query", "second query", "third query"):
-            assert requests.get(f"{url}/search", params={"q": q}, timeout=60).status_code == 200
+            assert api.get(f"{url}/search", params={"q": q}, timeout=60).status_code == 200
     for region in settings.regions:
         log = (settings.state_dir / "logs" / f"serve-{region}.log").read_text()
         assert log.count("(ONNX, ") == 1, log[-3000:]  # the embedder's "loaded ... (ONNX, 384 dims)" line
@@ -128,12 +127,12 @@ def test_prometheus_scrapes_every_target_of_the_stack(settings: Settings) -> Non
         expected = {t for found in prometheus.targets(settings).values() for t, _ in found}
 
         def all_up() -> bool:
-            data = requests.get(f"{prometheus.url(settings)}/api/v1/targets", timeout=10).json()["data"]
+            data = api.get(f"{prometheus.url(settings)}/api/v1/targets", timeout=10).json()["data"]
             up = {t["labels"]["instance"] for t in data["activeTargets"] if t["health"] == "up"}
             return up == expected
 
         wait_for(all_up, 90, "every target up in Prometheus")
-        rules = requests.get(f"{prometheus.url(settings)}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        rules = api.get(f"{prometheus.url(settings)}/api/v1/rules", timeout=10).json()["data"]["groups"]
         names = {r["name"] for g in rules for r in g["rules"]}
         defined = {r["alert"] for g in yaml.safe_load(prometheus.RULES.read_text())["groups"] for r in g["rules"]}
         assert {"RegionLatencyP99High", "RegionErrorRateHigh", "RegionIndexLagGrowing", "DialogSnapshotTooOld",

@@ -5,12 +5,11 @@ role still stated) so a load balancer stops sending it traffic; a search gets a 
 from __future__ import annotations
 
 import pytest
-import requests
 
 from regionsync.settings import Settings
 from stack import milvus
 
-from .conftest import wait_for
+from .conftest import api, wait_for
 from .test_metrics import scrape, value
 
 pytestmark = pytest.mark.integration
@@ -18,20 +17,20 @@ pytestmark = pytest.mark.integration
 
 def test_a_region_without_its_milvus_is_not_ready_and_answers_503(settings: Settings, urls: dict[str, str]) -> None:
     url = urls["north"]
-    wait_for(lambda: requests.get(f"{url}/readyz", timeout=30).status_code == 200, 120, "north ready")
+    wait_for(lambda: api.get(f"{url}/readyz", timeout=30).status_code == 200, 120, "north ready")
     errors_before = value(scrape(f"{url}/metrics"), "regionsync_http_errors_total", route="/search", region="north")
     milvus.stop(settings, "north")
     try:
         # Readiness is checked every second in the background: it says so within a few seconds.
-        wait_for(lambda: requests.get(f"{url}/readyz", timeout=30).status_code == 503, 30, "north not ready")
-        ready = requests.get(f"{url}/readyz", timeout=120)
+        wait_for(lambda: api.get(f"{url}/readyz", timeout=30).status_code == 503, 30, "north not ready")
+        ready = api.get(f"{url}/readyz", timeout=120)
         assert ready.status_code == 503
         body = ready.json()
         assert body["ready"] is False and body["role"] == "standby" and body["region"] == "north"
         assert body["checks"]["milvus"]["ok"] is False and "unavailable" in body["checks"]["milvus"]["error"]
         assert body["checks"]["role"]["ok"] is True  # what still works is reported as such
 
-        search = requests.get(f"{url}/search", params={"q": "return an item"}, timeout=120)
+        search = api.get(f"{url}/search", params={"q": "return an item"}, timeout=120)
         assert search.status_code == 503, search.text
         assert "region north's index is unavailable" in search.json()["detail"]
         after = scrape(f"{url}/metrics")
@@ -39,10 +38,10 @@ def test_a_region_without_its_milvus_is_not_ready_and_answers_503(settings: Sett
         assert value(after, "regionsync_http_requests_total", route="/search", status="503", region="north") >= 1
 
         # The other region is untouched.
-        assert requests.get(f"{urls['east']}/readyz", timeout=60).status_code == 200
+        assert api.get(f"{urls['east']}/readyz", timeout=60).status_code == 200
     finally:
         milvus.start(settings, "north")
 
-    wait_for(lambda: requests.get(f"{url}/readyz", timeout=30).status_code == 200, 180, "north ready again")
-    hits = requests.get(f"{url}/search", params={"q": "return an item within 30 days"}, timeout=60).json()["hits"]
+    wait_for(lambda: api.get(f"{url}/readyz", timeout=30).status_code == 200, 180, "north ready again")
+    hits = api.get(f"{url}/search", params={"q": "return an item within 30 days"}, timeout=60).json()["hits"]
     assert hits and hits[0]["doc_id"] == "kb-returns"
