@@ -33,8 +33,15 @@ def register(sub: Any) -> None:
 
 
 def interrupted(signum: int, frame: Any) -> None:
-    """SIGTERM as Ctrl-C: raise, so a run's cleanup stops its stack (the fault suite uses it too)."""
+    """SIGTERM as Ctrl-C: raise, so a run's cleanup stops its stack."""
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def raise_on_stop_signals() -> None:
+    """Ctrl-C and SIGTERM (even in the background, where SIGINT is ignored by default) raise
+    KeyboardInterrupt, so a run's cleanup stops its stack and profilers (the fault suite uses it too)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupted)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -51,10 +58,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         quick=args.quick, docs=args.docs, freshness_s=args.freshness_seconds, dialog_sessions=args.dialog_sessions,
         profile_dir=args.profile, state_dir=args.state_dir, keep_state=args.keep_state,
     )
-    # Stopped by Ctrl-C or SIGTERM (even when started in the background, where SIGINT is ignored
-    # by default): raise, so the runner's cleanup stops the bench's stack and profilers.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, interrupted)
+    raise_on_stop_signals()
     results = run_bench(settings, options, say=lambda msg: print(msg, file=sys.stderr, flush=True))
     if args.json:
         report.save(results, args.json)

@@ -165,22 +165,22 @@ def kill(settings: Settings, names: Sequence[str], clock: Callable[[], float] = 
 
 def freeze(settings: Settings, names: Sequence[str], clock: Callable[[], float] = time.time) -> Fault:
     """SIGSTOP every named process and its descendants: they hang, their sockets stay open."""
-    _check_names(settings, names)
-    at = clock()
-    pids = _pids_of(settings, names)
-    _signal(pids, signal.SIGSTOP)
-    log.info("froze %s (%d processes)", ", ".join(names), len(pids))
-    return Fault(Mode.FREEZE.value, tuple(names), tuple(pids), at, clock())
+    return _signal_all(settings, names, signal.SIGSTOP, Mode.FREEZE.value, "froze", clock)
 
 
 def thaw(settings: Settings, names: Sequence[str], clock: Callable[[], float] = time.time) -> Fault:
     """SIGCONT every named process and its descendants (the end of a freeze)."""
+    return _signal_all(settings, names, signal.SIGCONT, "thaw", "thawed", clock)
+
+
+def _signal_all(settings: Settings, names: Sequence[str], sig: signal.Signals, mode: str, done: str,
+                clock: Callable[[], float]) -> Fault:
     _check_names(settings, names)
     at = clock()
     pids = _pids_of(settings, names)
-    _signal(pids, signal.SIGCONT)
-    log.info("thawed %s (%d processes)", ", ".join(names), len(pids))
-    return Fault("thaw", tuple(names), tuple(pids), at, clock())
+    _signal(pids, sig)
+    log.info("%s %s (%d processes)", done, ", ".join(names), len(pids))
+    return Fault(mode, tuple(names), tuple(pids), at, clock())
 
 
 def restart(settings: Settings, names: Sequence[str], clock: Callable[[], float] = time.time) -> Fault:

@@ -37,7 +37,7 @@ def register(subparsers: Any) -> None:
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from embedding.errors import EmbeddingError
     from indexer.errors import IndexerError
-    from indexer.search import format_hit, hit_to_json, search_region
+    from indexer.search import print_hits, search_region
 
     region = args.region or settings.regions[0]
     try:
@@ -45,15 +45,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     except (IndexerError, EmbeddingError) as exc:
         print(f"regionsync: error: region {region}: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        sys.stdout.write(orjson.dumps([hit_to_json(h) for h in hits], option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0
-    if not hits:
-        print(f"no hits in region {region}")
-        return 0
-    print(f"region {region}: {len(hits)} hits for {args.text!r}")
-    for rank, hit in enumerate(hits, 1):
-        print(format_hit(rank, hit))
+    print_hits(hits, f"region {region}", args.text, args.json)
     return 0
 
 

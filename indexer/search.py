@@ -5,8 +5,11 @@ The one place the indexer needs an embedder: a query is text, the index holds ve
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from typing import Any
+
+import orjson
 
 from embedding.embedder import Embedder
 from embedding.runtime import embedder_from_settings
@@ -33,6 +36,18 @@ def hit_to_json(hit: Hit) -> dict[str, Any]:
     out = asdict(hit)
     out["tags"] = list(hit.tags)
     return out
+
+
+def print_hits(hits: list[Hit], where: str, text: str, as_json: bool = False) -> None:
+    """What `regionsync search` prints: JSON, or one line per hit under a heading."""
+    if as_json:
+        sys.stdout.write(orjson.dumps([hit_to_json(h) for h in hits], option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif not hits:
+        print(f"no hits in {where}")
+    else:
+        print(f"{where}: {len(hits)} hits for {text!r}")
+        for rank, hit in enumerate(hits, 1):
+            print(format_hit(rank, hit))
 
 
 def format_hit(rank: int, hit: Hit, width: int = 160) -> str:

@@ -85,7 +85,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from indexer.cli import cmd_search as in_process
     from indexer.ports import Hit
-    from indexer.search import format_hit, hit_to_json
+    from indexer.search import print_hits
     from serve.client import RegionClient
     from serve.errors import ServeError
 
@@ -104,15 +104,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             version=h["version"], source=h["source"], tags=tuple(h["tags"]))
         for h in data["hits"]
     ]
-    if args.json:
-        _print_json([hit_to_json(h) for h in hits])
-        return 0
-    if not hits:
-        print(f"no hits in region {region}")
-        return 0
-    print(f"region {region} (service): {len(hits)} hits for {args.text!r}")
-    for rank, hit in enumerate(hits, 1):
-        print(format_hit(rank, hit))
+    print_hits(hits, f"region {region} (service)", args.text, args.json)
     return 0
 
 

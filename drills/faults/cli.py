@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,11 +67,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         scenarios=tuple(args.scenario), trials=args.trials, quick=args.quick, seed=args.seed,
         state_dir=args.state_dir, keep_state=args.keep_state, converge_timeout_s=args.converge_timeout,
     )
-    # Stopped by Ctrl-C or SIGTERM: raise, so the runner's cleanup stops the suite's stack.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    from bench.cli import interrupted
+    from bench.cli import raise_on_stop_signals
 
-    signal.signal(signal.SIGTERM, interrupted)
+    raise_on_stop_signals()  # Ctrl-C or SIGTERM: the runner's cleanup stops the suite's stack
     results = run_suite(settings, options, say=lambda msg: print(msg, file=sys.stderr, flush=True))
     if args.json:
         table.save(results, args.json)
