@@ -21,7 +21,8 @@ import requests
 from bench.retry import Retries
 from bench.search import K
 from regionsync.settings import Settings
-from serve.auth import ASSISTANT, bearer
+from serve.auth import ASSISTANT
+from serve.tls import http_session
 
 
 def _search(http: requests.Session, url: str, query: str) -> list[dict[str, Any]]:
@@ -36,8 +37,7 @@ def measure(settings: Settings, queries: Sequence[str], retries: Retries, warm_u
     regions: dict[str, Any] = {}
     for region in settings.regions:
         url = f"{settings.serve_url(region)}/search"
-        with requests.Session() as http:
-            http.headers.update(bearer(settings, ASSISTANT))
+        with http_session(settings, ASSISTANT) as http:
             for query in queries[:warm_up]:
                 retries.call(f"http search ({region})", partial(_search, http, url, query))
             times_ms: list[float] = []

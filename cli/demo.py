@@ -129,7 +129,8 @@ def _previous_conversation(settings: Settings) -> None:
     import orjson
     import requests
 
-    from serve.auth import ASSISTANT, bearer
+    from serve.auth import ASSISTANT
+    from serve.tls import http_session
 
     path = settings.state_dir / LAST_SESSION
     if not path.exists():
@@ -139,8 +140,8 @@ def _previous_conversation(settings: Settings) -> None:
           f"{last['region']}), in every region after the restart")
     for region in settings.regions:
         try:
-            resp = requests.get(f"{settings.serve_url(region)}/sessions/{last['session']}", timeout=30,
-                                headers=bearer(settings, ASSISTANT))
+            resp = http_session(settings, ASSISTANT).get(f"{settings.serve_url(region)}/sessions/{last['session']}",
+                                                         timeout=30)
             if resp.status_code == 200:
                 body = resp.json()
                 print(f"   {region:<6} holds it: {len(body['turns'])} turns, last_seq={body['last_seq']}, "

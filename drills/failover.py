@@ -55,6 +55,7 @@ from drills.workload import Workload
 from drills.workload_model import WorkloadConfig, WorkloadResult
 from regionsync.revision import code_revision
 from regionsync.settings import Settings
+from serve.tls import verify
 from stack import host
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def preflight(settings: Settings, opts: DrillOptions) -> str:
     states: dict[str, dict[str, Any]] = {}
     for region in settings.regions:
         try:
-            resp = requests.get(f"{settings.serve_url(region)}/readyz", timeout=10)
+            resp = requests.get(f"{settings.serve_url(region)}/readyz", timeout=10, verify=verify(settings))
             states[region] = {"ready": resp.status_code == 200, **resp.json()}
         except (requests.RequestException, ValueError) as exc:
             states[region] = {"ready": False, "role": None, "error": str(exc)}
@@ -174,7 +175,7 @@ def run(settings: Settings, opts: DrillOptions, clock: Callable[[], float] = tim
     started = clock()
     flag = _Flag(opts.fail)
     urls = {r: settings.serve_url(r) for r in settings.regions}
-    prober = Prober(urls, opts.probe_interval_s, opts.timeout_s, opts.misses, flag, clock)
+    prober = Prober(urls, opts.probe_interval_s, opts.timeout_s, opts.misses, flag, clock, verify=verify(settings))
     workload = Workload(settings, WorkloadConfig(
         regions=tuple(settings.regions), start_region=opts.fail, users=opts.users, think_s=opts.think_s,
         doc_rate=opts.doc_rate, search_rate=opts.search_rate, seed=rng.randrange(1 << 30), run_id=opts.run_id,

@@ -24,7 +24,8 @@ from drills.errors import DrillsError
 from drills.inject import Scope
 from drills.workload_model import WorkloadResult
 from regionsync.settings import Settings
-from serve.auth import ASSISTANT, bearer
+from serve.auth import ASSISTANT
+from serve.tls import http_session, verify
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,7 @@ VIEW_FIELDS = ("status", "intent", "slots", "last_seq", "turns", "tool_calls", "
 def _compare_views(settings: Settings, region: str, sessions: list[str], folded: Mapping[str, SessionState]
                    ) -> tuple[int, tuple[str, ...]]:
     """What the region's service shows a customer (GET /sessions/{id}) against the fold."""
-    http = requests.Session()
-    http.headers.update(bearer(settings, ASSISTANT))
+    http = http_session(settings, ASSISTANT)
     differing: list[str] = []
     for sid in sessions:
         resp = http.get(f"{settings.serve_url(region)}/sessions/{sid}", timeout=30)
@@ -126,7 +126,7 @@ def failback(settings: Settings, region: str, scope: Scope, new_region: str, res
     state: dict[str, Any] = {}
     while time.monotonic() < deadline:
         try:
-            state = requests.get(f"{settings.serve_url(region)}/readyz", timeout=10).json()
+            state = requests.get(f"{settings.serve_url(region)}/readyz", timeout=10, verify=verify(settings)).json()
             if state.get("ready") and region_lag(settings, region) == 0:
                 break
         except Exception:  # noqa: BLE001 - not up yet (no answer, no JSON, lag unreadable): ask again

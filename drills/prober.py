@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import requests
 
 from drills.gslb import HealthState, ProbeResult, Transition
+from serve.tls import VerifyingSession
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,10 @@ class Prober:
         misses: int,
         on_transition: Callable[[Transition], None] = lambda _t: None,
         clock: Callable[[], float] = time.time,
+        verify: str | bool = True,
     ) -> None:
         self.urls = dict(urls)
+        self.verify = verify  # the services' CA when they serve HTTPS
         self.interval_s = interval_s
         self.timeout_s = min(timeout_s, interval_s)
         self.misses = misses
@@ -71,7 +74,7 @@ class Prober:
 
         def one() -> ProbeResult:
             if not hasattr(local, "http"):  # a session per pool thread: requests.Session is not thread-safe
-                local.http = requests.Session()
+                local.http = VerifyingSession(self.verify)
             return probe(local.http, region, url, self.timeout_s, self._clock)
 
         # Two probes can be in flight (timeout <= interval); a third thread is slack for a stall.

@@ -50,7 +50,8 @@ from drills.workload_model import (
     turn_message,
 )
 from regionsync.settings import Settings
-from serve.auth import ASSISTANT, bearer
+from serve.auth import ASSISTANT
+from serve.tls import http_session
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +148,7 @@ class Workload:
         c = self.config
         rng = random.Random(c.seed * 1_000_003 + i)
         route = self._route()
-        http = requests.Session()
-        http.headers.update(bearer(self.settings, ASSISTANT))
+        http = http_session(self.settings, ASSISTANT)
         timeout = (c.connect_timeout_s, c.request_timeout_s)
         turn = 0
         # Customers do not all start at once.
@@ -219,8 +219,7 @@ class Workload:
     def _search(self) -> None:
         c = self.config
         route = self._route()
-        http = requests.Session()
-        http.headers.update(bearer(self.settings, ASSISTANT))
+        http = http_session(self.settings, ASSISTANT)
         queries = ("read a JSON file", "sort a list", "standby region takes over", "context manager", "parse arguments")
         period = 1.0 / c.search_rate
         n = 0

@@ -207,6 +207,11 @@ class Settings(BaseSettings):
     # rotation needs no restart). Unset file: <state_dir>/secrets/api-tokens (`stack up` writes it).
     api_tokens: SecretStr = SecretStr("")
     api_tokens_file: Path | None = None
+    # TLS (serve/tls.py): the region services serve HTTPS with tls_dir's serve.pem + serve.key and
+    # every client verifies them against its ca.pem. Unset dir: <state_dir>/pki (`stack up` makes a
+    # local CA and the certificates there).
+    tls: bool = False
+    tls_dir: Path | None = None
     # /readyz: a region is ready while its index and dialog state are at most this far behind.
     ready_max_index_lag: int = 1000
     ready_max_dialog_lag: int = 1000
@@ -236,7 +241,7 @@ class Settings(BaseSettings):
     def serve_url(self, region: str) -> str:
         if region in self.serve_urls:
             return self.serve_urls[region]
-        return f"http://{self.serve_host}:{self.serve_port(region)}"
+        return f"{'https' if self.tls else 'http'}://{self.serve_host}:{self.serve_port(region)}"
 
     def metrics_port(self, worker: str, region: str | None = None, source: str | None = None) -> int:
         """Port of a worker's /metrics: ``worker`` is "changes", "indexer", "dialog" or "mirror"
@@ -296,7 +301,7 @@ class Settings(BaseSettings):
         object.__setattr__(self, "s3_endpoints", s3s)
         return self
 
-    @field_validator("state_dir", "embed_onnx_dir", "api_tokens_file", mode="after")
+    @field_validator("state_dir", "embed_onnx_dir", "api_tokens_file", "tls_dir", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         # Child processes run with other working directories: pin the path down once.

@@ -74,9 +74,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(service)
     host = args.host or settings.serve_host
     port = args.port or settings.serve_port(args.region)
-    log.info("region %s service on http://%s:%d", args.region, host, port)
+    tls: dict[str, Any] = {}
+    if settings.tls:
+        from serve.tls import tls_files
+
+        files = tls_files(settings)
+        tls = {"ssl_certfile": str(files.cert), "ssl_keyfile": str(files.key)}
+    log.info("region %s service on %s://%s:%d", args.region, "https" if tls else "http", host, port)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, **tls)
     finally:
         service.close()
     return 0

@@ -12,6 +12,7 @@ import requests
 from regionsync.settings import Settings
 from serve.auth import ASSISTANT, OPERATOR, bearer
 from serve.errors import ServeError, ServiceUnavailable
+from serve.tls import http_session
 
 
 class RegionClient:
@@ -20,7 +21,7 @@ class RegionClient:
         self._settings = settings
         self.base = settings.serve_url(region)
         self._timeout = timeout_s
-        self._http = requests.Session()
+        self._http = http_session(settings)  # the services' CA trusted when TLS is on
 
     def is_up(self) -> bool:
         try:

@@ -39,10 +39,14 @@ def targets(settings: Settings) -> dict[str, list[tuple[str, dict[str, str]]]]:
 
 
 def config(settings: Settings, rules: Path = RULES) -> dict[str, Any]:
-    jobs = []
+    jobs: list[dict[str, Any]] = []
     for job, found in targets(settings).items():
         groups = [{"targets": [t], "labels": labels} if labels else {"targets": [t]} for t, labels in found]
         jobs.append({"job_name": job, "static_configs": groups})
+        if job == "regionsync-service" and settings.tls:  # the services serve HTTPS with the local CA's certificate
+            from serve.tls import tls_files
+
+            jobs[-1].update({"scheme": "https", "tls_config": {"ca_file": str(tls_files(settings).ca)}})
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
         "rule_files": [str(rules)],

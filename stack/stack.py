@@ -169,6 +169,10 @@ def start_service(settings: Settings, region: str, wait: bool = True) -> procs.P
     written = ensure_tokens_file(settings)  # the services accept no caller without a token
     if written is not None:
         log.info("wrote fresh API tokens (assistant, operator) to %s (owner-only)", written)
+    if settings.tls:  # the services serve HTTPS with the local CA's certificate
+        from stack import pki
+
+        pki.ensure(settings)
     proc = _spawn_module(settings.for_region(region), service_name(region), "serve", "--region", region)
     if wait:
         wait_service(settings, region, proc)
@@ -324,8 +328,10 @@ def _readiness(settings: Settings, region: str) -> dict[str, Any]:
     """The running service's own view: ready or not (/readyz), and the region's role."""
     import requests
 
+    from serve.tls import verify
+
     try:
-        body = requests.get(f"{settings.serve_url(region)}/readyz", timeout=10).json()
+        body = requests.get(f"{settings.serve_url(region)}/readyz", timeout=10, verify=verify(settings)).json()
         return {"service_ready": bool(body["ready"]), "role": body.get("role")}
     except Exception as exc:  # noqa: BLE001 - status must report, not fail
         return {"service_ready": False, "role": None, "service_error": str(exc)}

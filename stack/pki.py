@@ -1,0 +1,101 @@
+"""The embedded stack's local certificate authority: made at ``stack up`` when TLS is on, kept
+across restarts (``STATE/pki``, keys owner-only).
+
+One CA (``ca.pem``), a server certificate for the region services (``serve.pem``/``serve.key``,
+valid for ``localhost``, ``127.0.0.1`` and the configured service host), and a client certificate
+per name asked for (``<name>.pem``/``<name>.key``), e.g. a replicator's for mutual TLS. Keys are
+EC P-256; the CA lives 10 years, the others 2 (an operator rotates them by deleting the files
+and running ``stack up`` again, the CA's too).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from regionsync.settings import Settings
+from serve.tls import tls_files
+
+CA_DAYS, LEAF_DAYS = 3650, 730
+
+
+def ensure(settings: Settings, clients: Iterable[str] = ()) -> Path:
+    """The TLS directory with a CA, the services' certificate and one client certificate per name
+    in ``clients``; what exists is kept. Returns the directory."""
+    files = tls_files(settings)
+    root = files.ca.parent
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    ca_key_path = root / "ca.key"
+    if not files.ca.exists() or not ca_key_path.exists():
+        for old in [*root.glob("*.pem"), *root.glob("*.key")]:  # signed by a CA that is gone: issued again
+            old.unlink()
+        new_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "regionsync local CA")])
+        new_ca = (_builder(ca_name, ca_name, new_key.public_key(), CA_DAYS)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                             data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                             crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+                .sign(new_key, hashes.SHA256()))
+        _write(ca_key_path, cert_or_key=new_key)
+        _write(files.ca, cert_or_key=new_ca)
+    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate(files.ca.read_bytes())
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    if not files.cert.exists() or not files.key.exists():
+        hosts = sorted({"localhost", "127.0.0.1", settings.serve_host} - {"0.0.0.0", ""})
+        _issue(ca_cert, ca_key, "regionsync region services", files.cert, files.key, hosts=hosts, server=True)
+    for client in clients:
+        cert_path, key_path = root / f"{client}.pem", root / f"{client}.key"
+        if not cert_path.exists() or not key_path.exists():
+            _issue(ca_cert, ca_key, client, cert_path, key_path, hosts=(), server=False)
+    return root
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey,
+             days: int) -> x509.CertificateBuilder:
+    now = dt.datetime.now(dt.UTC)
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days)))
+
+
+def _issue(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, common_name: str, cert_path: Path,
+           key_path: Path, hosts: Iterable[str], server: bool) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    builder = (_builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), ca_cert.subject,
+                        key.public_key(), LEAF_DAYS)
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
+                                                     else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    _write(key_path, cert_or_key=key)
+    _write(cert_path, cert_or_key=cert)
+
+
+def _write(path: Path, cert_or_key: x509.Certificate | ec.EllipticCurvePrivateKey) -> None:
+    if isinstance(cert_or_key, x509.Certificate):
+        path.write_bytes(cert_or_key.public_bytes(serialization.Encoding.PEM))
+        return
+    data = cert_or_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
