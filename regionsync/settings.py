@@ -360,7 +360,12 @@ class Settings(BaseSettings):
     def postgres(self, region: str | None = None) -> PostgresSettings:
         """The Postgres part: ``region``'s server (default: the one these settings see)."""
         host, port = (self.pg_addresses[region].rsplit(":", 1) if region else (self.pg_host, self.pg_port))
-        return PostgresSettings(host, int(port), self.pg_user, self.pg_password, self.pg_database)
+        ca = self.tls_root() / "ca.pem" if self.tls else None
+        return PostgresSettings(host, int(port), self.pg_user, self.pg_password, self.pg_database, ca)
+
+    def tls_root(self) -> Path:
+        """The TLS directory: ca.pem, serve.pem and serve.key, client certificates (serve/tls.py)."""
+        return self.tls_dir or self.state_dir / "pki"
 
     def object_store(self, region: str | None = None) -> ObjectStoreSettings:
         """The object store's part: ``region``'s endpoint (default: the one these settings see)."""

@@ -25,7 +25,7 @@ class TlsFiles:
 
 
 def tls_files(settings: Settings) -> TlsFiles:
-    root = settings.tls_dir or settings.state_dir / "pki"
+    root = settings.tls_root()
     return TlsFiles(root / "ca.pem", root / "serve.pem", root / "serve.key")
 
 

@@ -68,6 +68,21 @@ def data_dir(settings: Settings, region: str) -> Path:
     return settings.state_dir / "pg" / region
 
 
+def _install_certificate(settings: Settings, ddir: Path) -> None:
+    """The local CA's server certificate as the server's (``server.crt``/``server.key`` in the data
+    dir, owned by the server's user, the key 0600: Postgres refuses a key others can read)."""
+    from serve.tls import tls_files
+    from stack import pki
+
+    pki.ensure(settings)
+    files = tls_files(settings)
+    for source, name in ((files.cert, "server.crt"), (files.key, "server.key")):
+        target = ddir / name
+        target.write_bytes(source.read_bytes())
+        os.chmod(target, 0o600)
+    _chown_for_postgres(ddir)
+
+
 def _chown_for_postgres(path: Path) -> None:
     if os.geteuid() != 0:
         return
@@ -148,6 +163,9 @@ def start(settings: Settings, region: str) -> None:
             f"-p {settings.pg_port} -c wal_level=logical -c listen_addresses=127.0.0.1 -k {ddir} "
             "-c max_replication_slots=10 -c max_wal_senders=10 -c fsync=off -c full_page_writes=off"
         )
+        if settings.tls:
+            _install_certificate(settings, ddir)
+            opts += " -c ssl=on"  # server.crt and server.key in the data dir: Postgres' defaults
         clear_stale_lock(ddir)
         try:
             _run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,12 @@ def test_object_store_and_milvus_parts_keep_their_secrets_masked() -> None:
 
 def test_a_kafka_part_alone_makes_a_client_config() -> None:
     assert KafkaSettings("h:1").client() == {"bootstrap.servers": "h:1"}
+
+
+def test_with_tls_every_postgres_dsn_verifies_the_server_with_the_ca(tmp_path: Path) -> None:
+    s = Settings(state_dir=tmp_path, tls=True, pg_password="pw")
+    pg = s.postgres()
+    assert pg.ca_file == tmp_path / "pki" / "ca.pem"
+    assert pg.dsn("x").endswith(f"/x?sslmode=verify-full&sslrootcert={tmp_path}/pki/ca.pem")
+    assert s.pg_dsn_masked().endswith("?sslmode=verify-full&sslrootcert=" + str(tmp_path / "pki" / "ca.pem"))
+    assert "sslmode" not in Settings(state_dir=tmp_path).pg_dsn()
