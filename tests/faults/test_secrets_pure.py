@@ -122,3 +122,18 @@ def test_a_worker_that_does_not_answer_is_a_gap_in_the_scan_not_a_clean_one() ->
     assert answers == [] and gaps == ["Connect did not answer GET /connectors: ConnectionError"]
     answers, gaps = connect_answers("http://connect:8083", get=FakeConnect(["missing"]).get)
     assert "Connect answered GET /connectors/missing with HTTP 404" in gaps
+
+
+def test_each_api_token_is_looked_for_alone_from_the_environment_and_the_file(tmp_path: Path) -> None:
+    from drills.faults.secrets_scan import secrets_of
+
+    file = tmp_path / "tokens"
+    file.write_text("assistant:file-assistant-token-0001\n")
+    s = Settings(state_dir=tmp_path, api_tokens=SecretStr("assistant:env-assistant-token-01,operator:env-op/token+0001"),
+                 api_tokens_file=file)
+    found = secrets_of(s)
+    assert found["assistant API token (env:1)"] == "env-assistant-token-01"
+    assert found["operator API token (env:2)"] == "env-op/token+0001"
+    assert found["operator API token (env:2) (URL-encoded)"] == "env-op%2Ftoken%2B0001"
+    assert found["assistant API token (file:1)"] == "file-assistant-token-0001"
+    assert "api_tokens" not in found  # the list as a whole is not a secret anyone would print
