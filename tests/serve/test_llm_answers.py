@@ -17,6 +17,7 @@ from regionsync.settings import Settings
 from stack import procs
 
 from .chat_server import ANSWER, ChatServer, chat_server
+from .conftest import api
 from .test_metrics import scrape, value
 
 pytestmark = pytest.mark.integration
@@ -55,7 +56,7 @@ def llm_url(settings: Settings, chat: ChatServer, key: str) -> Iterator[str]:
 
 
 def ask(url: str, **body: object) -> dict:
-    resp = requests.post(f"{url}/ask", json={"question": QUESTION, **body}, timeout=120)
+    resp = api.post(f"{url}/ask", json={"question": QUESTION, **body}, timeout=120)
     assert resp.status_code == 200, resp.text
     data: dict = resp.json()
     return data
@@ -82,7 +83,7 @@ def test_the_chat_endpoint_writes_the_answer_from_the_regions_passages(
     session = f"llm-{secrets.token_hex(4)}"
     turned = ask(llm_url, session_id=session)
     assert turned["answer"] == ANSWER and turned["sources"] == plain["sources"] and turned["last_seq"] > 0
-    state = requests.get(f"{llm_url}/sessions/{session}", timeout=30).json()
+    state = api.get(f"{llm_url}/sessions/{session}", timeout=30).json()
     assert [(t["role"], t["text"]) for t in state["turns"]] == [("user", QUESTION), ("bot", ANSWER)]
     assert state["turns"][1]["sources"] == [s["label"] for s in plain["sources"]]
 
@@ -97,7 +98,7 @@ def test_a_failing_endpoint_gives_the_extractive_answer_with_the_same_sources(
     before = value(samples, "regionsync_answer_llm_requests_total", outcome=outcome)
     ok_before = value(samples, "regionsync_answer_llm_requests_total", outcome="ok")
     plain = ask(urls["east"])
-    got = requests.post(f"{llm_url}/ask", json={"question": QUESTION}, timeout=120)
+    got = api.post(f"{llm_url}/ask", json={"question": QUESTION}, timeout=120)
     assert got.status_code == 200, got.text
     data = got.json()
     assert data["composer"] == "extractive (llm failed)"
