@@ -29,7 +29,7 @@ from dialog.errors import MalformedEvent
 from dialog.events import decode
 from dialog.kafka_io import consumer_config
 from dialog.state import SessionState
-from regionsync.kafka import new_consumer
+from regionsync.kafka import FetchCounter, NoAnswer, new_consumer, probe_offset
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,10 @@ def find_moved(reader: RecordReader, partitions: Iterable[tuple[str, int]], posi
         if marks is None:
             continue  # nothing folded yet, or the broker does not answer: later
         low, high = marks
-        record = reader.record_at(topic, p, stored - 1) if stored - 1 >= low else None
+        try:
+            record = reader.record_at(topic, p, stored - 1) if stored - 1 >= low else None
+        except NoAnswer:
+            continue  # the broker is slow: judged later, never "recreated" for want of an answer
         if fenced is None:
             fenced = fenced_ids()
         verdict = judge(stored, low, record, states, fenced)
@@ -130,7 +133,10 @@ class HoleProbe:
         if key != (at, high):
             key, since, hole = (at, high), now, False
         if not hole and self._reader is not None and now - since >= self._wait_s:
-            hole = self._reader.record_at(tp[0], tp[1], at) is None
+            try:
+                hole = self._reader.record_at(tp[0], tp[1], at) is None
+            except NoAnswer:
+                hole = False  # a slow broker: asked again after another wait
             if hole:
                 log.warning("dialog log %s[%d]: no record between offset %d and its end %d (a write the broker "
                             "lost when it was killed): at its end", tp[0], tp[1], at, high)
@@ -151,10 +157,11 @@ class HoleProbe:
 class KafkaLogReader:
     """Reads single records of the region's logs by offset (assign only: it never joins a group)."""
 
-    def __init__(self, settings: Settings, region: str, timeout_s: float = 2.0) -> None:
+    def __init__(self, settings: Settings, region: str, timeout_s: float = 10.0) -> None:
         self.timeout_s = timeout_s
+        self._fetches = FetchCounter()
         self._consumer = new_consumer({**consumer_config(settings, f"regionsync-dialog-check-{region}"),
-                                   "auto.offset.reset": "error"})
+                                       "auto.offset.reset": "error", **self._fetches.config()})
 
     def watermarks(self, topic: str, partition: int) -> tuple[int, int] | None:
         try:
@@ -165,15 +172,11 @@ class KafkaLogReader:
         return int(low), int(high)
 
     def record_at(self, topic: str, partition: int, offset: int) -> tuple[bytes | None, bytes | None] | None:
-        """The record at ``offset``, or None when the log has none there within the timeout."""
-        self._consumer.assign([TopicPartition(topic, partition, offset)])
-        try:
-            for msg in self._consumer.consume(1, self.timeout_s):
-                if msg.error() is None and msg.offset() == offset:
-                    return msg.key(), msg.value()
-            return None
-        finally:
-            self._consumer.unassign()
+        """The record at ``offset``, or None when the broker answers that it has none there.
+        Raises :class:`~regionsync.kafka.NoAnswer` when the broker does not answer in time (a
+        slow broker is not an empty log)."""
+        msg = probe_offset(self._consumer, self._fetches, topic, partition, offset, timeout_s=self.timeout_s)
+        return None if msg is None else (msg.key(), msg.value())
 
     def close(self) -> None:
         self._consumer.close()

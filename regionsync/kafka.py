@@ -168,51 +168,118 @@ def read_topic(settings: Settings, topic: str, *, timeout: float = 60.0, region:
     yield from read_to_end(kafka, ends, timeout=timeout)
 
 
+class NoAnswer(RegionsyncError):
+    """The broker did not answer enough fetches in time: whether a record is there is unknown."""
+
+
+class FetchCounter:
+    """How many Fetch requests a consumer has sent, from librdkafka's statistics. A consumer has
+    one fetch in flight per broker, so each new one means the broker answered the previous: a
+    count that grows while no record comes is a broker saying "nothing here", a count that stands
+    still is a broker that is slow (busy, frozen). Time alone cannot tell the two apart: a loaded
+    2-core machine has kept tansu from answering a fetch for more than 10 s."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.updates = 0
+
+    def __call__(self, stats: str) -> None:
+        import orjson
+
+        brokers = orjson.loads(stats).get("brokers") or {}
+        self.sent = sum(int((b.get("req") or {}).get("Fetch", 0)) for b in brokers.values())
+        self.updates += 1
+
+    def config(self) -> dict[str, Any]:
+        return {"statistics.interval.ms": 100, "stats_cb": self}
+
+
+def probe_offset(consumer: Consumer, counter: FetchCounter, topic: str, partition: int, offset: int, *,
+                 answers: int = 3, timeout_s: float = 30.0) -> Any | None:
+    """The record at ``offset`` (a message), or None once the broker answered ``answers`` fetches
+    there with nothing (or with a later record, or the partition's end); raises :class:`NoAnswer`
+    when it did not answer that often within ``timeout_s``. ``consumer`` carries ``counter``'s
+    statistics (:meth:`FetchCounter.config`); it is assigned to the partition for the probe only."""
+    consumer.assign([TopicPartition(topic, partition, offset)])
+    try:
+        deadline = time.monotonic() + timeout_s
+        seen_update, base = counter.updates, None
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(1, 0.1):
+                err = msg.error()
+                if err is None:
+                    return msg if int(msg.offset() or 0) == offset else None
+                if err.code() == KafkaError._PARTITION_EOF:
+                    return None
+            if counter.updates > seen_update:  # counts from after the assignment only
+                if base is None:
+                    base = counter.sent
+                elif counter.sent - base > answers:
+                    return None
+        raise NoAnswer(f"{topic}[{partition}]@{offset}: the broker answered "
+                       f"{0 if base is None else counter.sent - base} fetches in {timeout_s:.0f}s")
+    finally:
+        consumer.unassign()
+
+
 def read_to_end(kafka: KafkaSettings, ends: Mapping[TP, int], *, timeout: float = 60.0,
                 config: Mapping[str, Any] | None = None, hole_after_s: float = 10.0) -> Iterator[Any]:
     """Every record of each partition in ``ends`` from offset 0 up to (not including) its end
     (found with :func:`fetch_ends`). A partition is read once the consumer passed its end or
     reported EOF at or past it: an offset without a record (a transaction marker) is never
     delivered. A tansu killed in the middle of a write can come back with a partition's end past
-    its last record and no EOF below it: a partition that brought nothing for ``hole_after_s``
-    while the others were read counts as read (logged). Raises :class:`ReadTimeout` (after
-    yielding what it read) if reading takes longer than ``timeout``, naming each partition's
-    (reached, end)."""
+    its last record and no EOF below it: a partition that brought nothing for ``hole_after_s`` is
+    probed where it stands (:func:`probe_offset`), and counts as read only if the broker answers
+    there with nothing; a broker that is merely slow is waited for. Raises :class:`ReadTimeout`
+    (after yielding what it read) if reading takes longer than ``timeout``, naming each
+    partition's (reached, end)."""
     wanted = {tp: end for tp, end in ends.items() if end > 0}
     if not wanted:
         return
     bootstrap = kafka.bootstrap
-    consumer = new_consumer(kafka.client({
+    client = kafka.client({
         "group.id": f"regionsync-read-{time.monotonic_ns()}",  # a label: assign only, nothing committed
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
         "fetch.message.max.bytes": 16 * 1024 * 1024,
         **(config or {}),
-    }))
+    })
+    consumer = new_consumer(client)
+    prober: tuple[Consumer, FetchCounter] | None = None
     try:
         consumer.assign([TopicPartition(t, p, 0) for t, p in wanted])
         reached = dict.fromkeys(wanted, 0)  # next offset to read, or where EOF was reported
         deadline = time.monotonic() + timeout
         moved = dict.fromkeys(wanted, time.monotonic())  # when each partition last brought something
-        answered = False  # the broker answered a fetch (a partition with no record at all is then a hole too)
         while any(reached[tp] < end for tp, end in wanted.items()):
             now = time.monotonic()
-            for tp, end in wanted.items():
-                if (answered or reached[tp] > 0) and reached[tp] < end and now - moved[tp] > hole_after_s:
-                    log.warning("%s[%d] at %s: nothing between offset %d and its end %d for %.0fs: read",
-                                tp[0], tp[1], bootstrap, reached[tp], end, hole_after_s)
-                    reached[tp] = end
             if now > deadline:
                 short = {f"{t}[{p}]": (reached[(t, p)], end) for (t, p), end in wanted.items() if reached[(t, p)] < end}
                 raise ReadTimeout(f"at {bootstrap}: partitions not read to their end in {timeout:.0f}s "
                                   f"(reached, end): {short}")
+            for tp, end in wanted.items():
+                if reached[tp] < end and now - moved[tp] > hole_after_s:
+                    if prober is None:
+                        counter = FetchCounter()
+                        prober = (new_consumer({**client, **counter.config(), "enable.partition.eof": False}), counter)
+                    try:
+                        found = probe_offset(prober[0], prober[1], tp[0], tp[1], reached[tp],
+                                             timeout_s=max(1.0, min(30.0, deadline - time.monotonic())))
+                    except NoAnswer as exc:
+                        log.info("%s at %s: still waiting: %s", tp, bootstrap, exc)
+                        found = True
+                    if found is None:
+                        log.warning("%s[%d] at %s: no record between offset %d and its end %d (the broker answers "
+                                    "there with nothing): read", tp[0], tp[1], bootstrap, reached[tp], end)
+                        reached[tp] = end
+                    moved[tp] = time.monotonic()  # a record there (or no answer yet): the fetch goes on
             for msg in consumer.consume(5000, 0.2):
                 err = msg.error()
                 tp = (str(msg.topic()), int(msg.partition() or 0))
                 if tp not in reached:
                     continue
-                moved[tp], answered = time.monotonic(), True
+                moved[tp] = time.monotonic()
                 if err is None:
                     offset = int(msg.offset() or 0)
                     reached[tp] = max(reached[tp], offset + 1)
@@ -222,3 +289,5 @@ def read_to_end(kafka: KafkaSettings, ends: Mapping[TP, int], *, timeout: float 
                     reached[tp] = max(reached[tp], int(msg.offset() or 0))
     finally:
         consumer.close()
+        if prober is not None:
+            prober[0].close()

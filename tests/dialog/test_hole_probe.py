@@ -7,6 +7,7 @@ drill: the failed region's own dialog log ended one offset past its last record)
 from __future__ import annotations
 
 from dialog.logcheck import HoleProbe
+from regionsync.kafka import NoAnswer
 
 TP = ("regionsync.dialog.events", 0)
 
@@ -72,3 +73,30 @@ def test_without_a_reader_nothing_is_a_hole() -> None:
     probe = HoleProbe(None, clock, wait_s=0.0)
     clock.now += 10
     assert probe.hole(TP, 1, 2) is False
+
+
+class SlowReader(Reader):
+    """A broker that does not answer (busy, frozen): the probe cannot tell what is there."""
+
+    def record_at(self, topic: str, partition: int, offset: int) -> tuple[bytes | None, bytes | None] | None:
+        self.asked.append(offset)
+        raise NoAnswer("the broker answered 0 fetches in 10s")
+
+
+def test_a_broker_that_does_not_answer_is_no_hole_and_is_asked_again_after_another_wait() -> None:
+    reader, clock = SlowReader({}), Clock()
+    probe = HoleProbe(reader, clock, wait_s=2.0)
+    probe.hole(TP, 36, 99)
+    clock.now += 3.0
+    assert probe.hole(TP, 36, 99) is False and reader.asked == [36]
+    clock.now += 1.0
+    assert probe.hole(TP, 36, 99) is False and reader.asked == [36]  # not hammered
+    clock.now += 1.5
+    assert probe.hole(TP, 36, 99) is False and reader.asked == [36, 36]
+
+
+def test_a_slow_broker_is_never_judged_a_recreated_log() -> None:
+    from dialog.logcheck import find_moved
+
+    moved = find_moved(SlowReader({}), [TP], {TP: 50}, {}, lambda: set())
+    assert moved == []  # judged later, when the broker answers
