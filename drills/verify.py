@@ -90,6 +90,9 @@ def expected_from_postgres(settings: Settings) -> dict[str, ExpectedDoc]:
     return out
 
 
+READ_TIMEOUT_S = 180.0  # a reference read of a source topic (below)
+
+
 def newest_events(
     settings: Settings, topic: str, parse: Callable[..., DocumentChange]
 ) -> dict[str, tuple[DocumentChange, Any]]:
@@ -97,7 +100,9 @@ def newest_events(
     reconcile can publish that very event again). Poison is skipped: it is in the dead-letter topic."""
     spec = CaptureSpec.from_settings(settings)
     newest: dict[str, tuple[DocumentChange, Any]] = {}
-    for msg in read_topic(settings, topic):
+    # Generous: tansu reads one object per batch, and a loaded machine has taken over 60 s for a
+    # CMS topic of a few thousand small batches (the fault suite's end checks).
+    for msg in read_topic(settings, topic, timeout=READ_TIMEOUT_S):
         try:
             change = parse(msg.key(), msg.value(), spec, msg.topic(), msg.partition(), msg.offset())
         except PoisonEvent:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import orjson
 
 from drills.kafka_io import watermarks
+from drills.verify import READ_TIMEOUT_S
 from regionsync.kafka import read_topic
 from regionsync.settings import Settings
 
@@ -49,7 +50,7 @@ def duplicate_events(settings: Settings, mark: TopicMark) -> int:
     key, WAL position and op): what a producer's restart redelivered."""
     seen: Counter[tuple[bytes, int, str]] = Counter()
     dupes = 0
-    for msg in read_topic(settings, mark.topic):
+    for msg in read_topic(settings, mark.topic, timeout=READ_TIMEOUT_S):
         ident = change_identity(msg.key(), msg.value())
         if ident is None:
             continue
