@@ -235,6 +235,7 @@ def test_milvus_outage_holds_the_batch_then_catches_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="indexer.worker")
+    caplog.set_level(logging.INFO, logger="indexer.hold")  # the held batch's outage lines
     settings = with_topics(own_milvus, kafka)
     feed = Feed(settings)
     feed.records([hash_record(f"first-{i}", 1, [f"first {i} a", f"first {i} b"]) for i in range(10)])
