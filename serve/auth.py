@@ -139,8 +139,8 @@ def ensure_tokens_file(settings: Settings, roles: Iterable[str] = ROLES) -> Path
     path = tokens_path(settings)
     if path.exists() or settings.api_tokens.get_secret_value():
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    if not path.parent.exists():  # ours: owner-only (a directory the operator named is left as it is)
+        path.parent.mkdir(parents=True, mode=0o700)
     lines = ["# regionsync region-service tokens, 'role:token' per line (serve/auth.py).",
              "# Rotate: add a line, move the callers (they use the last token of their role), remove the old line."]
     lines += [f"{role}:{secrets.token_urlsafe(32)}" for role in roles]

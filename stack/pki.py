@@ -32,8 +32,8 @@ def ensure(settings: Settings, clients: Iterable[str] = ()) -> Path:
     in ``clients``; what exists is kept. Returns the directory."""
     files = tls_files(settings)
     root = files.ca.parent
-    root.mkdir(parents=True, exist_ok=True)
-    os.chmod(root, 0o700)
+    if not root.exists():  # ours: owner-only (a directory the operator named is left as it is)
+        root.mkdir(parents=True, mode=0o700)
     ca_key_path = root / "ca.key"
     if not files.ca.exists() or not ca_key_path.exists():
         for old in [*root.glob("*.pem"), *root.glob("*.key")]:  # signed by a CA that is gone: issued again

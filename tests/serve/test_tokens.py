@@ -3,6 +3,7 @@ sends, the file `stack up` writes (fakes only: files in a temporary dir)."""
 
 from __future__ import annotations
 
+import os
 import stat
 import time
 from pathlib import Path
@@ -90,3 +91,12 @@ def test_stack_up_writes_one_fresh_token_per_role_readable_by_its_owner_only(tmp
 def test_an_entry_never_shows_its_token() -> None:
     (entry,) = parse(f"operator:{OP}", "env", ",")
     assert OP not in repr(entry) and OP not in str(entry)
+
+
+def test_a_token_file_in_a_directory_the_operator_named_leaves_that_directory_as_it_is(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    path = ensure_tokens_file(settings(tmp_path, file=shared / "api-tokens"))
+    assert path == shared / "api-tokens" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755  # never /tmp made owner-only, say
