@@ -211,6 +211,9 @@ def probe_offset(consumer: Consumer, counter: FetchCounter, topic: str, partitio
                     return msg if int(msg.offset() or 0) == offset else None
                 if err.code() == KafkaError._PARTITION_EOF:
                     return None
+                # Anything else (an offset out of range after a broker restart, say) tells nothing
+                # about this offset; a consumer that reset itself elsewhere would look like a hole.
+                raise NoAnswer(f"{topic}[{partition}]@{offset}: {err}")
             if counter.updates > seen_update:  # counts from after the assignment only
                 if base is None:
                     base = counter.sent
@@ -262,7 +265,8 @@ def read_to_end(kafka: KafkaSettings, ends: Mapping[TP, int], *, timeout: float 
                 if reached[tp] < end and now - moved[tp] > hole_after_s:
                     if prober is None:
                         counter = FetchCounter()
-                        prober = (new_consumer({**client, **counter.config(), "enable.partition.eof": False}), counter)
+                        prober = (new_consumer({**client, **counter.config(), "enable.partition.eof": False,
+                                                "auto.offset.reset": "error"}), counter)
                     try:
                         found = probe_offset(prober[0], prober[1], tp[0], tp[1], reached[tp],
                                              timeout_s=max(1.0, min(30.0, deadline - time.monotonic())))
