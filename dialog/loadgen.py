@@ -11,18 +11,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from dialog.events import (
-    BotReplied,
-    DialogEvent,
-    HandoffRequested,
-    IntentDetected,
-    SessionClosed,
-    SessionStarted,
-    SlotCleared,
-    SlotFilled,
-    ToolCalled,
-    UserUtterance,
-)
+from dialog import events as ev
+from dialog.events import DialogEvent
 
 INTENTS = ("inquire_order", "block_card", "balance", "loan_rates", "address_change")
 
@@ -43,36 +33,36 @@ def conversation(
                 ts_ms=ts, origin=origin, **payload)  # fmt: skip
         )
 
-    add(SessionStarted, channel=rng.choice(("web", "app", "voice")), customer_id=f"c{rng.randint(1, 10**6)}")
+    add(ev.SessionStarted, channel=rng.choice(("web", "app", "voice")), customer_id=f"c{rng.randint(1, 10**6)}")
     for turn in range(turns if turns is not None else rng.randint(1, 4)):
-        add(UserUtterance, text=f"message {turn} " + "x" * rng.randint(5, 80))
+        add(ev.UserUtterance, text=f"message {turn} " + "x" * rng.randint(5, 80))
         if turn == 0 or rng.random() < 0.2:
-            add(IntentDetected, intent=rng.choice(INTENTS), confidence=round(rng.random(), 3))
+            add(ev.IntentDetected, intent=rng.choice(INTENTS), confidence=round(rng.random(), 3))
         for _ in range(rng.randint(0, 2)):
             name = rng.choice(("order_id", "card_last4", "amount", "date"))
             if rng.random() < 0.85:
-                add(SlotFilled, name=name, value=rng.choice((rng.randint(1, 9999), f"v{rng.randint(1, 999)}")))
+                add(ev.SlotFilled, name=name, value=rng.choice((rng.randint(1, 9999), f"v{rng.randint(1, 999)}")))
             else:
-                add(SlotCleared, name=name)
+                add(ev.SlotCleared, name=name)
         if rng.random() < 0.5:
             ok = rng.random() < 0.9
             add(
-                ToolCalled,
+                ev.ToolCalled,
                 name=rng.choice(("order_lookup", "block_card", "balance")),
                 arguments={"id": rng.randint(1, 10**6)},
                 result={"status": "ok", "n": rng.randint(0, 100)} if ok else None,
                 error=None if ok else "TimeoutError: upstream",
             )
         add(
-            BotReplied,
+            ev.BotReplied,
             text=f"reply {turn} " + "y" * rng.randint(10, 120),
             sources=tuple(f"doc/{rng.randint(1, 500)}" for _ in range(rng.randint(0, 3))),
             confirmed=(f"fact {turn}",) if rng.random() < 0.3 else (),
         )
     if rng.random() < 0.1:
-        add(HandoffRequested, reason="customer asked for a human", queue="general")
+        add(ev.HandoffRequested, reason="customer asked for a human", queue="general")
     if rng.random() < 0.4:
-        add(SessionClosed, reason="completed")
+        add(ev.SessionClosed, reason="completed")
     return events
 
 

@@ -23,6 +23,22 @@ import numpy as np
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 
 
+class FixedIdentity:
+    """``name`` and ``dim`` of an embedder that knows both once built (the fake and the
+    sentence-transformers one): the read-only properties the :class:`Embedder` protocol asks for."""
+
+    _name: str
+    _dim: int
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+
 @runtime_checkable
 class Embedder(Protocol):
     """Turns texts into vectors. ``name`` identifies the model (it keys the embedding cache:

