@@ -12,7 +12,8 @@ from dialog.state import SessionState
 from regionsync.settings import Settings
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Any) -> Any:
+    """Add ``dialog`` and its sub-commands; returns their group (serve/cli.py adds ``erase``)."""
     dialog = subparsers.add_parser("dialog", help="event-sourced dialog sessions (state store, snapshots, failover)")
     sub = dialog.add_subparsers(dest="dialog_command", required=True)
 
@@ -37,6 +38,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-snapshots", action="store_true",
                    help="do not read or write snapshots in the region's object store")
     p.set_defaults(func=cmd_worker)
+    return sub
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,6 +8,9 @@ carries the events its service wrote, keyed by session id, so a session's events
 partition in the order they were written; the other regions hold a copy (mirror/).
 
 Wire format: one orjson object per record, ``{"type": ..., "v": ..., <common fields>, <payload>}``.
+The personal part of the payload is sealed with the session's key (:mod:`dialog.sealing`): a
+reader with the key gets the event back whole, one without it (the session was erased) gets the
+event with those fields blank.
 ``v`` is the version of that type's payload. A reader accepts every version it knows (today all
 types are at version 1; a version 2 would come with an upcaster from 1) and rejects newer ones as
 malformed rather than guessing. Unknown extra fields are ignored, so adding an optional field does
@@ -25,6 +28,7 @@ from typing import Any, ClassVar, Union
 
 import orjson
 
+from dialog import sealing
 from dialog.errors import MalformedEvent
 
 JsonValue = Any  # anything orjson round-trips: None, bool, int, float, str, list, dict
@@ -111,6 +115,17 @@ class SessionClosed(DialogEvent):
     reason: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class SessionErased(DialogEvent):
+    """The customer asked to be forgotten. Every region deletes the session's key (so the sealed
+    payloads left in the log stay unreadable), its state and the snapshots holding it; the reducer
+    turns the session into a tombstone that no later event changes. ``reason`` is in clear text:
+    a ticket reference, never anything the customer said."""
+
+    TYPE: ClassVar[str] = "session_erased"
+    reason: str = ""
+
+
 EVENT_TYPES: dict[str, type[DialogEvent]] = {
     cls.TYPE: cls
     for cls in (
@@ -123,8 +138,14 @@ EVENT_TYPES: dict[str, type[DialogEvent]] = {
         BotReplied,
         HandoffRequested,
         SessionClosed,
+        SessionErased,
     )
 }
+
+# Looks up one of a session's keys by (session id, key id): None when this region does not hold
+# it (the session was erased, or the key never reached this region). dialog/sealing.py.
+KeyLookup = Callable[[str, str], bytes | None]
+SealingKey = tuple[str, bytes]  # (key id, key)
 
 
 def new_event_id() -> str:
@@ -144,8 +165,10 @@ def to_dict(event: DialogEvent) -> dict[str, Any]:
     return out
 
 
-def encode(event: DialogEvent) -> bytes:
-    return orjson.dumps(to_dict(event))
+def encode(event: DialogEvent, key: SealingKey | None = None) -> bytes:
+    """The record's value; with ``key`` (one of the session's) its personal fields are sealed."""
+    data = to_dict(event)
+    return orjson.dumps(data if key is None else sealing.seal(data, key[1], key[0]))
 
 
 def key_of(event: DialogEvent) -> bytes:
@@ -233,17 +256,40 @@ def from_dict(data: Any) -> DialogEvent:
     return cls(**kwargs)
 
 
-def decode(key: bytes | None, value: bytes | None) -> DialogEvent:
-    """Decode one record of the session-event topic; raises :class:`MalformedEvent` with a reason."""
+def decode(key: bytes | None, value: bytes | None, keys: KeyLookup | None = None) -> DialogEvent:
+    """Decode one record of the session-event topic; raises :class:`MalformedEvent` with a reason.
+    A sealed payload is opened with ``keys``; without them, or without the session's key, its
+    personal fields are blank (:func:`decode_opened` says which)."""
+    return decode_opened(key, value, keys)[0]
+
+
+def decode_opened(key: bytes | None, value: bytes | None, keys: KeyLookup | None = None) -> tuple[DialogEvent, bool]:
+    """:func:`decode`, and whether the event is whole: False when its sealed payload could not be
+    opened for want of the session's key (its personal fields are then blank)."""
     if value is None:
         raise MalformedEvent("tombstone", "a record with no value on the session-event topic")
     try:
         data = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise MalformedEvent("not_json", str(exc)[:200]) from None
+    whole = True
+    if isinstance(data, dict) and sealing.is_sealed(data):
+        data, whole = _opened(data, keys)
     event = from_dict(data)
     if key is not None and key != key_of(event):
         # A record keyed by something else may sit in another partition than the rest of its
         # session, so its order relative to them is unknown: applying it could reorder history.
         raise MalformedEvent("key_mismatch", f"key {key[:64]!r} != session_id {event.session_id[:64]!r}")
-    return event
+    return event, whole
+
+
+def _opened(data: dict[str, Any], keys: KeyLookup | None) -> tuple[dict[str, Any], bool]:
+    session_id, kid = data.get("session_id"), data.get(sealing.KID)
+    secret = keys(session_id, kid) if keys is not None and isinstance(session_id, str) and isinstance(kid, str) \
+        else None
+    if secret is None:
+        return sealing.shred(data), False
+    try:
+        return sealing.open_sealed(data, secret), True
+    except sealing.SealError as exc:
+        raise MalformedEvent("sealed_payload", str(exc)[:200]) from None

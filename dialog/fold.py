@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass
 
 from confluent_kafka import Message
 
 from dialog import fence, reducer
 from dialog.errors import MalformedEvent
-from dialog.events import DialogEvent, decode
+from dialog.events import DialogEvent, KeyLookup, decode_opened
 from dialog.fence import Promotion
 from dialog.kafka_io import dead_letter, where
 from dialog.reducer import Outcome
-from dialog.state import SessionState
+from dialog.state import ERASED, SessionState
 from dialog.store import TP, FencedEvent, Origin, Stats
 from mirror import policy
 from mirror.provenance import provenance
@@ -35,8 +36,10 @@ class Fold:
     promotions known. No I/O; :class:`DialogWorker` commits the result."""
 
     def __init__(self, region: str, regions: list[str], promotions: list[Promotion],
-                 states: dict[str, SessionState], positions: dict[TP, int], in_log_order: bool = True) -> None:
+                 states: dict[str, SessionState], positions: dict[TP, int], in_log_order: bool = True,
+                 keys: KeyLookup | None = None) -> None:
         self.region = region
+        self._keys = keys  # opens the sealed payloads (dialog/sealing.py); None: every one blank
         # False: records come in another order than the log's (a reference fold sorted by session
         # and sequence), so an offset below the position is not a re-fetched record.
         self._in_log_order = in_log_order
@@ -51,6 +54,8 @@ class Fold:
         self.fenced: list[FencedEvent] = []
         self.dead: list[tuple[bytes | None, bytes]] = []
         self.outcomes: Counter[str] = Counter()
+        self.erased: list[str] = []  # sessions this batch erased: their keys go in the same commit
+        self.unopened = 0  # events folded blank for want of their session's key
 
     def control(self, msg: Message) -> None:
         """A control record: a promotion not known yet is recorded (and fences from now on)."""
@@ -77,7 +82,10 @@ class Fold:
         source_offset = prov.offset if prov is not None else offset
         key = (origin, p)
         self.sources[key] = max(self.sources.get(key, 0), source_offset + 1)
-        event = pre if pre is not None else decoded(msg)
+        event = pre if pre is not None else decoded(msg, self._keys)
+        if isinstance(event, Blank):
+            self.unopened += 1
+            event = event.event
         if isinstance(event, MalformedEvent):
             log.warning("dead letter %s[%d]@%d: %s", topic, p, offset, event)
             self.dead.append((msg.key(), dead_letter(event.reason, event.detail, msg)))
@@ -95,6 +103,8 @@ class Fold:
         before = self.touched.get(sid) or self._states.get(sid)
         result = reducer.step(before, event)
         self.outcomes[result.outcome.value] += 1
+        if result.state.status == ERASED and (before is None or before.status != ERASED):
+            self.erased.append(sid)
         if result.outcome is Outcome.GAP:
             log.warning("session %s: events %d..%d missing before seq %d", sid, *result.missing or (0, 0), event.seq)
         elif result.outcome is Outcome.CONFLICT:
@@ -107,18 +117,31 @@ class Fold:
         return Stats(
             applied=o[Outcome.APPLIED.value] + o[Outcome.GAP.value], duplicates=o[Outcome.DUPLICATE.value],
             conflicts=o[Outcome.CONFLICT.value], late=o[Outcome.LATE.value], gaps=o[Outcome.GAP.value],
-            dead_letters=len(self.dead), fenced=o[FENCED],
+            dead_letters=len(self.dead), fenced=o[FENCED], erased=o[Outcome.ERASED.value], unopened=self.unopened,
         )
 
 
-Decoded = DialogEvent | MalformedEvent
+@dataclass(frozen=True)
+class Blank:
+    """An event whose sealed payload did not open for want of its session's key: folded with its
+    personal fields blank (the session was erased, or its key never reached this region)."""
+
+    event: DialogEvent
+
+    @property
+    def epoch(self) -> int:
+        return self.event.epoch
 
 
-def decoded(msg: Message) -> Decoded:
+Decoded = DialogEvent | MalformedEvent | Blank
+
+
+def decoded(msg: Message, keys: KeyLookup | None = None) -> Decoded:
     try:
-        return decode(msg.key(), msg.value())
+        event, whole = decode_opened(msg.key(), msg.value(), keys)
     except MalformedEvent as exc:
         return exc
+    return event if whole else Blank(event)
 
 
 

@@ -19,8 +19,10 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka.admin import NewTopic
 
+from dialog import sealing
 from dialog.errors import DeliveryError, DialogError
-from dialog.events import DialogEvent, encode, key_of
+from dialog.events import DialogEvent, SealingKey, encode, key_of
+from dialog.keys import KeyRing
 from regionsync.kafka import ReadTimeout, new_admin, new_producer, read_to_end, renewed
 from regionsync.settings import Settings
 
@@ -87,9 +89,15 @@ class Ack:
 class KafkaPublisher:
     """Publishes session events to the topic, keyed by session id."""
 
-    def __init__(self, settings: Settings, topic: str | None = None, config: dict[str, Any] | None = None) -> None:
-        """``config`` overrides producer settings (e.g. ``linger.ms`` for bulk loads)."""
+    def __init__(self, settings: Settings, topic: str | None = None, config: dict[str, Any] | None = None,
+                 keys: KeyRing | None = None, region: str = "") -> None:
+        """``config`` overrides producer settings (e.g. ``linger.ms`` for bulk loads). With
+        ``keys`` (the key ring of ``region``, the writing region) every event's personal fields
+        are sealed with its session's key, made and committed before the session's first event is
+        sent (dialog/sealing.py)."""
         self.topic = topic or settings.dialog_topic
+        self._keys = keys
+        self._region = region
         self._config = producer_config(settings, **(config or {}))
         self._producer = new_producer(self._config)
 
@@ -97,6 +105,7 @@ class KafkaPublisher:
         """Send and wait for every acknowledgement; raise :class:`DeliveryError` if any failed."""
         acks: list[Ack] = []
         errors: list[str] = []
+        secret = self._session_keys(events)
 
         def on_delivery(event: DialogEvent) -> Callable[[KafkaError | None, Message], None]:
             def delivered(err: KafkaError | None, msg: Message) -> None:
@@ -111,7 +120,8 @@ class KafkaPublisher:
             while True:
                 try:
                     self._producer.produce(
-                        self.topic, value=encode(event), key=key_of(event), on_delivery=on_delivery(event)
+                        self.topic, value=encode(event, secret.get(event.session_id)), key=key_of(event),
+                        on_delivery=on_delivery(event),
                     )
                     break
                 except BufferError:  # local queue full: let deliveries drain it
@@ -124,6 +134,13 @@ class KafkaPublisher:
                 + (f": {errors[0]}" if errors else f" within {timeout:.0f}s")
             )
         return acks
+
+    def _session_keys(self, events: Sequence[DialogEvent]) -> dict[str, SealingKey]:
+        """The key of every session these events seal something of (none for an erasure alone)."""
+        if self._keys is None:
+            return {}
+        sessions = {e.session_id for e in events if e.TYPE in sealing.SEALED_FIELDS}
+        return {sid: self._keys.create(sid, self._region) for sid in sorted(sessions)}
 
     def close(self) -> None:
         self._producer.flush(10)

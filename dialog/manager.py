@@ -31,12 +31,14 @@ from dialog.events import (
     DialogEvent,
     IntentDetected,
     SessionClosed,
+    SessionErased,
     SessionStarted,
     UserUtterance,
     new_event_id,
 )
+from dialog.keys import SessionIsErased
 from dialog.session import Session
-from dialog.state import CLOSED, NEW, SessionState
+from dialog.state import CLOSED, ERASED, NEW, SessionState
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,8 @@ class DialogManager:
         (then nothing of this turn may be shown to the customer; the turn can be retried)."""
         session_id, text, intent, slots = _parse(message)
         state = self.state(session_id)
+        if state.status == ERASED:
+            raise SessionIsErased(f"session {session_id!r} was erased: start a new session")
         session = Session(state, text, self._make_event)
         if state.status in (NEW, CLOSED):
             session.record(
@@ -175,6 +179,22 @@ class DialogManager:
             last_seq=session.state.last_seq,
             events=len(session.pending),
         )
+
+    def erase(self, session_id: str, reason: str = "") -> SessionState:
+        """Publish the session's erasure (every region deletes its key and state on folding it);
+        returns the tombstone. Erasing an erased session publishes nothing."""
+        state = self.state(session_id)
+        if state.status == ERASED:
+            return state
+        session = Session(state, "", self._make_event)
+        session.record(SessionErased, reason=reason)
+        try:
+            self._publisher.publish(session.pending)
+        except Exception:
+            self._cache.pop(session_id, None)
+            raise
+        self._remember(session.state)
+        return session.state
 
     # ------------------------------------------------------------------ internals
     def _make_event(self, cls: type[DialogEvent], state: SessionState, payload: dict[str, Any]) -> DialogEvent:

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from dialog.errors import OffsetConflict, PromotionsChanged
 from dialog.fence import Promotion
+from dialog.keys import MemoryKeyRing
 from dialog.state import SessionState
 from dialog.store import TP, FencedEvent, Origin, Stats
 
@@ -22,6 +23,7 @@ class MemoryStore:
         self._promotions: dict[tuple[int, str], Promotion] = {}
         self._fenced: dict[tuple[str, int, int], FencedEvent] = {}
         self._lock = threading.Lock()
+        self.keyring = MemoryKeyRing()
 
     def get(self, session_id: str) -> SessionState | None:
         return self._states.get(session_id)
@@ -61,7 +63,7 @@ class MemoryStore:
         self, states: Iterable[SessionState], offsets: Mapping[TP, int], expected: Mapping[TP, int], stats: Stats,
         *, sources: Mapping[Origin, int] | None = None, folded: Mapping[Origin, int] | None = None,
         fenced: Sequence[FencedEvent] = (), promotions: Sequence[Promotion] = (),
-        known_promotions: Iterable[tuple[int, str]] | None = None,
+        known_promotions: Iterable[tuple[int, str]] | None = None, erased: Sequence[str] = (),
     ) -> None:
         with self._lock:
             new = {(p.epoch, p.region) for p in promotions}
@@ -84,6 +86,7 @@ class MemoryStore:
                 self._promotions.setdefault((promo.epoch, promo.region), promo)
             for ev in fenced:
                 self._fenced.setdefault((ev.origin, ev.partition, ev.source_offset), ev)
+            self.keyring.erase(erased)
 
     def replace_all(
         self, states: Iterable[SessionState], offsets: Mapping[TP, int], stats: Stats,

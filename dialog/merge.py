@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from confluent_kafka import Message
 
 from dialog.errors import MalformedEvent
+from dialog.events import KeyLookup
 from dialog.fold import Decoded, decoded
 from dialog.store import TP
 
@@ -33,13 +34,14 @@ class Merger:
         self.buffers: dict[TP, deque[tuple[Message, Decoded]]] = {}
         self.fetched_to: dict[TP, int] = {}  # one past the newest record buffered, per log
 
-    def add(self, msg: Message) -> None:
+    def add(self, msg: Message, keys: KeyLookup | None = None) -> None:
+        """Buffer a fetched record, decoded (its sealed payload opened with ``keys``)."""
         tp = (str(msg.topic()), int(msg.partition() or 0))
         offset = int(msg.offset() or 0)
         if offset < self.fetched_to.get(tp, 0):
             return  # fetched again after a seek: it is buffered or folded already
         self.fetched_to[tp] = offset + 1
-        self.buffers.setdefault(tp, deque()).append((msg, decoded(msg)))
+        self.buffers.setdefault(tp, deque()).append((msg, decoded(msg, keys)))
 
     def take(self, streams: Sequence[TP], at_end: Callable[[TP], bool]) -> list[tuple[Message, Decoded]]:
         """The records that may be folded now, in folding order."""

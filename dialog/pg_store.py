@@ -14,6 +14,8 @@ import psycopg
 from dialog import roles
 from dialog.errors import OffsetConflict, PromotionsChanged
 from dialog.fence import Promotion
+from dialog.keys import SCHEMA as KEYS_SCHEMA
+from dialog.keys import PostgresKeyRing, erase_in
 from dialog.state import SessionState
 from dialog.store import TP, FencedEvent, Origin, Stats
 from regionsync.pgdb import region_dsn
@@ -57,6 +59,8 @@ CREATE TABLE IF NOT EXISTS dialog_stats (
     dead_letters bigint NOT NULL DEFAULT 0
 );
 ALTER TABLE dialog_stats ADD COLUMN IF NOT EXISTS fenced bigint NOT NULL DEFAULT 0;
+ALTER TABLE dialog_stats ADD COLUMN IF NOT EXISTS erased bigint NOT NULL DEFAULT 0;
+ALTER TABLE dialog_stats ADD COLUMN IF NOT EXISTS unopened bigint NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS dialog_fenced (
     origin        text NOT NULL,
     partition     int NOT NULL,
@@ -83,6 +87,7 @@ def ensure_schema(conn: psycopg.Connection[Any], source_region: str) -> None:
         # CREATE TABLE IF NOT EXISTS races on the type name).
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('regionsync_dialog_schema'))")
         conn.execute(SCHEMA)
+        conn.execute(KEYS_SCHEMA)
         roles.ensure_schema(conn, source_region)
 
 
@@ -104,6 +109,7 @@ class PostgresStore:
         self._dsn = dsn
         self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
         ensure_schema(self._conn, source_region)
+        self.keyring = PostgresKeyRing(dsn, ensure=False)
 
     @property
     def _live(self) -> psycopg.Connection[Any]:
@@ -170,12 +176,12 @@ class PostgresStore:
         self, states: Iterable[SessionState], offsets: Mapping[TP, int], expected: Mapping[TP, int], stats: Stats,
         *, sources: Mapping[Origin, int] | None = None, folded: Mapping[Origin, int] | None = None,
         fenced: Sequence[FencedEvent] = (), promotions: Sequence[Promotion] = (),
-        known_promotions: Iterable[tuple[int, str]] | None = None,
+        known_promotions: Iterable[tuple[int, str]] | None = None, erased: Sequence[str] = (),
     ) -> None:
         rows = [(s.session_id, s.status, s.last_seq, _dumps(s)) for s in states]
         try:
             self._commit(rows, offsets, expected, stats, sources, folded, fenced, promotions, known_promotions,
-                         self._fence_after_ms if promotions else 0)
+                         self._fence_after_ms if promotions else 0, erased)
         except psycopg.errors.LockNotAvailable:
             # A turn of this region holds the role row and does not finish (its service hangs):
             # cut its session, then record the promotion (serve/roles.py explains the fence).
@@ -183,13 +189,14 @@ class PostgresStore:
                 cut = roles.fence_writers(side, self.region)
             log.warning("recording a promotion waited %d ms for a turn of this region: fenced %s",
                         self._fence_after_ms, cut)
-            self._commit(rows, offsets, expected, stats, sources, folded, fenced, promotions, known_promotions, 0)
+            self._commit(rows, offsets, expected, stats, sources, folded, fenced, promotions, known_promotions, 0,
+                         erased)
 
     def _commit(
         self, rows: list[tuple[str, str, int, str]], offsets: Mapping[TP, int], expected: Mapping[TP, int],
         stats: Stats, sources: Mapping[Origin, int] | None, folded: Mapping[Origin, int] | None,
         fenced: Sequence[FencedEvent], promotions: Sequence[Promotion],
-        known_promotions: Iterable[tuple[int, str]] | None, lock_timeout_ms: int,
+        known_promotions: Iterable[tuple[int, str]] | None, lock_timeout_ms: int, erased: Sequence[str] = (),
     ) -> None:
         conn = self._live
         with conn.transaction(), conn.cursor() as cur:
@@ -248,6 +255,7 @@ class PostgresStore:
                     [(e.origin, e.partition, e.source_offset, e.session_id, e.seq, e.event_id, e.epoch, e.fenced_epoch,
                       e.fenced_region, e.event) for e in fenced],
                 )
+            erase_in(cur, erased)
             self._add_stats(cur, stats)
             if known_promotions is not None:
                 # Read after this transaction's writes took their locks: a promotion recorded by
@@ -292,4 +300,5 @@ class PostgresStore:
             self._add_stats(cur, stats)
 
     def close(self) -> None:
+        self.keyring.close()
         self._conn.close()

@@ -12,6 +12,11 @@ Rules, checked in this order:
   ``state.gaps`` and reported as ``GAP``: a malformed event in the middle of a session must not
   freeze the rest of it, but the hole stays visible in the state and in the worker's counters.
 
+Before all of these: ``session_erased`` turns any state, whatever its seq, into a tombstone built
+from the erasure event alone, and an erased session ignores every event (``ERASED``). So the
+tombstone is the same in every region and in every rebuild, whatever they read before it: a
+region that still had the session's key and one that never had it end equal.
+
 Payload handling is one ``singledispatch`` function per event type.
 """
 
@@ -30,13 +35,14 @@ from dialog.events import (
     HandoffRequested,
     IntentDetected,
     SessionClosed,
+    SessionErased,
     SessionStarted,
     SlotCleared,
     SlotFilled,
     ToolCalled,
     UserUtterance,
 )
-from dialog.state import CLOSED, HANDOFF, OPEN, RECENT, SessionState, ToolCall, Turn
+from dialog.state import CLOSED, ERASED, HANDOFF, OPEN, RECENT, SessionState, ToolCall, Turn
 
 
 class Outcome(StrEnum):
@@ -45,6 +51,7 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"  # not applied
     CONFLICT = "conflict"  # not applied: another event already holds this seq
     LATE = "late"  # not applied: it belongs in a hole that later events already stepped over
+    ERASED = "erased"  # not applied: the session was erased
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,10 @@ def step(state: SessionState | None, event: DialogEvent) -> Step:
         state = SessionState(session_id=event.session_id)
     elif state.session_id != event.session_id:
         raise DialogError(f"event of session {event.session_id!r} applied to session {state.session_id!r}")
+    if state.status == ERASED:
+        return Step(state, Outcome.ERASED)
+    if isinstance(event, SessionErased):
+        return Step(tombstone(event), Outcome.APPLIED)
     if event.seq <= state.last_seq:
         for seq, event_id in state.recent:
             if seq == event.seq and event_id != event.event_id:
@@ -81,6 +92,12 @@ def step(state: SessionState | None, event: DialogEvent) -> Step:
     if missing:
         changes["gaps"] = (*state.gaps, missing)
     return Step(_evolve(state, changes), Outcome.GAP if missing else Outcome.APPLIED, missing)
+
+
+def tombstone(event: SessionErased) -> SessionState:
+    """What is left of an erased session: its id, that it was erased, when and by which region."""
+    return SessionState(session_id=event.session_id, status=ERASED, last_seq=event.seq, updated_ms=event.ts_ms,
+                        origin=event.origin, recent=((event.seq, event.event_id),))
 
 
 def _evolve(state: SessionState, changes: dict[str, Any]) -> SessionState:

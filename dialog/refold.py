@@ -18,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from dialog.errors import DialogError
 from dialog.fence import Promotion
 from dialog.fold import Fold
+from dialog.keys import KeyRing, keys_for, lookup
 from dialog.merge import Merger
 from dialog.state import SessionState
 from dialog.store import TP
@@ -35,7 +36,8 @@ class Logs:
 
 
 def fold_from_start(settings: Settings, region: str, promotions: list[Promotion], consumer: Consumer, logs: Logs,
-                    stopping: threading.Event, timeout_s: float) -> tuple[dict[str, SessionState], Fold] | None:
+                    stopping: threading.Event, timeout_s: float, keyring: KeyRing,
+                    ) -> tuple[dict[str, SessionState], Fold] | None:
     """The sessions and the fold (positions, sources, fenced events, counters) of every log read
     from its start to the end it had when this began; None when ``stopping`` was set. Records
     written after that end are folded by the worker afterwards, from the positions returned."""
@@ -55,7 +57,9 @@ def fold_from_start(settings: Settings, region: str, promotions: list[Promotion]
             return None
         if time.monotonic() > deadline:
             raise DialogError(f"folding region {region}'s logs again: not at their ends after {timeout_s:.0f}s")
-        for msg in consumer.consume(settings.dialog_catchup_batch_events, settings.dialog_poll_timeout_s):
+        batch = consumer.consume(settings.dialog_catchup_batch_events, settings.dialog_poll_timeout_s)
+        keys = keys_for(keyring, batch, logs.control_topics)
+        for msg in batch:
             if msg.error() is not None:
                 continue
             tp = (str(msg.topic()), int(msg.partition() or 0))
@@ -64,7 +68,7 @@ def fold_from_start(settings: Settings, region: str, promotions: list[Promotion]
             if tp[0] in logs.control_topics:
                 fold.control(msg)
             else:
-                merger.add(msg)
+                merger.add(msg, lookup(keys))
         for msg, event in merger.take(streams, at_end):
             fold.event(msg, event)
     states.update(fold.touched)

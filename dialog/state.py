@@ -13,8 +13,9 @@ from typing import Any
 
 import orjson
 
-# Status of a session: "new" (no session_started seen), "open", "handoff" (waiting for a human), "closed".
-NEW, OPEN, HANDOFF, CLOSED = "new", "open", "handoff", "closed"
+# Status of a session: "new" (no session_started seen), "open", "handoff" (waiting for a human),
+# "closed", "erased" (a tombstone: the customer asked to be forgotten; nothing else is kept).
+NEW, OPEN, HANDOFF, CLOSED, ERASED = "new", "open", "handoff", "closed", "erased"
 
 # How many (seq, event_id) pairs a state remembers: enough to tell a redelivered event from a
 # different event that reused a sequence number (two writers on one session).

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import orjson
 
 from dialog.fence import Promotion
+from dialog.keys import KeyRing
 from dialog.state import SessionState
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class Stats:
     gaps: int = 0
     dead_letters: int = 0
     fenced: int = 0  # events set aside by a promotion's cut (dialog/fence.py)
+    erased: int = 0  # events not applied: their session was erased (dialog/keys.py)
+    unopened: int = 0  # events folded with their personal fields blank: no key for their session
 
     def __add__(self, other: Stats) -> Stats:
         return Stats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -88,6 +91,11 @@ class FencedEvent:
 class StateStore(Protocol):
     topic: str  # the region's own dialog topic (names the counters)
 
+    @property
+    def keyring(self) -> KeyRing:
+        """The sessions' keys and the erased sessions, in the same database (dialog/keys.py)."""
+        ...
+
     def get(self, session_id: str) -> SessionState | None:
         """The stored state of one session (None if the store never saw it)."""
         ...
@@ -128,9 +136,9 @@ class StateStore(Protocol):
         self, states: Iterable[SessionState], offsets: Mapping[TP, int], expected: Mapping[TP, int], stats: Stats,
         *, sources: Mapping[Origin, int] | None = None, folded: Mapping[Origin, int] | None = None,
         fenced: Sequence[FencedEvent] = (), promotions: Sequence[Promotion] = (),
-        known_promotions: Iterable[tuple[int, str]] | None = None,
+        known_promotions: Iterable[tuple[int, str]] | None = None, erased: Sequence[str] = (),
     ) -> None:
-        """Atomically upsert ``states``, move each (topic, partition) from ``expected[tp]`` (absent
+        """Atomically upsert ``states``, erase the keys of the sessions ``erased`` lists, move each (topic, partition) from ``expected[tp]`` (absent
         = never stored) to ``offsets[tp]``, raise the source positions to ``sources`` and
         ``folded``, add ``stats``, record ``fenced`` events and ``promotions``. Raises
         :class:`OffsetConflict`, having written nothing, if a stored position is not the expected

@@ -48,6 +48,7 @@ from dialog.errors import DialogError, PromotionsChanged, SnapshotError
 from dialog.fence import Promotion
 from dialog.fold import Fold
 from dialog.kafka_io import DeadLetters, consumer_config
+from dialog.keys import keys_for, lookup
 from dialog.logcheck import HoleProbe, KafkaLogReader, LogReader, Verdict, find_moved, report_moved
 from dialog.logs import RegionLogs
 from dialog.merge import Merger
@@ -106,6 +107,7 @@ class DialogWorker:
         self._holes = HoleProbe(log_reader, clock)  # a log whose end has no record (dialog/logcheck.py)
         self._merger = Merger()
         self.refolds = 0
+        self._prune_after_erasure = False  # an erasure's snapshot and pruning are still due
 
     @classmethod
     def create(cls, settings: Settings, region: str, *, snapshots: bool = True) -> DialogWorker:
@@ -256,7 +258,9 @@ class DialogWorker:
             self._refold_if_tainted(new)
 
     def _process(self, msgs: list[Message]) -> None:
-        fold = Fold(self.region, self.settings.regions, self._promotions, self._states, self._positions)
+        keys = keys_for(self.store.keyring, msgs, self.control_topics)
+        fold = Fold(self.region, self.settings.regions, self._promotions, self._states, self._positions,
+                    keys=lookup(keys))
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -272,7 +276,7 @@ class DialogWorker:
             if str(msg.topic()) in self.control_topics:
                 fold.control(msg)  # first: a promotion read now fences records folded below
             else:
-                self._merger.add(msg)
+                self._merger.add(msg, lookup(keys))
         for msg, event in self._merger.take(self._logs.streams, self._at_end):
             fold.event(msg, event)
         self._logs.flow_control(self._merger.buffers)
@@ -288,7 +292,7 @@ class DialogWorker:
             self.store.commit(
                 fold.touched.values(), moved, expected, batch, sources=fold.sources, folded=fold.folded,
                 fenced=fold.fenced, promotions=fold.new_promotions,
-                known_promotions=[(p.epoch, p.region) for p in self._promotions],
+                known_promotions=[(p.epoch, p.region) for p in self._promotions], erased=fold.erased,
             )
         except PromotionsChanged as exc:
             # A promotion was recorded while this batch was folded (this region's service was
@@ -308,10 +312,30 @@ class DialogWorker:
         if fold.fenced:
             log.warning("dialog worker %s: %d events set aside (fenced by a promotion): %s", self.region,
                         len(fold.fenced), [(e.session_id, e.seq, e.origin) for e in fold.fenced[:5]])
+        if fold.unopened:
+            log.warning("dialog worker %s: %d events folded without their personal fields (no key for their "
+                        "session here: erased, or the key did not reach this region)", self.region, fold.unopened)
+        if fold.erased:
+            self._erased(fold.erased)
         if fold.new_promotions:
             log.info("dialog worker %s: learned promotions %s", self.region,
                      [(p.epoch, p.region) for p in fold.new_promotions])
             self._refold_if_tainted(fold.new_promotions, folded_before)
+
+    def _erased(self, sessions: list[str]) -> None:
+        """Sessions this batch erased (their keys went with the commit): their states are
+        tombstones now, and no snapshot may keep what they were, so a new snapshot is written at
+        once and every older one deleted."""
+        log.warning("dialog worker %s: erased %d sessions (keys deleted): %s", self.region, len(sessions),
+                    sessions[:5])
+        if self.snapshots is None:
+            return
+        try:
+            self.snapshot_now(keep=1)
+        except SnapshotError as exc:
+            # The older snapshots still hold those sessions (in clear): retried at the next trigger.
+            log.error("%s; the erased sessions stay in older snapshots until the next one", exc)
+            self._prune_after_erasure = True
 
     def _rewind(self) -> None:
         """Read every log again from the committed positions (what was buffered is dropped)."""
@@ -340,7 +364,7 @@ class DialogWorker:
         try:
             done = fold_from_start(self.settings, self.region, self.store.promotions(), consumer,
                                    Logs(self._logs.partitions, self.dialog_topics, self.control_topics),
-                                   self.stopping, timeout_s)
+                                   self.stopping, timeout_s, self.store.keyring)
         finally:
             if consumer is not self._logs.consumer:
                 consumer.close()
@@ -384,16 +408,21 @@ class DialogWorker:
                 log.error("%s; will retry at the next trigger", exc)
                 self._since_snapshot, self._last_snapshot = 0, self._clock()
 
-    def snapshot_now(self) -> Manifest:
-        """Write a snapshot of the committed states and positions, then prune old ones."""
+    def snapshot_now(self, keep: int | None = None) -> Manifest:
+        """Write a snapshot of the committed states and positions, then prune old ones (all but
+        the ``keep`` newest; default: the retention setting, or 1 after an erasure failed to)."""
         if self.snapshots is None:
             raise SnapshotError("this worker has no snapshot store")
         manifest = self.snapshots.write(self._states.values(), self._positions, self._stats, self.region,
                                         sources=self.store.sources(), folded=self.store.folded())
         metrics.snapshot_seen(self.region, manifest.created_ms / 1000)
         self._since_snapshot, self._last_snapshot = 0, self._clock()
+        if keep is None:
+            keep = 1 if self._prune_after_erasure else self.settings.dialog_snapshot_retention
         try:
-            self.snapshots.prune(self.settings.dialog_snapshot_retention)
+            self.snapshots.prune(keep)
+            self._prune_after_erasure = self._prune_after_erasure and keep != 1
         except Exception as exc:  # noqa: BLE001 - pruning is housekeeping: never stop the worker for it
             log.warning("snapshot pruning failed: %s", exc)
+            self._prune_after_erasure = self._prune_after_erasure or keep == 1
         return manifest

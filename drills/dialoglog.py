@@ -20,6 +20,7 @@ from dialog.errors import MalformedEvent
 from dialog.events import decode
 from dialog.fence import Promotion
 from dialog.fold import Fold
+from dialog.keys import keys_for, lookup
 from dialog.pg_store import PostgresStore
 from dialog.state import SessionState
 from dialog.store import TP, FencedEvent
@@ -62,14 +63,17 @@ def read_all(settings: Settings, region: str, timeout_s: float = 120.0) -> tuple
 def fold_region(settings: Settings, region: str, timeout_s: float = 120.0) -> RegionLog:
     """The reference fold of ``region``'s logs (see the module docstring)."""
     records, ends = read_all(settings, region, timeout_s)
+    control_topics = set(policy.inbound_topics(settings, region, settings.control_topic))
     store = PostgresStore.for_region(settings, region)
     try:
         known = store.promotions()
+        # The region's keys open the sealed payloads, as its worker does; an erased session's
+        # events fold blank here and into the same tombstone.
+        keys = keys_for(store.keyring, records, control_topics)
     finally:
         store.close()
-    control_topics = set(policy.inbound_topics(settings, region, settings.control_topic))
     states: dict[str, SessionState] = {}
-    fold = Fold(region, settings.regions, known, states, {}, in_log_order=False)
+    fold = Fold(region, settings.regions, known, states, {}, in_log_order=False, keys=lookup(keys))
     for msg in records:
         if str(msg.topic()) in control_topics:
             fold.control(msg)

@@ -1,0 +1,70 @@
+"""The sessions' keys travel with their events: copied by the replicator before the records.
+
+A region folds a copied event only if it holds the event's session key (dialog/sealing.py), and a
+failover restores only the sessions whose keys the new region holds. So the replicator that
+copies a region's dialog records into another region first copies their sessions' keys, from the
+source region's database into the target's (:class:`KeyCourier`, its ``before_copy`` hook): a
+record never reaches a region ahead of its key. Sessions the source erased meanwhile have no key
+there any more; their erasure is copied instead, so the target deletes its own copy of the key at
+once instead of waiting for the erasure event. A database that does not answer makes the
+replicator retry the batch (nothing is copied without its keys).
+
+Keys cross regions only this way, never through a log: an erasure must be able to remove them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from confluent_kafka import Message
+
+from dialog.keys import PostgresKeyRing, keys_for
+from regionsync.pgdb import region_dsn
+from regionsync.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class KeyCourier:
+    """``before_copy`` of the replicator from ``source`` into ``target`` (mirror/replicator.py)."""
+
+    def __init__(self, settings: Settings, source: str, target: str) -> None:
+        self.settings = settings
+        self.source, self.target = source, target
+        self._rings: dict[str, PostgresKeyRing] = {}
+        self.copied = 0
+        self.erasures = 0
+
+    def _ring(self, region: str) -> PostgresKeyRing:
+        # Opened on first use (and again after a failure): a database that is down when the
+        # replicator starts must not stop it; the batch waits instead.
+        ring = self._rings.get(region)
+        if ring is None:
+            ring = self._rings[region] = PostgresKeyRing(region_dsn(self.settings, region))
+        return ring
+
+    def __call__(self, msgs: Sequence[Message]) -> None:
+        dialog = [m for m in msgs if str(m.topic()) == self.settings.dialog_topic]
+        if not dialog:
+            return
+        try:
+            source, target = self._ring(self.source), self._ring(self.target)
+            keys = keys_for(source, dialog)
+            sessions = {k.decode("utf-8", "replace") for m in dialog if (k := m.key()) is not None}
+            erased = source.erased(sessions - {sid for sid, _kid in keys})
+            if erased:
+                target.erase(erased)
+            self.copied += target.put_many(keys)
+            self.erasures += len(erased)
+        except Exception:
+            self.close()  # a connection that failed is opened again for the next try
+            raise
+
+    def close(self) -> None:
+        for ring in self._rings.values():
+            try:
+                ring.close()
+            except Exception:  # noqa: BLE001, S110 - closing a broken connection: nothing to do
+                pass
+        self._rings.clear()
