@@ -40,10 +40,11 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:  # type: ignore
     indexer_cli.register(sub)
     from dialog import cli as dialog_cli
 
-    dialog_cli.register(sub)
+    dialog_commands = dialog_cli.register(sub)
     from serve import cli as serve_cli
 
     serve_cli.register(sub)  # after indexer's: it routes `search` through the running service
+    serve_cli.register_dialog(dialog_commands)
     from cli import demo
 
     demo.register(sub)
@@ -53,9 +54,10 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:  # type: ignore
     from drills import cli as drills_cli
 
     drills_cli.register(sub)
+    from cli import replicator
     from mirror import cli as mirror_cli
 
-    mirror_cli.register(sub)
+    mirror_cli.register(sub, serve=replicator.serve)
 
 
 def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:

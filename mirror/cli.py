@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -11,13 +12,14 @@ import orjson
 from regionsync.settings import Settings
 
 
-def register(sub: Any) -> None:
+def register(sub: Any, serve: Callable[[Settings, str, str], int] | None = None) -> None:
+    """``serve`` runs a replicator (the roof's, with what must travel before the records)."""
     p = sub.add_parser("mirror", help="replication between regions: run a replicator, status, pause, resume")
     actions = p.add_subparsers(dest="action", required=True)
     run = actions.add_parser("run", help="copy one region's topics into another (runs in the target region)")
     run.add_argument("--from", dest="source", required=True, help="region whose topics are copied")
     run.add_argument("--to", dest="target", required=True, help="region that receives them")
-    run.set_defaults(func=_run)
+    run.set_defaults(func=_run, serve=serve)
     st = actions.add_parser("status", help="what each region has not copied yet of the others (lag)")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=_status)
@@ -40,7 +42,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from mirror.replicator import serve
 
     _check_pair(settings, args.source, args.target)
-    return serve(settings, args.source, args.target)
+    run: Callable[[Settings, str, str], int] = args.serve or serve
+    return run(settings, args.source, args.target)
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:

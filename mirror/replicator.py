@@ -1,6 +1,7 @@
 """The replicator: one region's topics copied into another region's broker.
 
-    python -m mirror.replicator --from east --to north     (or: regionsync mirror run ...)
+    python -m cli.replicator --from east --to north     (or: regionsync mirror run ...; the process
+                                                        entry is on the roof: it adds dialog's key courier)
 
 Runs in the target region (consume remote, produce local). The loop:
 
@@ -22,10 +23,8 @@ measurable when nothing is written).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -70,6 +69,12 @@ def producer_config(settings: Settings, target: str) -> dict[str, Any]:
     })
 
 
+# Called with each batch before any of it is copied; raising makes the batch wait and be read
+# again from the checkpoint. dialog/courier.py copies the sessions' keys this way (the replicator
+# itself knows nothing of what the records mean).
+BeforeCopy = Callable[[Sequence[Message]], None]
+
+
 @dataclass
 class Stats:
     batches: int = 0
@@ -89,6 +94,7 @@ class Replicator:
         *,
         store: CheckpointStore | None = None,
         clock: Callable[[], float] = time.time,
+        before_copy: BeforeCopy | None = None,
     ) -> None:
         if (source, target) not in settings.mirror_pairs():
             raise MirrorError(f"no replication from {source!r} to {target!r}; regions: {', '.join(settings.regions)}")
@@ -96,6 +102,7 @@ class Replicator:
         self.source, self.target = source, target
         self.topics = policy.replicated_topics(settings, source, target)
         self._clock = clock
+        self._before_copy = before_copy
         self.store = store or CheckpointStore(region_dsn(settings, target), source)
         self._consumer = new_consumer(consumer_config(settings, source, target))
         self._pconfig = producer_config(settings, target)
@@ -213,6 +220,15 @@ class Replicator:
         return copied
 
     def _copy(self, msgs: list[Message]) -> int:
+        if self._before_copy is not None:
+            try:
+                self._before_copy(msgs)
+            except Exception as exc:  # noqa: BLE001 - what must land before the records did not: retry the batch
+                log.warning("replicator %s -> %s: not copying this batch yet (%s: %s); going back to the checkpoint",
+                            self.source, self.target, type(exc).__name__, exc)
+                self._assign()
+                self.stopping.wait(1.0)
+                return 0
         errors: list[str] = []
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
@@ -350,20 +366,11 @@ def _count_by_topic(msgs: Sequence[Message]) -> dict[str, int]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mirror.replicator", description=__doc__.split("\n")[0])
-    parser.add_argument("--from", dest="source", required=True, help="region whose topics are copied")
-    parser.add_argument("--to", dest="target", required=True, help="region that receives the copies (runs here)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return serve(Settings(), args.source, args.target)
-
-
-def serve(settings: Settings, source: str, target: str) -> int:
+def serve(settings: Settings, source: str, target: str, before_copy: BeforeCopy | None = None) -> int:
     """Replicate until SIGTERM/SIGINT, serving /metrics."""
     from regionsync.metrics import serve_metrics
 
-    replicator = Replicator(settings.for_region(target), source, target)
+    replicator = Replicator(settings.for_region(target), source, target, before_copy=before_copy)
     serve_metrics(settings.metrics_port("mirror", target, source), settings.serve_host,
                   f"replicator {source} -> {target}")
 
@@ -383,6 +390,3 @@ def serve(settings: Settings, source: str, target: str) -> int:
     log.info("replicator %s -> %s stopped: %s", source, target, replicator.stats)
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

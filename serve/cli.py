@@ -157,6 +157,62 @@ def _ask_in_process(settings: Settings, region: str, question: str, k: int, sess
         service.close()
 
 
+def register_dialog(dialog_commands: Any) -> None:
+    """``regionsync dialog erase``: added to dialog/cli.py's group here, since it goes through a
+    region's service (the dialog package does not know the service)."""
+    p = dialog_commands.add_parser(
+        "erase", help="erase a customer's conversation in every region (right to be forgotten)",
+        description="Asks the active region's service (operator token) to publish the session's erasure: every "
+        "region deletes the session's key, state and the snapshots holding it; the sealed events left in the "
+        "log can no longer be read. A standby answers with the active region, which is then asked.")
+    p.add_argument("session_id", metavar="SESSION_ID")
+    p.add_argument("--reason", default="", help="a ticket reference, kept in clear in the log (no personal data)")
+    p.add_argument("--region", help="region to ask first (default: the first of REGIONSYNC_REGIONS)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_erase)
+
+
+def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
+    from serve.auth import OPERATOR
+    from serve.client import RegionClient
+    from serve.errors import ServeError
+
+    region, asked = args.region or settings.regions[0], set()
+    try:
+        while True:
+            asked.add(region)
+            resp = RegionClient(settings, region).call("POST", f"/admin/sessions/{args.session_id}/erase", OPERATOR,
+                                                       params={"reason": args.reason} if args.reason else None)
+            body = _body(resp)
+            active = body.get("active_region")
+            if resp.status_code == 409 and isinstance(active, str) and active not in asked:
+                region = active  # a standby: ask the active region
+                continue
+            break
+    except ServeError as exc:
+        print(f"regionsync: error: {exc}", file=sys.stderr)
+        return 2
+    if resp.status_code >= 400:
+        print(f"regionsync: error: region {region}: HTTP {resp.status_code}: {body.get('detail')}", file=sys.stderr)
+        return 2
+    data = body
+    if args.json:
+        _print_json(data)
+    else:
+        print(f"session {data['session_id']} erased (by region {data['region']}, seq {data['seq']}"
+              f"{'' if data['known'] else '; that region did not know it'}): every region deletes its key and state "
+              "when it folds the erasure")
+    return 0
+
+
+def _body(resp: Any) -> dict[str, Any]:
+    try:
+        data = resp.json()
+    except ValueError:
+        return {"detail": resp.text[:200]}
+    return data if isinstance(data, dict) else {"detail": data}
+
+
 def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     from serve.client import RegionClient
     from serve.errors import ServeError

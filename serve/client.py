@@ -71,6 +71,11 @@ class RegionClient:
         out: dict[str, Any] = self.json("POST", "/admin/promote", OPERATOR, params={"force": "true"} if force else None)
         return out
 
+    def erase(self, session_id: str, reason: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = self.json("POST", f"/admin/sessions/{session_id}/erase", OPERATOR,
+                                        params={"reason": reason} if reason else None)
+        return out
+
     def conflicts(self) -> dict[str, Any]:
         out: dict[str, Any] = self.json("GET", "/admin/conflicts", OPERATOR)
         return out

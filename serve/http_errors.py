@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dialog.errors import DeliveryError, DialogError
+from dialog.keys import SessionIsErased
 from indexer.errors import IndexerError
 from serve.errors import Forbidden, NotActive, NotCaughtUp, ServeError, Unauthenticated, UnknownSession
 
@@ -41,6 +42,10 @@ def install(app: FastAPI, region: str) -> None:
     @app.exception_handler(UnknownSession)
     async def _unknown(_request: Request, exc: UnknownSession) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(SessionIsErased)
+    async def _erased(_request: Request, exc: SessionIsErased) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=410)
 
     @app.exception_handler(NotCaughtUp)
     async def _behind(_request: Request, exc: NotCaughtUp) -> JSONResponse:

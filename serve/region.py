@@ -68,7 +68,7 @@ class RegionService:
         self.store = PostgresStore.for_region(settings, region)
         self.dialog_log = DialogLog(settings, region, self.store)
         self.role = RegionRole(settings, region)
-        self._publisher = KafkaPublisher(settings)
+        self._publisher = KafkaPublisher(settings, keys=self.store.keyring, region=region)
         self._control = ControlPublisher(settings)
         self._acks = MirroredAcks(settings, region) if settings.dialog_ack_mode == "mirrored" else None
         self.chat: ChatComposer | None  # the chat endpoint composing answers, when configured
@@ -350,6 +350,20 @@ class RegionService:
             "dialog_lag": self.dialog_log.lag(),
             "active": self.role.current().region == self.region,
         }
+
+    def erase(self, session_id: str, reason: str = "") -> dict[str, Any]:
+        """Erase a customer's conversation in every region (right to be forgotten): written like a
+        turn, by the active region only. The session's key goes from this region's store at once
+        (the log's copies of its events can no longer be opened here), from every other region's
+        when its worker folds the erasure (dialog/keys.py says how long that can take)."""
+        if self.rejoining.is_set():
+            raise NotCaughtUp(f"region {self.region} is rejoining: it takes no turn and no erasure yet")
+        with self._turn_lock, self.role.writing() as active:
+            manager, _knowledge = self._writer(active)
+            known = manager.state(session_id).last_seq > 0
+            tombstone = manager.erase(session_id, reason)
+        self.store.keyring.erase([session_id])
+        return {"region": self.region, "session_id": session_id, "known": known, "seq": tombstone.last_seq}
 
     def fenced_report(self) -> list[dict[str, Any]]:
         """The conflict report: turns a promotion's cut set aside (dialog/fence.py)."""

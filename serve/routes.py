@@ -25,6 +25,7 @@ from serve.schemas import (
     SESSION_ID,
     AskResponse,
     Conflicts,
+    Erased,
     Error,
     Health,
     Promoted,
@@ -44,6 +45,7 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
     409: {"model": Refused, "description": "this region is standby"},
     503: {"model": Error, "description": "the region cannot serve this right now (retry)"},
 }
+GONE: dict[int | str, dict[str, Any]] = {410: {"model": Error, "description": "the session was erased"}}
 AUTH_REFUSALS: dict[int | str, dict[str, Any]] = {
     401: {"model": Error, "description": "no bearer token, or an unknown one"},
     403: {"model": Error, "description": "the token's role may not do this"},
@@ -121,7 +123,7 @@ def knowledge(service: RegionService, book: TokenBook) -> APIRouter:
         return SearchResponse(region=region, query=query, hits=[search_hit(h) for h in hits])
 
     @router.post("/ask", response_model=AskResponse, summary="an answer citing this region's sources",
-                 responses=REFUSALS)
+                 responses={**REFUSALS, **GONE})
     def ask(body: AskRequest) -> AskResponse:
         if body.session_id is None:
             composed = service.answer(body.question, body.k)
@@ -152,7 +154,7 @@ def dialog(service: RegionService, book: TokenBook) -> APIRouter:
 
     @router.post(
         "/sessions/{session_id}/turns", response_model=TurnOut, summary="one customer message: a dialog turn",
-        responses=REFUSALS,
+        responses={**REFUSALS, **GONE},
     )
     def turn(session_id: Annotated[str, Path(pattern=SESSION_ID)], body: TurnRequest) -> TurnOut:
         result = service.turn(session_id, body.model_dump())
@@ -199,6 +201,16 @@ def admin(service: RegionService, book: TokenBook) -> APIRouter:
                                                  "a source that answers (what is not copied is set aside)")] = False,
     ) -> Any:
         return audited(caller, f"promote (force={force})", lambda: service.promote(force=force))
+
+    @router.post("/admin/sessions/{session_id}/erase", response_model=Erased, responses=REFUSALS,
+                 summary="erase a customer's conversation in every region (operator)")
+    def erase(
+        caller: operator,
+        session_id: Annotated[str, Path(pattern=SESSION_ID)],
+        reason: Annotated[str, Query(max_length=200, pattern=r"^[A-Za-z0-9 ._:#/-]*$",
+                                     description="a ticket reference (kept in clear in the log: no personal data)")] = "",
+    ) -> Any:
+        return audited(caller, f"erase session {session_id}", lambda: service.erase(session_id, reason))
 
     @router.get("/admin/conflicts", response_model=Conflicts, summary="turns a promotion set aside (operator)")
     def conflicts(caller: operator) -> Any:

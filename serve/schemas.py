@@ -162,6 +162,16 @@ class Promoted(BaseModel):
     seconds: dict[str, float] = {}
 
 
+class Erased(BaseModel):
+    """An erasure taken: published to the log, the key deleted in this region; every other region
+    deletes its copy of the key and the session's state when it folds the erasure."""
+
+    region: str
+    session_id: str
+    known: bool  # this region knew the session (an unknown id is erased all the same: it may be in flight)
+    seq: int  # the erasure event's sequence number in the session
+
+
 class Conflicts(BaseModel):
     """Turns an old active region accepted that the promoted region never received (written after
     the promotion, or not replicated before the old region was lost): folded nowhere, listed here

@@ -159,7 +159,7 @@ def start_dialog_worker(settings: Settings, region: str) -> procs.Proc:
 
 
 def start_mirror(settings: Settings, source: str, target: str) -> procs.Proc:
-    return _spawn_module(settings.for_region(target), mirror_name(source, target), "mirror.replicator",
+    return _spawn_module(settings.for_region(target), mirror_name(source, target), "cli.replicator",
                          "--from", source, "--to", target)
 
 

@@ -74,7 +74,7 @@ def modules_compose_runs() -> set[str]:
 def test_the_cli_and_the_workers_import_without_any_extra() -> None:
     # In a fresh interpreter where the extras' modules cannot be imported, as in the image.
     modules = sorted(modules_compose_runs())
-    assert {"streams.app", "indexer.worker", "dialog.process", "mirror.replicator", "serve"} <= set(modules)
+    assert {"streams.app", "indexer.worker", "dialog.process", "cli.replicator", "serve"} <= set(modules)
     code = f"""
 import importlib, importlib.abc, importlib.util, sys
 BLOCKED = {NOT_IN_THE_IMAGE!r}

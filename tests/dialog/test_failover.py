@@ -3,7 +3,7 @@ store, Postgres and broker).
 
 200 customers talk to the east region's dialog manager (their turns interleaved, at east's
 epoch). East's worker, a replicator copying east's dialog and control topics into north
-(``python -m mirror.replicator --from east --to north``) and north's worker run as their own
+(``python -m cli.replicator --from east --to north``) and north's worker run as their own
 processes; both workers are killed with SIGKILL mid-stream. North then loses its state store and
 rebuilds from its own newest snapshot (in its own object store) plus the tail of its copy of
 east's log; it is promoted through the roles (a new epoch, its cut = what it had received of east,
@@ -120,7 +120,7 @@ def spawn_replicator(settings: Settings, source: str, target: str, tag: str, spa
     proc = procs.spawn(
         settings.state_dir,
         f"mirror-{source}-{target}-{tag}",
-        [sys.executable, "-m", "mirror.replicator", "--from", source, "--to", target],
+        [sys.executable, "-m", "cli.replicator", "--from", source, "--to", target],
         env=settings.for_region(target).child_env(),
     )
     spawned.append(proc.name)
