@@ -36,10 +36,12 @@ import orjson
 import psycopg
 
 from dialog.kafka_io import KafkaPublisher, ensure_topic
+from dialog.keys import PostgresKeyRing
 from dialog.loadgen import conversation, interleave
 from dialog.snapshots import s3_client
 from dialog.worker import DialogWorker
 from regionsync.kafka import new_admin
+from regionsync.pgdb import region_dsn
 from regionsync.settings import Settings
 from stack import broker, postgres, procs, seaweed
 
@@ -50,19 +52,10 @@ def run(settings: Settings, sessions: int = 10_000, tail_fraction: float = 0.1, 
         region: str | None = None) -> dict[str, Any]:
     """Run the benchmark against a running region (default: the source region); returns the
     figures (see the module docstring)."""
-    tag = uuid.uuid4().hex[:8]
     region = region or settings.source_region
-    s = settings.for_region(region).model_copy(
-        update={
-            "dialog_topic": f"regionsync.dialog.bench-{tag}",
-            "dialog_database_prefix": f"dialog_bench_{tag}_",
-            "dialog_snapshot_prefix": f"bench-{tag}",
-            "dialog_snapshot_every_events": 10**12,  # only the explicit snapshot of step 3
-            "dialog_snapshot_every_s": 10.0**9,
-        }
-    )
+    s = _bench_settings(settings, region)
     # Step 5's store: the same region's database under another name (the lost one stays behind).
-    lost = s.model_copy(update={"dialog_database_prefix": f"dialog_bench_{tag}_restored_"})
+    lost = s.model_copy(update={"dialog_database_prefix": f"{s.dialog_database_prefix}restored_"})
     rng = random.Random(seed)
     events = interleave([conversation(f"bench-{i:06d}", rng) for i in range(sessions)], rng)
     n_tail = max(1, int(sessions * tail_fraction))
@@ -116,12 +109,61 @@ def run(settings: Settings, sessions: int = 10_000, tail_fraction: float = 0.1, 
     }
 
 
+def _bench_settings(settings: Settings, region: str) -> Settings:
+    """The region's settings with a topic, databases and snapshot prefix of the bench's own."""
+    tag = uuid.uuid4().hex[:8]
+    return settings.for_region(region).model_copy(
+        update={
+            "dialog_topic": f"regionsync.dialog.bench-{tag}",
+            "dialog_database_prefix": f"dialog_bench_{tag}_",
+            "dialog_snapshot_prefix": f"bench-{tag}",
+            "dialog_snapshot_every_events": 10**12,  # only the explicit snapshot of step 3
+            "dialog_snapshot_every_s": 10.0**9,
+        }
+    )
+
+
+def sealed_replay(settings: Settings, sessions: int, seed: int = 1, region: str | None = None) -> dict[str, Any]:
+    """Step 2 again with every event sealed as the region service writes it (dialog/sealing.py):
+    the keys made in the region's database as the events are published, then a full replay that
+    opens every payload. Against :func:`run`'s plain replay: what sealing costs a rebuild."""
+    region = region or settings.source_region
+    s = _bench_settings(settings, region)
+    rng = random.Random(seed)
+    events = interleave([conversation(f"bench-{i:06d}", rng) for i in range(sessions)], rng)
+    ensure_topic(s, s.dialog_topic)
+    ring = PostgresKeyRing(region_dsn(s, region))
+    publisher = KafkaPublisher(s, config={"linger.ms": 5, "batch.num.messages": 10000}, keys=ring, region=region)
+    try:
+        t0 = time.monotonic()
+        publisher.publish(events, timeout=600)
+        publish_s = time.monotonic() - t0
+        worker = DialogWorker.create(s, region, snapshots=False)
+        try:
+            full = rebuild_without_snapshot(worker)
+            unopened = worker.store.stats().unopened
+        finally:
+            worker.close()
+    finally:
+        publisher.close()
+        ring.close()
+        _cleanup(s, region, [s.dialog_database(region)])
+    if unopened:
+        raise AssertionError(f"{unopened} sealed events did not open during the replay")
+    return {"events": len(events), "publish_events_per_s": round(len(events) / publish_s),
+            "full_replay_s": full["seconds"], "full_replay_events_per_s": round(len(events) / full["seconds"])}
+
+
 def measure(settings: Settings, sessions: int) -> dict[str, Any] | None:
     """Row 6's figures on the bench's stack (None with fewer than two regions)."""
     if len(settings.regions) < 2:
         return None
     started = time.monotonic()
     figures = dict(run(settings, sessions=sessions))
+    sealed = sealed_replay(settings, sessions)
+    figures["sealed_publish_events_per_s"] = sealed["publish_events_per_s"]
+    figures["sealed_full_replay_events_per_s"] = sealed["full_replay_events_per_s"]
+    figures["sealed_over_plain_replay"] = round(sealed["full_replay_events_per_s"] / figures["full_replay_events_per_s"], 2)
     figures["bench_seconds"] = round(time.monotonic() - started, 1)
     return figures
 

@@ -160,7 +160,10 @@ def dialog_rebuild_row(dia: dict[str, Any] | None) -> Row:
         return Row("6", "dialog rebuild", "not available", "-", "-")
     return Row(
         "6", "dialog rebuild",
-        f"full replay {_n(dia['full_replay_events_per_s'])} events/s; restore {_n(dia['restore_sessions'])} "
+        f"full replay {_n(dia['full_replay_events_per_s'])} events/s"
+        + (f" ({_n(dia['sealed_full_replay_events_per_s'])} sealed: {dia['sealed_over_plain_replay']:.2f}x)"
+           if dia.get("sealed_full_replay_events_per_s") else "")
+        + f"; restore {_n(dia['restore_sessions'])} "
         f"sessions (snapshot + {dia['restore_tail_events']} tail events) in {dia['restore_total_s']:.2f} s",
         f"full replay >= {_n(TARGET_DIALOG_EVENTS_PER_S)} events/s",
         _verdict(dia["full_replay_events_per_s"] >= TARGET_DIALOG_EVENTS_PER_S),
@@ -187,9 +190,17 @@ def turn_latency_row(tu: dict[str, Any] | None) -> Row:
         "10", f"{label}, {tu['turns_per_mode']} turns each in {tu['region']}",
         f"local p50 {_n(loc['p50_ms'], 1)} ms, p99 {_n(loc['p99_ms'], 1)} ms; mirrored p50 {_n(mir['p50_ms'], 1)} ms, "
         f"p99 {_n(mir['p99_ms'], 1)} ms (waiting for the standby: p50 {_n(mir['standby_wait_p50_ms'] or 0, 1)} ms); "
-        f"{tu['mirrored_over_local_p50']:.2f}x",
+        f"{tu['mirrored_over_local_p50']:.2f}x" + _unsealed(tu),
         "reported", "-",
     )
+
+
+def _unsealed(tu: dict[str, Any]) -> str:
+    plain = tu.get("local_unsealed")
+    if not plain:
+        return ""
+    return (f"; local without sealing p50 {_n(plain['p50_ms'], 1)} ms (sealing: "
+            f"{tu['sealed_over_unsealed_p50']:.2f}x)")
 
 
 def search_row(se: dict[str, Any] | None) -> Row:

@@ -176,6 +176,9 @@ class Settings(BaseSettings):
     # once every other region's broker holds them (the replicator's checkpoint there says so):
     # RPO 0, at the price of a longer turn and of refused turns while a standby is unreachable.
     dialog_ack_mode: Literal["local", "mirrored"] = "local"
+    # Seal every turn's personal fields with the session's key (dialog/sealing.py) so that an
+    # erasure makes the log's copies unreadable. Off only to measure what it costs (the bench).
+    dialog_seal: bool = True
     mirrored_ack_timeout_s: float = 5.0
     # "mirrored": how many regions (this one included) must hold a turn before it is acknowledged,
     # as Kafka's min.insync.replicas. 2: a turn is refused (503) while no standby is in sync: RPO 0.

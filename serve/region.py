@@ -68,7 +68,8 @@ class RegionService:
         self.store = PostgresStore.for_region(settings, region)
         self.dialog_log = DialogLog(settings, region, self.store)
         self.role = RegionRole(settings, region)
-        self._publisher = KafkaPublisher(settings, keys=self.store.keyring, region=region)
+        self._publisher = KafkaPublisher(settings, keys=self.store.keyring if settings.dialog_seal else None,
+                                         region=region)
         self._control = ControlPublisher(settings)
         self._acks = MirroredAcks(settings, region) if settings.dialog_ack_mode == "mirrored" else None
         self.chat: ChatComposer | None  # the chat endpoint composing answers, when configured

@@ -31,6 +31,8 @@ CASES: dict[tuple[str, str], tuple[str, dict[str, Any], str]] = {
     ("GET", "/sessions/{session_id}"): (f"/sessions/{SESSION}", {}, "assistant"),
     ("POST", "/admin/promote"): ("/admin/promote", {}, "operator"),
     ("GET", "/admin/conflicts"): ("/admin/conflicts", {}, "operator"),
+    ("POST", "/admin/sessions/{session_id}/erase"): (f"/admin/sessions/{SESSION}-erased/erase",
+                                                     {"params": {"reason": "ticket 1"}}, "operator"),
 }
 TOKENS = {"assistant": ASSISTANT_TOKEN, "operator": OPERATOR_TOKEN}
 OTHER = {"assistant": "operator", "operator": "assistant"}
