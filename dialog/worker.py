@@ -372,6 +372,10 @@ class DialogWorker:
             return  # stopping
         states, fold = done
         self.store.replace_all(states.values(), fold.positions, fold.stats(), fold.sources, fold.folded)
+        if fold.erased:
+            # Erasures this store had not folded yet (they were in the logs' tail): the worker goes
+            # on past them, so their keys go now.
+            self.store.keyring.erase(fold.erased)
         if fold.fenced or fold.new_promotions:
             self.store.commit([], {}, {}, Stats(), fenced=fold.fenced, promotions=fold.new_promotions)
         log.warning("dialog worker %s: folded again in %.2fs: %d sessions, %d events set aside", self.region,
