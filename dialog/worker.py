@@ -381,6 +381,8 @@ class DialogWorker:
         log.warning("dialog worker %s: folded again in %.2fs: %d sessions, %d events set aside", self.region,
                     time.monotonic() - t0, len(states), len(fold.fenced))
         self.start_after_refold()
+        if fold.erased:
+            self._erased(fold.erased)
 
     def start_after_refold(self) -> None:
         self._positions = self.store.offsets()
