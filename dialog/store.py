@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from dialog import sealing
+from dialog.events import KeyLookup
 from dialog.fence import Promotion
 from dialog.keys import KeyRing
 from dialog.state import SessionState
@@ -79,12 +81,23 @@ class FencedEvent:
     fenced_region: str
     event: bytes  # the record's value, as written: the conflict report shows the turn
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, keys: KeyLookup | None = None) -> dict[str, Any]:
+        """Plain JSON; with ``keys`` (the region's) a sealed turn is shown opened, so an operator
+        can see what the customer was told (dialog/sealing.py). Without its key it stays sealed."""
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "event"}
         try:
             out["event"] = orjson.loads(self.event)
         except orjson.JSONDecodeError:
             out["event"] = self.event.decode("utf-8", "replace")
+            return out
+        event = out["event"]
+        if keys is not None and isinstance(event, dict) and sealing.is_sealed(event):
+            key = keys(self.session_id, str(event.get(sealing.KID)))
+            if key is not None:
+                try:
+                    out["event"] = sealing.open_sealed(event, key)
+                except sealing.SealError:
+                    pass  # shown as it is in the log
         return out
 
 

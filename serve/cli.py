@@ -275,11 +275,14 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_conflicts(args: argparse.Namespace, settings: Settings) -> int:
+    from dialog.keys import lookup
     from dialog.pg_store import PostgresStore
 
     store = PostgresStore.for_region(settings, args.region)
     try:
-        report = [e.to_dict() for e in store.fenced()]
+        fenced = store.fenced()
+        keys = lookup(store.keyring.get_many({e.session_id for e in fenced}))
+        report = [e.to_dict(keys) for e in fenced]
     finally:
         store.close()
     if args.json:

@@ -22,6 +22,7 @@ from typing import Any
 from dialog.errors import DeliveryError
 from dialog.fence import Promotion
 from dialog.kafka_io import KafkaPublisher
+from dialog.keys import lookup
 from dialog.manager import DialogManager, Reply
 from dialog.pg_store import PostgresStore
 from dialog.roles import Active
@@ -368,7 +369,9 @@ class RegionService:
 
     def fenced_report(self) -> list[dict[str, Any]]:
         """The conflict report: turns a promotion's cut set aside (dialog/fence.py)."""
-        return [e.to_dict() for e in self.store.fenced()]
+        fenced = self.store.fenced()
+        keys = lookup(self.store.keyring.get_many({e.session_id for e in fenced}))
+        return [e.to_dict(keys) for e in fenced]
 
     def close(self) -> None:
         self._stop.set()
