@@ -163,13 +163,7 @@ class DialogManager:
         if answer.close:
             session.record(SessionClosed, reason="completed")
 
-        try:
-            self._publisher.publish(session.pending)
-        except Exception:
-            # Some events of the turn may have landed: forget what we believed, re-read next time.
-            self._cache.pop(session_id, None)
-            raise
-        self._remember(session.state)
+        self._publish(session)
         return Reply(
             session_id=session_id,
             text=answer.text,
@@ -188,15 +182,20 @@ class DialogManager:
             return state
         session = Session(state, "", self._make_event)
         session.record(SessionErased, reason=reason)
-        try:
-            self._publisher.publish(session.pending)
-        except Exception:
-            self._cache.pop(session_id, None)
-            raise
-        self._remember(session.state)
+        self._publish(session)
         return session.state
 
     # ------------------------------------------------------------------ internals
+    def _publish(self, session: Session) -> None:
+        """Publish what the turn recorded, then remember the state it leads to."""
+        try:
+            self._publisher.publish(session.pending)
+        except Exception:
+            # Some events of the turn may have landed: forget what we believed, re-read next time.
+            self._cache.pop(session.session_id, None)
+            raise
+        self._remember(session.state)
+
     def _make_event(self, cls: type[DialogEvent], state: SessionState, payload: dict[str, Any]) -> DialogEvent:
         return cls(
             session_id=state.session_id,

@@ -1,4 +1,4 @@
-"""The replicators' Prometheus metrics (``python -m mirror.replicator`` serves them on
+"""The replicators' Prometheus metrics (``python -m cli.replicator`` serves them on
 ``Settings.metrics_port("mirror", target, source)``). The alert "RPO at risk" in
 deploy/prometheus/alerts.yml is written on ``regionsync_mirror_lag_seconds``."""
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from regionsync.settings import Settings
+from stack import procs
 from tests.stacks import free_settings, regions_up
 from tests.state_dirs import private_state_dir
 
@@ -36,3 +37,12 @@ def settings(stack: Settings) -> Settings:
             "dialog_snapshot_prefix": f"snapshots-{tag}",
         }
     )
+
+
+@pytest.fixture
+def spawned(settings: Settings) -> Iterator[list[str]]:
+    """Names of the processes a test started: stopped even if the test fails."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        procs.stop(settings.state_dir, name, timeout=10)

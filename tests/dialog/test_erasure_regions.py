@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import sys
 import uuid
-from collections.abc import Iterator
 from functools import partial
 
 import pytest
@@ -44,14 +43,6 @@ def text_of(state: SessionState | None) -> str:
     if state is None:
         return ""
     return " ".join([*(t.text for t in state.turns), *map(str, state.slots.values()), state.customer_id])
-
-
-@pytest.fixture
-def spawned(settings: Settings) -> Iterator[list[str]]:
-    names: list[str] = []
-    yield names
-    for name in names:
-        procs.stop(settings.state_dir, name, timeout=10)
 
 
 def manager(settings: Settings, region: str, store: PostgresStore, epoch: int) -> DialogManager:

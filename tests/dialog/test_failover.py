@@ -22,7 +22,7 @@ import argparse
 import random
 import sys
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -93,15 +93,6 @@ def script(i: int) -> list[dict[str, Any]]:
             {"text": "is it blocked now?"},
         ]
     return [{**t, "session_id": sid} for t in turns]
-
-
-@pytest.fixture
-def spawned(settings: Settings) -> Iterator[list[str]]:
-    """Names of the processes a test started: stopped even if the test fails."""
-    names: list[str] = []
-    yield names
-    for name in names:
-        procs.stop(settings.state_dir, name, timeout=10)
 
 
 def spawn_worker(settings: Settings, region: str, tag: str, spawned: list[str]) -> procs.Proc:

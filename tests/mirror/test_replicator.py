@@ -80,7 +80,7 @@ def replicator(two_regions: Settings) -> Iterator[list[str]]:
 def spawn(settings: Settings, names: list[str], tag: str) -> procs.Proc:
     north = settings.for_region("north")
     proc = procs.spawn(settings.state_dir, f"mirror-test-{tag}",
-                       [sys.executable, "-m", "mirror.replicator", "--from", "east", "--to", "north"],
+                       [sys.executable, "-m", "cli.replicator", "--from", "east", "--to", "north"],
                        env=north.child_env())
     names.append(proc.name)
     return proc
