@@ -364,7 +364,8 @@ class RegionService:
             manager, _knowledge = self._writer(active)
             known = manager.state(session_id).last_seq > 0
             tombstone = manager.erase(session_id, reason)
-        self.store.keyring.erase([session_id])
+            # Under the turn lock: the key ring's connection is the turns' (a transaction each).
+            self.store.keyring.erase([session_id])
         return {"region": self.region, "session_id": session_id, "known": known, "seq": tombstone.last_seq}
 
     def fenced_report(self) -> list[dict[str, Any]]:
