@@ -10,6 +10,9 @@ once instead of waiting for the erasure event. A database that does not answer m
 replicator retry the batch (nothing is copied without its keys).
 
 Keys cross regions only this way, never through a log: an erasure must be able to remove them.
+A region that rebuilds an empty store (it lost its database) first pulls every key and erasure
+the other regions hold (:func:`pull_keys`): the keys of the sessions it made itself would
+otherwise be gone with its database.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import Message
 
-from dialog.keys import PostgresKeyRing, keys_for
+from dialog.keys import KeyRing, PostgresKeyRing, keys_for
 from regionsync.pgdb import region_dsn
 from regionsync.settings import Settings
 
@@ -68,3 +71,25 @@ class KeyCourier:
             except Exception:  # noqa: BLE001, S110 - closing a broken connection: nothing to do
                 pass
         self._rings.clear()
+
+
+def pull_keys(settings: Settings, region: str, ring: KeyRing) -> dict[str, int]:
+    """Copy into ``ring`` (``region``'s) every key and erasure the other regions hold; returns the
+    keys pulled per region. A region that does not answer is skipped, saying so: its keys still
+    come with its records later (the courier), those of the sessions this region made do not."""
+    pulled: dict[str, int] = {}
+    for peer in settings.others(region):
+        try:
+            # Not created if missing (a peer without that database has no keys to give).
+            other = PostgresKeyRing(region_dsn(settings, peer, create=False), ensure=False)
+            try:
+                keys, erased = other.everything()
+            finally:
+                other.close()
+        except Exception as exc:  # noqa: BLE001 - a peer that is down: rebuild with what there is
+            log.warning("region %s: keys not pulled from region %s (%s: %s)", region, peer, type(exc).__name__, exc)
+            continue
+        ring.erase(erased)
+        pulled[peer] = ring.put_many(keys)
+    log.info("region %s: pulled the other regions' session keys before rebuilding: %s", region, pulled)
+    return pulled

@@ -82,6 +82,11 @@ class KeyRing(Protocol):
         """Which of these sessions this region knows as erased."""
         ...
 
+    def everything(self) -> tuple[SessionKeys, set[str]]:
+        """Every key and every erased session this region holds (a region rebuilding an empty
+        store pulls them from the others: dialog/courier.py)."""
+        ...
+
 
 class MemoryKeyRing:
     """The contract in memory, for unit tests (tests/dialog/test_keys.py runs both)."""
@@ -118,6 +123,10 @@ class MemoryKeyRing:
 
     def erased(self, session_ids: Iterable[str]) -> set[str]:
         return set(session_ids) & self._erased
+
+    def everything(self) -> tuple[SessionKeys, set[str]]:
+        with self._lock:
+            return dict(self._keys), set(self._erased)
 
 
 def choose(held: Mapping[str, bytes], kid: str) -> SealingKey:
@@ -226,6 +235,13 @@ class PostgresKeyRing:
             return set()
         rows = self._live.execute("SELECT session_id FROM dialog_erased WHERE session_id = ANY(%s)", (ids,)).fetchall()
         return {str(r[0]) for r in rows}
+
+    def everything(self) -> tuple[SessionKeys, set[str]]:
+        conn = self._live
+        with conn.transaction():  # one snapshot of both tables
+            keys = conn.execute("SELECT session_id, kid, key FROM dialog_keys").fetchall()
+            erased = conn.execute("SELECT session_id FROM dialog_erased").fetchall()
+        return {(str(s), str(k)): bytes(v) for s, k, v in keys}, {str(r[0]) for r in erased}
 
     def close(self) -> None:
         self._conn.close()

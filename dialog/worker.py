@@ -44,6 +44,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, Message
 
 from dialog import fence, metrics
+from dialog.courier import pull_keys
 from dialog.errors import DialogError, PromotionsChanged, SnapshotError
 from dialog.fence import Promotion
 from dialog.fold import Fold
@@ -142,7 +143,10 @@ class DialogWorker:
         self.check_positions()
 
     def rebuild(self) -> RebuildReport:
-        """Restore the store if it is empty, start, and fold the log to its end (:func:`dialog.rebuild.rebuild`)."""
+        """Restore the store if it is empty, start, and fold the log to its end (:func:`dialog.rebuild.rebuild`).
+        An empty store lost its keys too: the other regions' are pulled first (dialog/courier.py)."""
+        if self.store.is_empty():
+            pull_keys(self.settings, self.region, self.store.keyring)
         return rebuild(self)
 
     def close(self) -> None:

@@ -146,6 +146,13 @@ def test_an_erased_session_has_no_key_and_gets_none_back(ring: KeyRing) -> None:
     assert ring.get_many(["a", "b", "c"]) == {("b", "east"): kept, ("c", "east"): b"k" * 32}
 
 
+def test_everything_is_every_key_and_every_erasure(ring: KeyRing) -> None:
+    a = ring.create("a", "east")[1]
+    ring.put_many({("a", "north"): b"n" * 32, ("b", "east"): b"b" * 32})
+    ring.erase(["b", "c"])
+    assert ring.everything() == ({("a", "east"): a, ("a", "north"): b"n" * 32}, {"b", "c"})
+
+
 @pytest.mark.integration
 def test_an_erasure_racing_a_copy_leaves_no_key(settings: Settings) -> None:
     """A copier (the replicator's courier) and an eraser (a worker folding erasures) on two

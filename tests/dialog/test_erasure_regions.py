@@ -15,6 +15,7 @@ import sys
 import uuid
 from functools import partial
 
+import psycopg
 import pytest
 
 from dialog.events import decode_opened
@@ -24,8 +25,10 @@ from dialog.manager import DialogManager
 from dialog.pg_store import PostgresStore
 from dialog.snapshots import SnapshotStore
 from dialog.state import ERASED, SessionState
+from dialog.store import Stats
 from dialog.worker import DialogWorker
 from drills.dialoglog import fold_region, read_all
+from regionsync.pgdb import region_dsn
 from regionsync.settings import Settings
 from serve.roles import RegionRole
 from stack import procs, topics
@@ -146,6 +149,21 @@ def test_an_erased_conversation_is_unreadable_in_every_region(settings: Settings
         worker.refold()
         assert worker.store.get(GONE) == tombstone and worker.store.get(KEPT) == kept_before
         assert worker.store.stats().unopened >= 4
+    finally:
+        worker.close()
+
+    # ---- north loses its database (states, positions, keys, erasures): the rebuild pulls the keys
+    # and erasures east holds, so the other customer comes back whole and the erased one does not
+    stores["north"].replace_all([], {}, Stats())
+    with psycopg.connect(region_dsn(settings, "north"), autocommit=True) as conn:
+        conn.execute("DELETE FROM dialog_keys")
+        conn.execute("DELETE FROM dialog_erased")
+    worker = DialogWorker.create(settings, "north", snapshots=False)
+    try:
+        report = worker.rebuild()
+        assert report.source == "full replay"
+        assert worker.store.get(GONE) == tombstone and worker.store.get(KEPT) == kept_before
+        assert worker.store.keyring.erased([GONE, KEPT]) == {GONE}
     finally:
         worker.close()
     print(f"\nerasure: tombstone {tombstone}", file=sys.stderr)
