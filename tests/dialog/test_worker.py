@@ -95,13 +95,13 @@ class CrashingStore:
         self, states: Iterable[SessionState], offsets: Mapping[TP, int], expected: Mapping[TP, int], stats: Stats,
         *, sources: Mapping[Origin, int] | None = None, folded: Mapping[Origin, int] | None = None,
         fenced: Sequence[FencedEvent] = (), promotions: Sequence[Promotion] = (),
-        known_promotions: Iterable[tuple[int, str]] | None = None,
+        known_promotions: Iterable[tuple[int, str]] | None = None, erased: Sequence[str] = (),
     ) -> None:
         self._left -= 1
         if self._left == 0:
             raise RuntimeError("simulated crash")
         self._inner.commit(states, offsets, expected, stats, sources=sources, folded=folded, fenced=fenced,
-                           promotions=promotions, known_promotions=known_promotions)
+                           promotions=promotions, known_promotions=known_promotions, erased=erased)
 
 
 def test_a_restarted_worker_applies_no_event_twice(settings: Settings) -> None:
