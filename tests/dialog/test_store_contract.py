@@ -171,3 +171,15 @@ def test_states_round_trip_exactly(store: StateStore) -> None:
     )
     store.commit([odd], {(OWN, 0): 1}, {}, Stats(applied=1))
     assert store.get(odd.session_id) == odd
+
+
+def test_a_commit_that_erases_deletes_the_keys_in_the_same_transaction(store: StateStore) -> None:
+    store.keyring.create("gone", "east")
+    kept = store.keyring.create("kept", "east")[1]
+    with pytest.raises(OffsetConflict):
+        store.commit([], {(OWN, 0): 5}, {(OWN, 0): 99}, Stats(erased=1), erased=["gone"])
+    assert set(store.keyring.get_many(["gone"])) == {("gone", "east")}  # nothing written
+    store.commit([], {(OWN, 0): 5}, {}, Stats(erased=1, unopened=2), erased=["gone"])
+    assert store.keyring.get_many(["gone", "kept"]) == {("kept", "east"): kept}
+    assert store.keyring.erased(["gone", "kept"]) == {"gone"}
+    assert (store.stats().erased, store.stats().unopened) == (1, 2)
