@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import random
+from typing import Any
 
 import orjson
 import pytest
@@ -25,7 +26,8 @@ from dialog.events import (
 )
 from dialog.loadgen import conversation
 
-COMMON = {"session_id": "s-1", "seq": 3, "event_id": "e-3", "ts_ms": 1_700_000_000_000, "origin": "east", "epoch": 2}
+COMMON: dict[str, Any] = {"session_id": "s-1", "seq": 3, "event_id": "e-3", "ts_ms": 1_700_000_000_000,
+                          "origin": "east", "epoch": 2}
 SECRET_TEXT = "my card 4111 1111 1111 1111 was stolen"
 
 
