@@ -28,6 +28,7 @@ from drills.errors import DrillsError
 from mirror import policy
 from regionsync.kafka import EndsUnknown, ReadTimeout, fetch_ends, new_consumer, read_to_end
 from regionsync.settings import Settings
+from regionsync.settings_parts import KafkaSettings
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,45 @@ class RegionLog:
     promotions: tuple[Promotion, ...]
 
 
-def read_all(settings: Settings, region: str, timeout_s: float = 120.0) -> tuple[list[Message], dict[TP, int]]:
-    """Every record of the region's dialog and control topics, with the ends read to."""
+class LogCache:
+    """What was read of each partition, per broker: a durable log's records never change, so a
+    later read fetches only what came since. The fault suite reads every region's logs at every
+    check of every trial; read whole each time, that took longer than the check's timeout once a
+    run's logs had grown (tansu's S3 engine keeps each produced batch, a turn, as an object)."""
+
+    def __init__(self) -> None:
+        self._parts: dict[tuple[str, str, int], tuple[int, list[Message]]] = {}
+
+    def read(self, kafka: KafkaSettings, ends: Mapping[TP, int], timeout_s: float) -> list[Message]:
+        """Every record of each partition below its end in ``ends``, read from the last record
+        read (from the start for a partition now shorter than that: it was recreated). Kept only
+        up to the last record received, never up to an end the read took for a hole: a slow
+        broker that answered "nothing" there is asked again next time."""
+        start: dict[TP, int] = {}
+        for (topic, p), end in ends.items():
+            reached, _records = self._parts.get((kafka.bootstrap, topic, p), (0, []))
+            if end < reached:
+                self._parts.pop((kafka.bootstrap, topic, p))
+                reached = 0
+            start[(topic, p)] = reached
+        new = list(read_to_end(kafka, ends, start=start, timeout=timeout_s))  # all or nothing: kept once read
+        for msg in new:
+            key = (kafka.bootstrap, str(msg.topic()), int(msg.partition() or 0))
+            self._parts.setdefault(key, (0, []))[1].append(msg)
+        out: list[Message] = []
+        for (topic, p), end in ends.items():
+            key = (kafka.bootstrap, topic, p)
+            records = self._parts.get(key, (0, []))[1]
+            last = int(records[-1].offset() or 0) + 1 if records else 0
+            self._parts[key] = (max(last, start[(topic, p)]), records)
+            out.extend(m for m in records if int(m.offset() or 0) < end)
+        return out
+
+
+def read_all(settings: Settings, region: str, timeout_s: float = 120.0,
+             cache: LogCache | None = None) -> tuple[list[Message], dict[TP, int]]:
+    """Every record of the region's dialog and control topics, with the ends read to (through
+    ``cache``: only what came since its last read)."""
     local = settings.for_region(region)
     topics = [*policy.inbound_topics(local, region, local.dialog_topic),
               *policy.inbound_topics(local, region, local.control_topic)]
@@ -54,15 +92,16 @@ def read_all(settings: Settings, region: str, timeout_s: float = 120.0) -> tuple
              for p in sorted(meta.topics[t].partitions)]
     try:
         ends = fetch_ends(local.kafka(), parts, 30.0)
-        records = list(read_to_end(local.kafka(), ends, timeout=timeout_s))
+        records = (cache.read(local.kafka(), ends, timeout_s) if cache is not None
+                   else list(read_to_end(local.kafka(), ends, timeout=timeout_s)))
     except (EndsUnknown, ReadTimeout) as exc:
         raise DrillsError(f"reading region {region}'s dialog logs: {exc}") from exc
     return records, ends
 
 
-def fold_region(settings: Settings, region: str, timeout_s: float = 120.0) -> RegionLog:
+def fold_region(settings: Settings, region: str, timeout_s: float = 120.0, cache: LogCache | None = None) -> RegionLog:
     """The reference fold of ``region``'s logs (see the module docstring)."""
-    records, ends = read_all(settings, region, timeout_s)
+    records, ends = read_all(settings, region, timeout_s, cache)
     control_topics = set(policy.inbound_topics(settings, region, settings.control_topic))
     store = PostgresStore.for_region(settings, region)
     try:

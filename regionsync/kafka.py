@@ -226,8 +226,9 @@ def probe_offset(consumer: Consumer, counter: FetchCounter, topic: str, partitio
 
 
 def read_to_end(kafka: KafkaSettings, ends: Mapping[TP, int], *, timeout: float = 60.0,
-                config: Mapping[str, Any] | None = None, hole_after_s: float = 10.0) -> Iterator[Any]:
-    """Every record of each partition in ``ends`` from offset 0 up to (not including) its end
+                config: Mapping[str, Any] | None = None, hole_after_s: float = 10.0,
+                start: Mapping[TP, int] | None = None) -> Iterator[Any]:
+    """Every record of each partition in ``ends`` from offset 0 (or its ``start``) up to (not including) its end
     (found with :func:`fetch_ends`). A partition is read once the consumer passed its end or
     reported EOF at or past it: an offset without a record (a transaction marker) is never
     delivered. A tansu killed in the middle of a write can come back with a partition's end past
@@ -236,7 +237,8 @@ def read_to_end(kafka: KafkaSettings, ends: Mapping[TP, int], *, timeout: float 
     there with nothing; a broker that is merely slow is waited for. Raises :class:`ReadTimeout`
     (after yielding what it read) if reading takes longer than ``timeout``, naming each
     partition's (reached, end)."""
-    wanted = {tp: end for tp, end in ends.items() if end > 0}
+    first = {tp: (start or {}).get(tp, 0) for tp in ends}
+    wanted = {tp: end for tp, end in ends.items() if end > first[tp]}
     if not wanted:
         return
     bootstrap = kafka.bootstrap
@@ -251,8 +253,8 @@ def read_to_end(kafka: KafkaSettings, ends: Mapping[TP, int], *, timeout: float 
     consumer = new_consumer(client)
     prober: tuple[Consumer, FetchCounter] | None = None
     try:
-        consumer.assign([TopicPartition(t, p, 0) for t, p in wanted])
-        reached = dict.fromkeys(wanted, 0)  # next offset to read, or where EOF was reported
+        consumer.assign([TopicPartition(t, p, first[(t, p)]) for t, p in wanted])
+        reached = {tp: first[tp] for tp in wanted}  # next offset to read, or where EOF was reported
         deadline = time.monotonic() + timeout
         moved = dict.fromkeys(wanted, time.monotonic())  # when each partition last brought something
         while any(reached[tp] < end for tp, end in wanted.items()):

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from dialog.pg_store import PostgresStore
 from dialog.state import SessionState
-from drills.dialoglog import RegionLog, fold_region
+from drills.dialoglog import LogCache, RegionLog, fold_region
 from drills.diff import Drift
 from drills.workload_model import DocChange, TurnAck, WorkloadResult
 from indexer.plan import DocState
@@ -39,16 +39,18 @@ log = logging.getLogger(__name__)
 class LogFolder:
     """The fold of each region's dialog logs (drills/dialoglog.py), read to their ends at every
     check. Each region folds its own log and its copies of the others' with the promotions it knows
-    (dialog/fence.py): the reference of its sessions. Logs are durable now (each region's broker
-    keeps them in its object store), so the fold is read whole each time, not followed."""
+    (dialog/fence.py): the reference of its sessions. Logs are durable (each region's broker keeps
+    them in its object store), so what was read stays valid: each check reads only what came since
+    the last one (:class:`LogCache`) and folds everything again."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.logs: dict[str, RegionLog] = {}
+        self.cache = LogCache()
 
     def advance(self) -> dict[str, RegionLog]:
         """Fold every region's logs up to their current ends."""
-        self.logs = {region: fold_region(self.settings, region) for region in self.settings.regions}
+        self.logs = {region: fold_region(self.settings, region, cache=self.cache) for region in self.settings.regions}
         return self.logs
 
     @property

@@ -103,3 +103,11 @@ def test_read_to_end_waits_for_a_frozen_broker_instead_of_cutting_the_read(kafka
             threading.Timer(6.0, os.kill, (pid, signal.SIGCONT)).start()
         read.append(msg.value())
     assert read == [f"v{i}".encode() for i in range(200)]
+
+
+def test_read_to_end_from_a_start_offset_reads_only_the_rest(kafka: Settings) -> None:
+    topic_with(kafka, "probe-c", 10)
+    ends = fetch_ends(kafka.kafka(), [("probe-c", 0)], 30)
+    read = [m.value() for m in read_to_end(kafka.kafka(), ends, start={("probe-c", 0): 6}, timeout=60)]
+    assert read == [f"v{i}".encode() for i in range(6, 10)]
+    assert list(read_to_end(kafka.kafka(), ends, start={("probe-c", 0): 10}, timeout=60)) == []
