@@ -12,9 +12,10 @@ database (``dialog_keys``), beside the list of sessions erased there (``dialog_e
   that was not erased;
 * an erasure deletes the key and records the session as erased in one transaction: at once in
   the region that took the request, and in every other region when its worker folds the
-  ``session_erased`` event (the same transaction as the tombstone state). A key the courier
-  copies while an erasure is being committed is deleted by the sweep that follows every copy
-  (:func:`sweep_erased`), so an erased key does not come back.
+  ``session_erased`` event (the same transaction as the tombstone state). Making a key, copying
+  one in and erasing take the same lock per session (a transaction-level advisory lock), so a key
+  the courier copies while an erasure commits cannot come back: whichever comes second sees the
+  first (tests/dialog/test_erasure.py races the two).
 
 How long an erased key can live anywhere: in the region that took the request, not at all after
 the answer; in another running region, the replication lag of the erasure event plus one batch of
@@ -153,20 +154,16 @@ def erase_in(cur: psycopg.Cursor[Any], session_ids: Iterable[str]) -> None:
     ids = sorted(set(session_ids))
     if not ids:
         return
-    # The lock :meth:`PostgresKeyRing.create` takes, in the sorted order of ``ids`` (unnest keeps
-    # the array's order), so two erasures never wait on each other crosswise.
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext('dialog_key:' || s)) FROM unnest(%s::text[]) AS s", (ids,))
+    _lock_sessions(cur, ids)
     cur.execute("DELETE FROM dialog_keys WHERE session_id = ANY(%s)", (ids,))
     cur.executemany("INSERT INTO dialog_erased (session_id) VALUES (%s) ON CONFLICT DO NOTHING", [(s,) for s in ids])
 
 
-def sweep_erased(conn: psycopg.Connection[Any], session_ids: Iterable[str]) -> None:
-    """Delete any key of these sessions that an erasure committed meanwhile left behind. A
-    statement of its own: it sees every erasure committed before it started (READ COMMITTED)."""
-    ids = sorted(set(session_ids))
-    if ids:
-        conn.execute("DELETE FROM dialog_keys k USING dialog_erased e WHERE k.session_id = e.session_id "
-                     "AND k.session_id = ANY(%s)", (ids,))
+def _lock_sessions(cur: psycopg.Cursor[Any], ids: list[str]) -> None:
+    """The per-session lock that :meth:`PostgresKeyRing.create`, the copy and the erasure take, in
+    the sorted order of ``ids`` (unnest keeps the array's order): two callers never wait on each
+    other crosswise. The statements after it see what the holder before them committed."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext('dialog_key:' || s)) FROM unnest(%s::text[]) AS s", (ids,))
 
 
 class PostgresKeyRing:
@@ -197,7 +194,7 @@ class PostgresKeyRing:
     def create(self, session_id: str, kid: str) -> SealingKey:
         conn = self._live
         with conn.transaction():
-            # The erased check and the insert under one lock per session: an erasure committed
+            # The erased check and the insert under the session's lock: an erasure committed
             # between the two would otherwise leave a fresh key for an erased session.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"dialog_key:{session_id}",))
             if conn.execute("SELECT 1 FROM dialog_erased WHERE session_id = %s", (session_id,)).fetchone():
@@ -215,14 +212,13 @@ class PostgresKeyRing:
             return 0
         conn = self._live
         with conn.transaction(), conn.cursor() as cur:
+            _lock_sessions(cur, sorted({s for s, _kid in keys}))
             cur.executemany(
                 "INSERT INTO dialog_keys (session_id, kid, key) SELECT %s, %s, %s WHERE NOT EXISTS "
                 "(SELECT 1 FROM dialog_erased WHERE session_id = %s) ON CONFLICT DO NOTHING",
                 [(s, kid, k, s) for (s, kid), k in sorted(keys.items())],
             )
-            new = max(cur.rowcount, 0)
-        sweep_erased(conn, {s for s, _kid in keys})
-        return new
+            return max(cur.rowcount, 0)
 
     def erase(self, session_ids: Iterable[str]) -> None:
         conn = self._live

@@ -157,7 +157,7 @@ def test_everything_is_every_key_and_every_erasure(ring: KeyRing) -> None:
 def test_an_erasure_racing_a_copy_leaves_no_key(settings: Settings) -> None:
     """A copier (the replicator's courier) and an eraser (a worker folding erasures) on two
     connections, on the same sessions at the same time: whichever commits first, no erased
-    session keeps a key (the sweep after each copy removes what the copy's snapshot missed)."""
+    session keeps a key (both take the session's lock: the second sees what the first committed)."""
     dsn = region_dsn(settings, "east")
     copier, eraser = PostgresKeyRing(dsn), PostgresKeyRing(dsn, ensure=False)
     sessions = [f"race-{i}" for i in range(300)]

@@ -48,6 +48,10 @@ def text_of(state: SessionState | None) -> str:
     return " ".join([*(t.text for t in state.turns), *map(str, state.slots.values()), state.customer_id])
 
 
+def started(proc: procs.Proc) -> bool:
+    return "ready:" in proc.log_path.read_text(errors="replace")
+
+
 def manager(settings: Settings, region: str, store: PostgresStore, epoch: int) -> DialogManager:
     publisher = KafkaPublisher(settings.for_region(region), keys=store.keyring, region=region)
     return DialogManager(publisher, sessions=store, region=region, epoch=epoch)
@@ -71,6 +75,10 @@ def test_an_erased_conversation_is_unreadable_in_every_region(settings: Settings
     workers = {r: spawn_worker(settings, r, tag, spawned) for r in settings.regions}
     for source, target in settings.mirror_pairs():
         spawn_replicator(settings, source, target, tag, spawned)
+    # Both workers past their start (an empty store's start pulls the other regions' keys): from
+    # here on, keys reach north only through the replicator's courier.
+    for region, proc in workers.items():
+        procs.wait_until(partial(started, proc), 60, f"{region}'s worker", proc)
 
     # ---- east writes a turn of each customer, sealed with keys only east's database holds
     east = manager(settings, "east", stores["east"], roles["east"].current().epoch)
