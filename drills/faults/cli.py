@@ -70,7 +70,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from bench.cli import raise_on_stop_signals
 
     raise_on_stop_signals()  # Ctrl-C or SIGTERM: the runner's cleanup stops the suite's stack
-    results = run_suite(settings, options, say=lambda msg: print(msg, file=sys.stderr, flush=True))
+    json_file = args.json
+    results = run_suite(settings, options, say=lambda msg: print(msg, file=sys.stderr, flush=True),
+                        save=None if json_file is None else lambda partial: table.save(partial, json_file))
     if args.json:
         table.save(results, args.json)
     print(table.render(results))

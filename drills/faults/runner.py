@@ -65,7 +65,10 @@ def suite_settings(settings: Settings) -> Settings:
     })
 
 
-def run(base: Settings, options: FaultOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
+def run(base: Settings, options: FaultOptions, say: Callable[[str], None] = print,
+        save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run the suite; ``save`` gets the results after every trial (``"partial": true`` until the
+    end), so a run that is stopped or dies still leaves its figures and every trial's problems."""
     from bench.runner import machine_info
     from bench.stackrun import BenchStack
 
@@ -89,18 +92,30 @@ def run(base: Settings, options: FaultOptions, say: Callable[[str], None] = prin
     }
     t_start = time.monotonic()
     ctx = FaultContext(s, options.load, say, options.converge_timeout_s)
+
+    def progress(row: dict[str, Any]) -> None:
+        rows = results["scenarios"]
+        if rows and rows[-1]["name"] == row["name"]:
+            rows[-1] = row
+        else:
+            rows.append(row)
+        results["seconds"], results["partial"] = round(time.monotonic() - t_start, 1), True
+        if save is not None:
+            save(results)
+
     try:
         say(f"faults: starting the stack in {s.state_dir}")
         start_stack(s)
         folder = LogFolder(s)
         _settle(ctx, folder)
         for scenario in scenarios:
-            row = run_scenario(ctx, scenario, options, folder)
-            results["scenarios"].append(row)
+            row = run_scenario(ctx, scenario, options, folder, progress)
+            progress(row)
             if "aborted" in row:  # the figures so far are kept and saved; the rest did not run
                 results["aborted"] = row["aborted"]
                 results["not_run"] = [sc.name for sc in scenarios[scenarios.index(scenario) + 1:]]
                 break
+        results.pop("partial", None)
     finally:
         results["seconds"] = round(time.monotonic() - t_start, 1)
         bench.stop(keep_state=options.keep_state)
@@ -127,7 +142,8 @@ def _settle(ctx: FaultContext, folder: LogFolder) -> None:
         ctx.say(f"faults: the warm-up did not converge: {end.lost[:3]} {end.stale_docs[:3]} {end.sessions.differing[:3]}")
 
 
-def run_scenario(ctx: FaultContext, scenario: Scenario, options: FaultOptions, folder: LogFolder) -> dict[str, Any]:
+def run_scenario(ctx: FaultContext, scenario: Scenario, options: FaultOptions, folder: LogFolder,
+                 progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     n = options.trials or (scenario.quick_trials if options.quick else scenario.full_trials)
     timing = (scenario.quick_timing or scenario.timing) if options.quick else scenario.timing
     plans = plan_trials(scenario.name, n, options.seed, timing, scenario.targets(ctx))
@@ -158,9 +174,18 @@ def run_scenario(ctx: FaultContext, scenario: Scenario, options: FaultOptions, f
                 f"duplicates {result.duplicates}, converged in "
                 f"{'-' if result.converge_s is None else f'{result.converge_s:.1f}s'}"
                 + ("" if result.availability is None else f", turns/s in fault vs before {result.availability:.2f}")
-                + (f", error: {result.error}" if result.error else ""))
+                + (f", error: {result.error}" if result.error else "")
+                + ("" if result.converge_s is not None or result.error else f"; still wrong: {_why(result)}"))
         trials.append(result)
+        if progress is not None:
+            progress(_row(scenario, trials))
     return _row(scenario, trials)
+
+
+def _why(result: TrialResult) -> str:
+    """The first few things a trial that did not converge still found wrong."""
+    found = [*result.problems, *(f"lost {v}" for v in result.lost_detail), *(f"stale {d}" for d in result.stale_detail)]
+    return "; ".join(found[:3]) or "nothing recorded"
 
 
 def _row(scenario: Scenario, trials: list[TrialResult]) -> dict[str, Any]:

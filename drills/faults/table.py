@@ -64,13 +64,17 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def all_ok(results: dict[str, Any]) -> bool:
-    return "aborted" not in results and all(sc["summary"]["ok"] for sc in results["scenarios"])
+    return ("aborted" not in results and not results.get("partial")
+            and all(sc["summary"]["ok"] for sc in results["scenarios"]))
 
 
 def _aborted(results: dict[str, Any]) -> list[str]:
-    if "aborted" not in results:
-        return []
-    return [f"ABORTED: {results['aborted']}; not run: {', '.join(results.get('not_run') or []) or '-'}"]
+    out = []
+    if results.get("partial"):
+        out.append("PARTIAL: the run was stopped (or is still going): the rows above are the trials it had finished")
+    if "aborted" in results:
+        out.append(f"ABORTED: {results['aborted']}; not run: {', '.join(results.get('not_run') or []) or '-'}")
+    return out
 
 
 def _footer(results: dict[str, Any]) -> str:

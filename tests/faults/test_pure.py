@@ -110,6 +110,17 @@ def test_a_suite_that_lost_its_stack_says_so_and_is_not_ok() -> None:
     assert "ABORTED" in table.markdown(results)
 
 
+def test_a_partial_run_saved_along_the_way_says_so_and_is_not_ok() -> None:
+    results = {
+        "seed": 11, "quick": False, "seconds": 60.0, "started": "2026-12-07T03:00:00+00:00",
+        "machine": {}, "workload": {}, "partial": True,
+        "scenarios": [{"name": "agent-kill", "summary": summarise("agent-kill", [_result(0)]), "note": "",
+                       "trials": []}],
+    }
+    assert not table.all_ok(results) and "PARTIAL" in table.render(results)
+    assert table.all_ok({k: v for k, v in results.items() if k != "partial"})
+
+
 def test_a_redelivered_change_event_has_the_identity_of_the_first() -> None:
     value = orjson.dumps({"before": None, "after": {"id": "a"}, "op": "u", "source": {"lsn": 42}})
     assert change_identity(b'{"id":"a"}', value) == (b'{"id":"a"}', 42, "u")
