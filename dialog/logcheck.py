@@ -28,7 +28,9 @@ from dialog import metrics
 from dialog.errors import MalformedEvent
 from dialog.events import decode
 from dialog.kafka_io import consumer_config
+from dialog.logs import RegionLogs
 from dialog.state import SessionState
+from dialog.store import TP
 from regionsync.kafka import FetchCounter, NoAnswer, new_consumer, probe_offset
 from regionsync.settings import Settings
 
@@ -208,3 +210,14 @@ def report_moved(region: str, tp: tuple[str, int], stored: int, low: int, high: 
             topic, partition, low, stored, low - stored,
         )
     metrics.LOG_RESETS.labels(region, verdict.value).inc()
+
+
+def restart_moved(logs: RegionLogs, region: str, tp: TP, positions: dict[TP, int]) -> int:
+    """The consumer says the stored position of ``tp`` is not on the log any more (a broker that
+    checks: Kafka's "offset out of range"): reported, and ``tp`` read again from the log's start,
+    the position returned."""
+    stored = positions.get(tp, 0)
+    low, high = logs.watermarks(tp)
+    report_moved(region, tp, stored, low, high, Verdict.RECREATED if stored >= high else Verdict.EXPIRED)
+    logs.seek(tp, low, positions)
+    return int(low)

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from prometheus_client import Counter, Gauge
 
+from dialog.fold import Fold
 from regionsync.metrics import DEAD_LETTERS  # noqa: F401 - one family for every worker (see there)
 
 EVENTS = Counter(
@@ -26,6 +28,8 @@ SNAPSHOT_CREATED = Gauge(
 )
 SNAPSHOT_AGE = Gauge("regionsync_dialog_snapshot_age_seconds", "Age of the newest dialog snapshot", ["region"])
 
+log = logging.getLogger("dialog.worker")  # what the worker did, in its own log
+
 _newest: dict[str, float] = {}  # region -> creation time (s) of the newest snapshot known
 
 
@@ -39,3 +43,16 @@ def track_snapshot_age(region: str, since: float) -> None:
     """Age = now - newest snapshot; with none yet, since ``since`` (the worker's start): a fresh
     region does not page at once, and one that never writes a snapshot grows old."""
     SNAPSHOT_AGE.labels(region).set_function(lambda: time.time() - (_newest.get(region) or since))
+
+
+def batch_committed(region: str, fold: Fold) -> None:
+    """Count a committed batch's outcomes, and say what it set aside or could not open."""
+    for outcome, n in fold.outcomes.items():
+        EVENTS.labels(region, outcome).inc(n)
+    DEAD_LETTERS.labels(f"dialog:{region}").inc(len(fold.dead))
+    if fold.fenced:
+        log.warning("dialog worker %s: %d events set aside (fenced by a promotion): %s", region,
+                    len(fold.fenced), [(e.session_id, e.seq, e.origin) for e in fold.fenced[:5]])
+    if fold.unopened:
+        log.warning("dialog worker %s: %d events folded without their personal fields (no key for their "
+                    "session here: erased, or the key did not reach this region)", region, fold.unopened)

@@ -50,12 +50,13 @@ from dialog.fence import Promotion
 from dialog.fold import Fold
 from dialog.kafka_io import DeadLetters, consumer_config
 from dialog.keys import keys_for, lookup
-from dialog.logcheck import HoleProbe, KafkaLogReader, LogReader, Verdict, find_moved, report_moved
+from dialog.logcheck import HoleProbe, KafkaLogReader, LogReader, find_moved, report_moved, restart_moved
 from dialog.logs import RegionLogs
 from dialog.merge import Merger
 from dialog.pg_store import PostgresStore
 from dialog.rebuild import RebuildReport, rebuild
 from dialog.refold import Logs, fold_from_start
+from dialog.snapshot_schedule import SnapshotSchedule
 from dialog.snapshots import Manifest, SnapshotStore
 from dialog.state import SessionState
 from dialog.store import TP, Origin, StateStore, Stats
@@ -100,15 +101,13 @@ class DialogWorker:
         self._states: dict[str, SessionState] = {}
         self._promotions: list[Promotion] = []
         self._stats = Stats()  # totals as stored (they travel with snapshots)
-        self._since_snapshot = 0
-        self._last_snapshot = clock()
+        self._schedule = SnapshotSchedule(settings, region, snapshots, clock)
         self.stopping = threading.Event()  # set (e.g. by a signal handler) to stop after the current batch
         self._reader = log_reader  # checks the stored positions against the log (dialog/logcheck.py)
         self._checked_at = float("-inf")
         self._holes = HoleProbe(log_reader, clock)  # a log whose end has no record (dialog/logcheck.py)
         self._merger = Merger()
         self.refolds = 0
-        self._prune_after_erasure = False  # an erasure's snapshot and pruning are still due
 
     @classmethod
     def create(cls, settings: Settings, region: str, *, snapshots: bool = True) -> DialogWorker:
@@ -272,7 +271,7 @@ class DialogWorker:
                     raise DialogError(f"consumer failed: {err}")
                 if err.code() == KafkaError._AUTO_OFFSET_RESET and msg.partition() is not None:
                     tp = (str(msg.topic()), int(msg.partition() or 0))
-                    fold.positions[tp] = self._log_moved(tp, fold.positions)
+                    fold.positions[tp] = restart_moved(self._logs, self.region, tp, fold.positions)
                     self._merger.forget(tp, fold.positions[tp])
                 elif err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error (retrying): %s", err)
@@ -308,17 +307,9 @@ class DialogWorker:
         self._positions = fold.positions
         self._states.update(fold.touched)
         self._stats = self._stats + batch
-        self._since_snapshot += len(fold.touched) + batch.fenced + batch.dead_letters
+        self._schedule.changes += len(fold.touched) + batch.fenced + batch.dead_letters
         self._promotions = fold.promotions
-        for outcome, n in fold.outcomes.items():
-            metrics.EVENTS.labels(self.region, outcome).inc(n)
-        metrics.DEAD_LETTERS.labels(f"dialog:{self.region}").inc(len(fold.dead))
-        if fold.fenced:
-            log.warning("dialog worker %s: %d events set aside (fenced by a promotion): %s", self.region,
-                        len(fold.fenced), [(e.session_id, e.seq, e.origin) for e in fold.fenced[:5]])
-        if fold.unopened:
-            log.warning("dialog worker %s: %d events folded without their personal fields (no key for their "
-                        "session here: erased, or the key did not reach this region)", self.region, fold.unopened)
+        metrics.batch_committed(self.region, fold)
         if fold.erased:
             self._erased(fold.erased)
         if fold.new_promotions:
@@ -332,14 +323,12 @@ class DialogWorker:
         once and every older one deleted."""
         log.warning("dialog worker %s: erased %d sessions (keys deleted): %s", self.region, len(sessions),
                     sessions[:5])
-        if self.snapshots is None:
-            return
-        try:
-            self.snapshot_now(keep=1)
-        except SnapshotError as exc:
-            # The older snapshots still hold those sessions (in clear): retried at the next trigger.
-            log.error("%s; the erased sessions stay in older snapshots until the next one", exc)
-            self._prune_after_erasure = True
+        self._schedule.erased()
+        if self.snapshots is not None:
+            try:
+                self.snapshot_now()
+            except SnapshotError as exc:  # the older snapshots keep those sessions until the next one
+                self._schedule.failed(exc)
 
     def _rewind(self) -> None:
         """Read every log again from the committed positions (what was buffered is dropped)."""
@@ -395,44 +384,15 @@ class DialogWorker:
         self._promotions = self.store.promotions()
         self._rewind()
 
-    # ------------------------------------------------------------------ a log that moved
-    def _log_moved(self, tp: TP, positions: dict[TP, int]) -> int:
-        """The consumer says the stored position of ``tp`` is not on the log any more (a broker
-        that checks: Kafka's "offset out of range"); the new position, from the log's start."""
-        stored = positions.get(tp, 0)
-        low, high = self._logs.watermarks(tp)
-        report_moved(self.region, tp, stored, low, high, Verdict.RECREATED if stored >= high else Verdict.EXPIRED)
-        self._logs.seek(tp, low, positions)
-        return int(low)
-
     # ------------------------------------------------------------------ snapshots
     def _maybe_snapshot(self) -> None:
-        if self.snapshots is None or self._since_snapshot == 0:
-            return
-        due_by_count = self._since_snapshot >= self.settings.dialog_snapshot_every_events
-        due_by_time = self._clock() - self._last_snapshot >= self.settings.dialog_snapshot_every_s
-        if due_by_count or due_by_time:
+        if self._schedule.due():
             try:
                 self.snapshot_now()
             except SnapshotError as exc:  # the store is the truth; a snapshot is an optimisation
-                log.error("%s; will retry at the next trigger", exc)
-                self._since_snapshot, self._last_snapshot = 0, self._clock()
+                self._schedule.failed(exc)
 
-    def snapshot_now(self, keep: int | None = None) -> Manifest:
-        """Write a snapshot of the committed states and positions, then prune old ones (all but
-        the ``keep`` newest; default: the retention setting, or 1 after an erasure failed to)."""
-        if self.snapshots is None:
-            raise SnapshotError("this worker has no snapshot store")
-        manifest = self.snapshots.write(self._states.values(), self._positions, self._stats, self.region,
-                                        sources=self.store.sources(), folded=self.store.folded())
-        metrics.snapshot_seen(self.region, manifest.created_ms / 1000)
-        self._since_snapshot, self._last_snapshot = 0, self._clock()
-        if keep is None:
-            keep = 1 if self._prune_after_erasure else self.settings.dialog_snapshot_retention
-        try:
-            self.snapshots.prune(keep)
-            self._prune_after_erasure = self._prune_after_erasure and keep != 1
-        except Exception as exc:  # noqa: BLE001 - pruning is housekeeping: never stop the worker for it
-            log.warning("snapshot pruning failed: %s", exc)
-            self._prune_after_erasure = self._prune_after_erasure or keep == 1
-        return manifest
+    def snapshot_now(self) -> Manifest:
+        """Write a snapshot of the committed states and positions, then prune old ones (dialog/snapshot_schedule.py)."""
+        return self._schedule.write(self._states.values(), self._positions, self._stats, self.store.sources(),
+                                    self.store.folded())

@@ -148,8 +148,7 @@ class Settings(BaseSettings):
     # one batch is written once, and writing states was most of a replay's time (0.9 states
     # written per event at 2,000 per batch, 0.43 at 20,000, on the bench's conversations).
     dialog_catchup_batch_events: int = 20000
-    # A snapshot every N changes (sessions written, events set aside or dead-lettered) or T seconds, whichever
-    # comes first, only if something changed.
+    # A snapshot every N changes (sessions, set-aside or dead letters) or T seconds, if anything changed.
     dialog_snapshot_every_events: int = 20000
     dialog_snapshot_every_s: float = 60.0
     dialog_snapshot_retention: int = 3  # newest complete snapshots kept; older ones are pruned
@@ -158,9 +157,8 @@ class Settings(BaseSettings):
     # (tansu's high-water mark can be lower than the real end; see dialog/worker.py).
     dialog_idle_polls: int = 5
     dialog_poll_timeout_s: float = 0.1
-    # Snapshot bucket: any S3-compatible endpoint; empty endpoint = AWS's default for s3_region.
-    # Each region has its own object store (``s3_endpoints``); s3_endpoint is the source region's
-    # unless the settings were made for another region.
+    # Snapshot bucket: any S3-compatible endpoint (empty = AWS's default for s3_region). Each region
+    # has its own (``s3_endpoints``); s3_endpoint is the source region's unless made for another.
     s3_endpoint: str = "http://127.0.0.1:19000"
     s3_region: str = "us-east-1"
     s3_bucket: str = "regionsync-snapshots"
@@ -176,9 +174,7 @@ class Settings(BaseSettings):
     # once every other region's broker holds them (the replicator's checkpoint there says so):
     # RPO 0, at the price of a longer turn and of refused turns while a standby is unreachable.
     dialog_ack_mode: Literal["local", "mirrored"] = "local"
-    # Seal every turn's personal fields with the session's key (dialog/sealing.py) so that an
-    # erasure makes the log's copies unreadable. Off only to measure what it costs (the bench).
-    dialog_seal: bool = True
+    dialog_seal: bool = True  # seal turns with the session's key (dialog/sealing.py); off: the bench's baseline
     mirrored_ack_timeout_s: float = 5.0
     # "mirrored": how many regions (this one included) must hold a turn before it is acknowledged,
     # as Kafka's min.insync.replicas. 2: a turn is refused (503) while no standby is in sync: RPO 0.
