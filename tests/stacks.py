@@ -54,3 +54,15 @@ def regions_up(settings: Settings, regions: Sequence[str] | None = None, **kwarg
     finally:
         for region in reversed(started):
             stop_region(settings, region)
+
+
+@contextmanager
+def stopped_after(state_dir: Path) -> Iterator[list[str]]:
+    """A list for the names of the processes a test starts: each is stopped afterwards, even if
+    the test fails."""
+    names: list[str] = []
+    try:
+        yield names
+    finally:
+        for name in names:
+            procs.stop(state_dir, name, timeout=10)

@@ -10,8 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from regionsync.settings import Settings
-from stack import procs
-from tests.stacks import free_settings, regions_up
+from tests.stacks import free_settings, regions_up, stopped_after
 from tests.state_dirs import private_state_dir
 
 
@@ -42,7 +41,5 @@ def settings(stack: Settings) -> Settings:
 @pytest.fixture
 def spawned(settings: Settings) -> Iterator[list[str]]:
     """Names of the processes a test started: stopped even if the test fails."""
-    names: list[str] = []
-    yield names
-    for name in names:
-        procs.stop(settings.state_dir, name, timeout=10)
+    with stopped_after(settings.state_dir) as names:
+        yield names

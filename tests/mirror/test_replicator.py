@@ -20,6 +20,7 @@ from regionsync.settings import Settings
 from regionsync.settings_parts import KafkaSettings
 from stack import procs
 from stack.topics import partitions
+from tests.stacks import stopped_after
 
 pytestmark = pytest.mark.integration  # starts real services
 
@@ -71,10 +72,8 @@ def checkpoint(settings: Settings, topic: str) -> int:
 
 @pytest.fixture
 def replicator(two_regions: Settings) -> Iterator[list[str]]:
-    names: list[str] = []
-    yield names
-    for name in names:
-        procs.stop(two_regions.state_dir, name, timeout=10)
+    with stopped_after(two_regions.state_dir) as names:
+        yield names
 
 
 def spawn(settings: Settings, names: list[str], tag: str) -> procs.Proc:
