@@ -58,7 +58,7 @@ def fold_from_start(settings: Settings, region: str, promotions: list[Promotion]
         if time.monotonic() > deadline:
             raise DialogError(f"folding region {region}'s logs again: not at their ends after {timeout_s:.0f}s")
         batch = consumer.consume(settings.dialog_catchup_batch_events, settings.dialog_poll_timeout_s)
-        keys = keys_for(keyring, batch, logs.control_topics)
+        opener = lookup(keys_for(keyring, batch, logs.control_topics))
         for msg in batch:
             if msg.error() is not None:
                 continue
@@ -68,7 +68,7 @@ def fold_from_start(settings: Settings, region: str, promotions: list[Promotion]
             if tp[0] in logs.control_topics:
                 fold.control(msg)
             else:
-                merger.add(msg, lookup(keys))
+                merger.add(msg, opener)
         for msg, event in merger.take(streams, at_end):
             fold.event(msg, event)
     states.update(fold.touched)

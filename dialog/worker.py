@@ -261,9 +261,9 @@ class DialogWorker:
             self._refold_if_tainted(new)
 
     def _process(self, msgs: list[Message]) -> None:
-        keys = keys_for(self.store.keyring, msgs, self.control_topics)
+        opener = lookup(keys_for(self.store.keyring, msgs, self.control_topics))
         fold = Fold(self.region, self.settings.regions, self._promotions, self._states, self._positions,
-                    keys=lookup(keys))
+                    keys=opener)
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -279,7 +279,7 @@ class DialogWorker:
             if str(msg.topic()) in self.control_topics:
                 fold.control(msg)  # first: a promotion read now fences records folded below
             else:
-                self._merger.add(msg, lookup(keys))
+                self._merger.add(msg, opener)
         for msg, event in self._merger.take(self._logs.streams, self._at_end):
             fold.event(msg, event)
         self._logs.flow_control(self._merger.buffers)
