@@ -33,7 +33,10 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return settings.kafka().producer({
         # Same partition for a key as Kafka's Java clients (librdkafka's default hashes with CRC32).
         "partitioner": "murmur2_random",
-        "linger.ms": 0,
+        # A turn's events are produced in one loop, then flushed: a few milliseconds of linger send
+        # them as one batch, which a replicator fetches whole. With 0 the first event left alone,
+        # and a region lost between the two requests' fetches left the other region half a turn.
+        "linger.ms": 5,
         "message.timeout.ms": 30000,
         **overrides,
     })

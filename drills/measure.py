@@ -128,18 +128,26 @@ class TurnLoss:
     missing: tuple[dict[str, Any], ...]  # acknowledged turns the region does not hold
 
 
+def turn_held(state: SessionState | None, ack: TurnAck) -> bool:
+    """Does a region holding ``state`` hold all of the acknowledged turn ``ack``? Its user message
+    (same text) is within the turn's sequence numbers, the session reached the turn's last one, and
+    no other user message took one of them. The last condition catches a turn only partly
+    replicated before its region was lost (its message crossed, its reply did not): the new
+    region's session went on, and its next turn took the sequence numbers the reply had."""
+    if state is None or state.last_seq < ack.last_seq:
+        return False
+    first_seq = ack.last_seq - ack.events + 1
+    users = [t for t in state.turns if t.role == "user" and first_seq <= t.seq <= ack.last_seq]
+    return len(users) == 1 and users[0].text == ack.text
+
+
 def lost_turns(acks: Iterable[TurnAck], sessions: Mapping[str, SessionState]) -> TurnLoss:
-    """An acknowledged turn is held when the region's session has its user message (same text,
-    within the turn's sequence numbers) and has reached the turn's last sequence number."""
+    """The acknowledged turns a region does not hold whole (:func:`turn_held`)."""
     acks = list(acks)
     missing: list[dict[str, Any]] = []
     for ack in acks:
         state = sessions.get(ack.session_id)
-        first_seq = ack.last_seq - ack.events + 1
-        held = state is not None and state.last_seq >= ack.last_seq and any(
-            t.role == "user" and t.text == ack.text and first_seq <= t.seq <= ack.last_seq for t in state.turns
-        )
-        if not held:
+        if not turn_held(state, ack):
             missing.append({"session_id": ack.session_id, "turn": ack.turn, "region": ack.region,
                             "last_seq": ack.last_seq, "held_last_seq": state.last_seq if state else None})
     return TurnLoss(len(acks), tuple(missing))

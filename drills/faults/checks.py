@@ -29,6 +29,7 @@ from dialog.pg_store import PostgresStore
 from dialog.state import SessionState
 from drills.dialoglog import LogCache, RegionLog, fold_region
 from drills.diff import Drift
+from drills.measure import turn_held
 from drills.workload_model import DocChange, TurnAck, WorkloadResult
 from indexer.plan import DocState
 from regionsync.settings import Settings
@@ -110,7 +111,7 @@ def check_sessions(
                 out.differing.append(f"{region}: {sid} (differs from {first}'s)")
     aside = {(a.session_id, a.turn) for a in set_aside}
     for ack in acks:
-        where = [name for name, states in stores.items() if not _holds(states.get(ack.session_id), ack)]
+        where = [name for name, states in stores.items() if not turn_held(states.get(ack.session_id), ack)]
         what = f"{ack.session_id} turn {ack.turn} (seq <= {ack.last_seq})"
         if (ack.session_id, ack.turn) in aside:
             if len(where) != len(stores):
@@ -130,11 +131,6 @@ def covers(state: SessionState | None, logged: SessionState | None) -> bool:
         return False
     mine = {(t.seq, t.role, t.text) for t in state.turns}
     return all((t.seq, t.role, t.text) in mine for t in logged.turns)
-
-
-def _holds(state: SessionState | None, ack: TurnAck) -> bool:
-    return (state is not None and state.last_seq >= ack.last_seq
-            and any(t.role == "user" and t.text == ack.text for t in state.turns))
 
 
 @dataclass

@@ -106,6 +106,17 @@ def test_an_acknowledged_turn_is_lost_unless_its_message_is_held_at_its_sequence
     assert [m["turn"] for m in loss.missing] == [0] and loss.missing[0]["held_last_seq"] == 6
 
 
+def test_a_turn_replicated_only_in_part_is_lost_though_the_session_went_on() -> None:
+    # Turn "second" (seqs 5..7) crossed with its message only; the new region's next turn ("third")
+    # took seq 6 on: the session reached seq 7, but the turn is not held whole.
+    acks = [ack(0, "north", 2.0, "second", last_seq=7, events=3)]
+    partly = {"s1": state("s1", 9, [(2, "first"), (5, "second"), (6, "third")])}
+    assert [m["turn"] for m in measure.lost_turns(acks, partly).missing] == [0]
+    assert not measure.turn_held(partly["s1"], acks[0])
+    whole = {"s1": state("s1", 9, [(2, "first"), (5, "second"), (8, "third")])}
+    assert measure.lost_turns(acks, whole).missing == ()
+
+
 def change(doc: str, op: str, lo: int) -> DocChange:
     return DocChange(doc, op, lo, lo + 10, 0.0, "" if op == "delete" else f"m{lo}")
 
