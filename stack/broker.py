@@ -59,7 +59,8 @@ def is_up(settings: Settings, region: str) -> bool:
 
 
 def start(settings: Settings, region: str) -> procs.Proc:
-    """Start the region's broker on its object store (which must be up) and wait for its port."""
+    """Start the region's broker on its object store (which must be up) and wait until it answers
+    a metadata request (its port opens first; the topics' listing comes from the object store)."""
     host, port = address(settings, region)
     if procs.port_open(host, port):
         raise StackError(f"cannot start region {region}'s broker: {host}:{port} is already in use")
@@ -76,7 +77,21 @@ def start(settings: Settings, region: str) -> procs.Proc:
     ]
     proc = procs.spawn(settings.state_dir, proc_name(region), argv, env=env)
     procs.wait_until(lambda: procs.port_open(host, port), 20, f"broker of region {region}", proc)
+    # A broker restarted with its object store on a loaded machine once took longer than the 15 s
+    # a caller's first metadata request allowed ("Failed to get metadata: Local: Broker transport
+    # failure" in the fault suite's region-loss): up means answering, not listening.
+    procs.wait_until(lambda: answers(settings, region), 90, f"broker of region {region} (metadata)", proc,
+                     interval=0.5)
     return proc
+
+
+def answers(settings: Settings, region: str, timeout_s: float = 5.0) -> bool:
+    """Does the region's broker answer a metadata request within ``timeout_s``?"""
+    from regionsync.kafka import new_admin
+
+    admin = new_admin(settings.kafka(region).client())
+    admin.list_topics(timeout=timeout_s)  # raises KafkaException when it does not
+    return True
 
 
 def stop(settings: Settings, region: str) -> None:
