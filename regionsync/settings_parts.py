@@ -150,8 +150,16 @@ class KafkaSettings:
         })
 
     def producer(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """An idempotent producer acknowledged by the whole in-sync set."""
-        return self.client({"acks": "all", "enable.idempotence": True, **(extra or {})})
+        """A producer acknowledged by the whole in-sync set, one request in flight, retrying a send
+        that was not acknowledged, and NOT idempotent: tansu's S3 engine (0.6.0, dynostore.rs)
+        stores an idempotent batch's new sequence number before it writes the batch. A broker killed
+        between the two answers the client's retry with DUPLICATE_SEQUENCE_NUMBER, which librdkafka
+        and the Java client both count as delivered: an acknowledged record that is in no batch (a
+        CDC delete and dialog turns were lost that way in kill -9 trials). A plain retry may write
+        a record twice; every consumer here is idempotent (version guards, the dialog reducer's
+        duplicate check). One request in flight keeps a partition's order across retries."""
+        return self.client({"acks": "all", "enable.idempotence": False,
+                            "max.in.flight.requests.per.connection": 1, **(extra or {})})
 
 
 @dataclass(frozen=True)

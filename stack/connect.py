@@ -119,6 +119,12 @@ def worker_properties(settings: Settings) -> str:
         "fetch.max.wait.ms=50",
         *consumer_timeouts,
         "consumer.fetch.max.wait.ms=50",
+        # Debezium's producer: not idempotent, one request in flight (regionsync/settings_parts.py,
+        # KafkaSettings.producer: tansu's S3 engine can answer a retried idempotent batch as a
+        # duplicate though it never wrote it, and the Java client counts that as delivered).
+        "producer.enable.idempotence=false",
+        "producer.max.in.flight.requests.per.connection=1",
+        "producer.acks=all",
         # Source tasks (Debezium) may override producer settings per connector.
         "connector.client.config.override.policy=All",
         # The connector's database.password is "${env:CMS_PG_PASSWORD}", resolved from this

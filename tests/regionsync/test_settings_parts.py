@@ -33,7 +33,8 @@ def test_kafka_part_is_the_asked_regions_broker_with_the_client_timeouts() -> No
     reader = s.kafka().reader("label")
     assert reader["enable.auto.commit"] is False and "session.timeout.ms" not in reader
     producer = s.kafka().producer({"linger.ms": 7, "acks": "1"})
-    assert (producer["enable.idempotence"], producer["linger.ms"], producer["acks"]) == (True, 7, "1")
+    assert (producer["enable.idempotence"], producer["linger.ms"], producer["acks"]) == (False, 7, "1")
+    assert producer["max.in.flight.requests.per.connection"] == 1  # order kept across retries
     with pytest.raises(KeyError):
         s.kafka("south")
     with pytest.raises(dataclasses.FrozenInstanceError):

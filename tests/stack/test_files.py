@@ -20,6 +20,17 @@ def test_alert_rules_are_the_repository_file() -> None:
     assert prometheus.RULES.is_file()
 
 
+def test_debeziums_producer_is_not_idempotent_and_keeps_order(tmp_path: Path) -> None:
+    """tansu's S3 engine can answer a retried idempotent batch as a duplicate it never wrote (the
+    Java client counts that as delivered): Connect's source producers must not be idempotent, and
+    one request in flight keeps each partition's order across retries."""
+    from regionsync.settings import Settings
+
+    lines = connect.worker_properties(Settings(state_dir=tmp_path)).splitlines()
+    assert {"producer.enable.idempotence=false", "producer.max.in.flight.requests.per.connection=1",
+            "producer.acks=all"} <= set(lines)
+
+
 def test_connect_jars_default_to_the_repository_vendor_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(connect.LIBS_ENV, raising=False)
     expected = REPO / "vendor" / "connect-libs"
