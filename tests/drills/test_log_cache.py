@@ -79,3 +79,39 @@ def test_a_log_shorter_than_what_was_read_is_read_anew(broker: Broker) -> None:
     cache.read(kafka, {TP: 6}, 10)
     assert offsets(cache.read(kafka, {TP: 2}, 10)) == [0, 1]
     assert broker.calls[-1] == (0, 2)
+
+
+class Store:
+    """PostgresStore's stand-in for fold_region: no promotions, no keys."""
+
+    keyring = None
+
+    def promotions(self) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_fold_is_reused_while_its_records_promotions_and_keys_stay_the_same(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ends: dict[tuple[str, int], int] = {TP: 3}
+    folds: list[str] = []
+    real_fold = dialoglog.Fold
+
+    def counting_fold(region: str, *args: Any, **kwargs: Any) -> Any:
+        folds.append(region)
+        return real_fold(region, *args, **kwargs)
+
+    monkeypatch.setattr(dialoglog, "read_all", lambda *_a, **_k: ([], dict(ends)))
+    monkeypatch.setattr(dialoglog.PostgresStore, "for_region", staticmethod(lambda *_a: Store()))
+    monkeypatch.setattr(dialoglog, "keys_for", lambda *_a: {})
+    monkeypatch.setattr(dialoglog, "Fold", counting_fold)
+    settings, cache = Settings(), LogCache()
+    first = dialoglog.fold_region(settings, "east", cache=cache)
+    assert dialoglog.fold_region(settings, "east", cache=cache) is first and folds == ["east"]
+    ends[TP] = 4  # a record came: folded again
+    assert dialoglog.fold_region(settings, "east", cache=cache) is not first and folds == ["east", "east"]
+    dialoglog.fold_region(settings, "north", cache=cache)  # each region its own
+    dialoglog.fold_region(settings, "east")  # no cache: always folded
+    assert folds == ["east", "east", "north", "east"]
