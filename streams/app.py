@@ -24,7 +24,7 @@ from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
 from mirror import policy
 from regionsync.settings import Settings
-from streams.gaps import holes, refill
+from streams.gaps import Gaps
 from streams.heal import KafkaSourceEvents
 from streams.metrics import observe_batch
 from streams.processor import ChangeProcessor, RawMessage
@@ -86,18 +86,9 @@ def create_app(settings: Settings, processor: ChangeProcessor | None = None) -> 
         value_serializer="raw",
     )
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="changes")
-    # Per input partition, the offset after the last record delivered: a jump is a record the
-    # fetch stepped over (streams/gaps.py). Forgotten at every rebalance: another member may have
-    # moved the partition on meanwhile.
-    expected: dict[tuple[str, int], int] = {}
-    rereader = KafkaSourceEvents(settings)
-
-    def forget(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        expected.clear()
-
-    app.on_partitions_revoked.connect(forget)
-    app.on_partitions_assigned.connect(forget)
-
+    gaps = Gaps(KafkaSourceEvents(settings))  # records the fetch stepped over (streams/gaps.py)
+    app.on_partitions_revoked.connect(gaps.forget)
+    app.on_partitions_assigned.connect(gaps.forget)
     state: dict[str, ChangeProcessor] = {}
     if processor is not None:
         state["processor"] = processor
@@ -126,9 +117,7 @@ def create_app(settings: Settings, processor: ChangeProcessor | None = None) -> 
                 )
                 for e in events
             ]
-            missing = holes(batch, expected)
-            if missing:
-                log.warning("the fetch stepped over %d offsets; reading them again: %s", len(missing), missing[:10])
+            missing = gaps.find(batch)
             # Any failure here is infrastructure: poison input never gets here (it is
             # dead-lettered inside process()); this is the cache, the model or the broker failing.
             # Retrying the same batch, for as long as it takes, keeps order and loses nothing;
@@ -137,7 +126,7 @@ def create_app(settings: Settings, processor: ChangeProcessor | None = None) -> 
                                                before_sleep=_log_retry(len(batch))):
                 with attempt:
                     if missing:  # a failing read is retried with the batch
-                        batch = await loop.run_in_executor(executor, refill, batch, missing, rereader)
+                        batch = await loop.run_in_executor(executor, gaps.mend, batch, missing)
                         missing = []
                     result = await loop.run_in_executor(executor, proc.process, batch)
             observe_batch(len(result.records), result.embedded, result.cached, len(result.dead_letters))

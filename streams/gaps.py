@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, MutableMapping, Sequence
+from typing import Any
 
 from streams.heal import SourceEvents
 from streams.metrics import OFFSETS_SKIPPED
@@ -50,6 +51,28 @@ def holes(batch: Sequence[RawMessage], expected: MutableMapping[tuple[str, int],
         if want is None or m.offset >= want:
             expected[tp] = m.offset + 1
     return out
+
+
+class Gaps:
+    """What the agent's consumer stepped over: per input partition, the offset after the last record
+    delivered (forgotten at every rebalance: another member may have moved a partition on meanwhile)."""
+
+    def __init__(self, reader: SourceEvents) -> None:
+        self.reader = reader
+        self.expected: dict[tuple[str, int], int] = {}
+
+    def forget(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        """A Faust signal receiver (``on_partitions_revoked``, ``on_partitions_assigned``)."""
+        self.expected.clear()
+
+    def find(self, batch: Sequence[RawMessage]) -> list[Coordinates]:
+        missing = holes(batch, self.expected)
+        if missing:
+            log.warning("the fetch stepped over %d offsets; reading them again: %s", len(missing), missing[:10])
+        return missing
+
+    def mend(self, batch: Sequence[RawMessage], missing: Sequence[Coordinates]) -> list[RawMessage]:
+        return refill(batch, missing, self.reader)
 
 
 def refill(batch: Sequence[RawMessage], missing: Sequence[Coordinates], reader: SourceEvents,

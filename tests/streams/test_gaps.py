@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 from prometheus_client import REGISTRY
 
-from streams.gaps import holes, refill
+from streams.gaps import Gaps, holes, refill
 from streams.processor import RawMessage
 
 CDC, CMS = "cms.public.documents", "cms.documents"
@@ -89,3 +89,12 @@ def test_a_failing_reader_raises_so_the_batch_is_retried() -> None:
 
     with pytest.raises(RuntimeError):
         refill([msg(CDC, 0, 3)], [(CDC, 0, 2)], Broken())
+
+
+def test_a_rebalance_forgets_the_positions_so_a_partition_moved_on_elsewhere_is_no_hole() -> None:
+    gaps = Gaps(Reader())
+    assert gaps.find([msg(CDC, 0, 5)]) == []
+    assert gaps.find([msg(CDC, 0, 7)]) == [(CDC, 0, 6)]
+    gaps.forget(object(), {(CDC, 0)}, signal=None)  # how Faust's signals call their receivers
+    assert gaps.find([msg(CDC, 0, 40)]) == []
+    assert [m.offset for m in gaps.mend([msg(CDC, 0, 42)], [(CDC, 0, 41)])] == [41, 42]
