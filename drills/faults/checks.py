@@ -251,6 +251,7 @@ def wait_converged(
     acks = result.acks if result is not None else ()
     changes = result.doc_changes if result is not None else ()
     applied: dict[str, dict[str, DocState]] = {}
+    report_at = started + 30.0
     while True:
         try:
             drifts = scan(settings, settings.regions).drifts
@@ -265,4 +266,14 @@ def wait_converged(
             detail = [f"{v}{' (its last reading: it did not answer at the end)' if v.region in unread else ''}"
                       for v in lost]
             return EndState(done, clock() - started, drifts, sessions, detail)
+        if clock() >= report_at:  # a long wait says what it waits for (a trial once took 163 s, unexplained)
+            report_at += 30.0
+            log.info("end check after %.0fs, still: %s", clock() - started, _still(drifts, sessions, lost, unread))
         time.sleep(interval_s)
+
+
+def _still(drifts: Sequence[object], sessions: SessionCheck, lost: Sequence[object], unread: Sequence[str]) -> str:
+    found = [*(f"drift {d}" for d in drifts[:3]), *(f"session {s}" for s in sessions.differing[:3]),
+             *(f"turn {t}" for t in sessions.lost_turns[:3]), *(f"version {v}" for v in lost[:3]),
+             *(f"{r} unread" for r in unread), *([] if sessions.caught_up else ["sessions not caught up"])]
+    return "; ".join(found) or "nothing"

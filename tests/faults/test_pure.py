@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from drills.errors import BadInput
 from drills.faults import table
 from drills.faults.availability import availability
-from drills.faults.checks import EndState, SessionCheck, lost_versions, version_held
+from drills.faults.checks import EndState, SessionCheck, _still, lost_versions, version_held
 from drills.faults.figures import bucket_delta, histogram_quantile, percentile, summarise
 from drills.faults.model import TrialPlan, TrialResult
 from drills.faults.plan import Timing, plan_trials
@@ -253,3 +253,11 @@ def test_scenarios_are_known_by_name_in_the_suite_order() -> None:
     assert [name for name, _summary, _n in describe()] == list(ORDER)
     assert {n: t for n, _s, t in describe()}["agent-kill"] == 20
     assert build("connect-kill").full_trials == 10
+
+
+def test_a_long_end_check_says_what_it_still_waits_for() -> None:
+    waiting = SessionCheck(caught_up=False, differing=["north: s1"], lost_turns=["east: s2#3"])
+    said = _still(["missing doc-7"], waiting, [], ["north"])
+    assert said == ("drift missing doc-7; session north: s1; turn east: s2#3; north unread; "
+                    "sessions not caught up")
+    assert _still([], SessionCheck(), [], []) == "nothing"
