@@ -30,7 +30,8 @@ def register(sub: Any) -> None:
     p.add_argument("--state-dir", type=Path, help="state dir for the suite's stack (default: a new temporary dir)")
     p.add_argument("--keep-state", action="store_true", help="keep the stack's state dir and logs afterwards")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    p.add_argument("--show", type=Path, metavar="FILE", help="print the table of a saved run and exit")
+    p.add_argument("--show", type=Path, action="append", metavar="FILE",
+                   help="print the table of a saved run and exit (repeat for a run made in parts: one table)")
     p.add_argument("--markdown", action="store_true", help="with --show: print the table as Markdown")
     p.set_defaults(func=run)
 
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{name:<18} {trials:>3} trials  {summary}")
         return 0
     if args.show:
-        saved = table.load(args.show)
+        parts = [table.load(path) for path in args.show]
+        saved = parts[0] if len(parts) == 1 else table.combine(parts)
         print(table.markdown(saved) if args.markdown else table.render(saved))
         return 0 if table.all_ok(saved) else 1
     from drills.faults.runner import FaultOptions, select

@@ -3,11 +3,12 @@ any saved run can be printed again: ``regionsync faults --show FILE [--markdown]
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from bench.report import load, save  # the same JSON files as the bench's
 
-__all__ = ["all_ok", "load", "markdown", "render", "rows", "save"]
+__all__ = ["all_ok", "combine", "load", "markdown", "render", "rows", "save"]
 
 HEADERS = ("scenario", "trials", "faults", "lost", "stale docs", "duplicates absorbed", "converge p50 / max",
            "turns/s in fault vs before: min / median", "notes")
@@ -46,6 +47,19 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
     return out
 
 
+def combine(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One table of a run made in parts (``--show`` given several files): each scenario's row from
+    the last part that ran it, so a part run again after an earlier one was stopped supersedes it;
+    each row's notes start with its part's commit, and the footer has a line per part."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        commit = str(part.get("commit") or "?")[:7]
+        for sc in part["scenarios"]:
+            chosen.pop(sc["name"], None)  # re-inserted: the order is the order the parts ran them
+            chosen[sc["name"]] = {**sc, "note": f"at {commit}" + (f"; {sc['note']}" if sc.get("note") else "")}
+    return {"scenarios": list(chosen.values()), "parts": list(parts)}
+
+
 def render(results: dict[str, Any], width: int = 60) -> str:
     """A plain-text table (notes wrapped at ``width`` characters)."""
     body = [tuple(_clip(c, width) if i == len(HEADERS) - 1 else c for i, c in enumerate(r)) for r in rows(results)]
@@ -64,6 +78,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def all_ok(results: dict[str, Any]) -> bool:
+    if "parts" in results:  # a run in parts: every row counts; a stopped part's later rows were superseded
+        return all(sc["summary"]["ok"] for sc in results["scenarios"])
     return ("aborted" not in results and not results.get("partial")
             and all(sc["summary"]["ok"] for sc in results["scenarios"]))
 
@@ -78,6 +94,9 @@ def _aborted(results: dict[str, Any]) -> list[str]:
 
 
 def _footer(results: dict[str, Any]) -> str:
+    if "parts" in results:
+        return "\n".join(f"part {i} (commit {str(p.get('commit'))[:7]}{', stopped' if p.get('partial') else ''}): "
+                         f"{_footer(p)}" for i, p in enumerate(results["parts"], 1))
     m = results.get("machine") or {}
     w = results.get("workload") or {}
     return (

@@ -261,3 +261,21 @@ def test_a_long_end_check_says_what_it_still_waits_for() -> None:
     assert said == ("drift missing doc-7; session north: s1; turn east: s2#3; north unread; "
                     "sessions not caught up")
     assert _still([], SessionCheck(), [], []) == "nothing"
+
+
+def test_a_run_made_in_parts_is_one_table_where_a_later_part_supersedes_a_scenario() -> None:
+    def part(commit: str, partial: bool, *rows: tuple[str, int]) -> dict[str, object]:
+        return {"commit": commit * 40, "seed": 11, "seconds": 60.0, "machine": {}, "workload": {},
+                "partial": partial,
+                "scenarios": [{"name": n, "summary": summarise(n, [_result(0, lost=lost)]), "note": "", "trials": []}
+                              for n, lost in rows]}
+
+    first = part("a", True, ("agent-kill", 0), ("milvus-down", 1))  # stopped: the broker slowed down
+    second = part("b", False, ("milvus-down", 0), ("region-loss", 0))
+    both = table.combine([first, second])
+    assert [r[0] for r in table.rows(both)] == ["agent-kill", "milvus-down", "region-loss"]
+    assert [r[3] for r in table.rows(both)] == ["0", "0", "0"]  # milvus-down: the second part's row
+    assert [r[-1] for r in table.rows(both)] == ["at aaaaaaa", "at bbbbbbb", "at bbbbbbb"]
+    assert table.all_ok(both) and not table.all_ok(table.combine([second, first]))
+    md = table.markdown(both)
+    assert "part 1 (commit aaaaaaa, stopped)" in md and "part 2 (commit bbbbbbb)" in md
