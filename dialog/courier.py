@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from confluent_kafka import Message
 
 from dialog.keys import KeyRing, PostgresKeyRing, keys_for
-from regionsync.pgdb import region_dsn
+from regionsync.pgdb import link_dsn, region_dsn
 from regionsync.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,10 @@ class KeyCourier:
         # replicator starts must not stop it; the batch waits instead.
         ring = self._rings.get(region)
         if ring is None:
-            ring = self._rings[region] = PostgresKeyRing(region_dsn(self.settings, region))
+            # The source region's database is read across the link (read-only, mutual TLS);
+            # the target's is this region's own.
+            ring = self._rings[region] = (PostgresKeyRing(region_dsn(self.settings, region)) if region == self.target
+                                          else PostgresKeyRing(link_dsn(self.settings, region), ensure=False))
         return ring
 
     def __call__(self, msgs: Sequence[Message]) -> None:
@@ -87,7 +90,7 @@ def pull_keys(settings: Settings, region: str, ring: KeyRing) -> dict[str, int]:
     for peer in settings.others(region):
         try:
             # Not created if missing (a peer without that database has no keys to give).
-            other = PostgresKeyRing(region_dsn(settings, peer, create=False), ensure=False)
+            other = PostgresKeyRing(link_dsn(settings, peer), ensure=False)
             try:
                 keys, erased = other.everything()
             finally:

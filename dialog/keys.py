@@ -170,7 +170,11 @@ class PostgresKeyRing:
     """The contract on a region's database (the state store's: :mod:`dialog.pg_store` creates the tables)."""
 
     def __init__(self, dsn: str, *, ensure: bool = True) -> None:
+        """``ensure``: create the tables if missing. Without it (another region's database, read
+        across the link by a role that may only read) a region whose tables do not exist yet has
+        no keys and no erasures."""
         self._dsn = dsn
+        self._ensure = ensure
         self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
         if ensure:
             with self._conn.transaction():
@@ -187,9 +191,16 @@ class PostgresKeyRing:
         ids = sorted(set(session_ids))
         if not ids:
             return {}
-        rows = self._live.execute("SELECT session_id, kid, key FROM dialog_keys WHERE session_id = ANY(%s)",
-                                  (ids,)).fetchall()
+        rows = self._read("SELECT session_id, kid, key FROM dialog_keys WHERE session_id = ANY(%s)", (ids,))
         return {(str(s), str(kid)): bytes(k) for s, kid, k in rows}
+
+    def _read(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._live.execute(query, params).fetchall()  # type: ignore[arg-type]
+        except psycopg.errors.UndefinedTable:
+            if self._ensure:
+                raise
+            return []  # a region whose dialog store never started: nothing there yet
 
     def create(self, session_id: str, kid: str) -> SealingKey:
         conn = self._live
@@ -229,14 +240,19 @@ class PostgresKeyRing:
         ids = sorted(set(session_ids))
         if not ids:
             return set()
-        rows = self._live.execute("SELECT session_id FROM dialog_erased WHERE session_id = ANY(%s)", (ids,)).fetchall()
+        rows = self._read("SELECT session_id FROM dialog_erased WHERE session_id = ANY(%s)", (ids,))
         return {str(r[0]) for r in rows}
 
     def everything(self) -> tuple[SessionKeys, set[str]]:
         conn = self._live
-        with conn.transaction():  # one snapshot of both tables
-            keys = conn.execute("SELECT session_id, kid, key FROM dialog_keys").fetchall()
-            erased = conn.execute("SELECT session_id FROM dialog_erased").fetchall()
+        try:
+            with conn.transaction():  # one snapshot of both tables
+                keys = conn.execute("SELECT session_id, kid, key FROM dialog_keys").fetchall()
+                erased = conn.execute("SELECT session_id FROM dialog_erased").fetchall()
+        except psycopg.errors.UndefinedTable:
+            if self._ensure:
+                raise
+            return {}, set()
         return {(str(s), str(k)): bytes(v) for s, k, v in keys}, {str(r[0]) for r in erased}
 
     def close(self) -> None:

@@ -53,8 +53,9 @@ from regionsync.settings import Settings
 log = logging.getLogger(__name__)
 
 def consumer_config(settings: Settings, source: str, target: str) -> dict[str, Any]:
-    # The group id is a label: partitions are assigned, nothing committed.
-    return settings.kafka(source).reader(f"regionsync-mirror-{source}-{target}", {
+    # The group id is a label: partitions are assigned, nothing committed. The source is another
+    # region's broker: read across the link (mutual TLS through its edge, stack/edge.py).
+    return settings.kafka_link(source).reader(f"regionsync-mirror-{source}-{target}", {
         "fetch.message.max.bytes": 16 * 1024 * 1024,
         "socket.connection.setup.timeout.ms": 3000,
         "reconnect.backoff.max.ms": 1000,

@@ -29,6 +29,12 @@ def ensure_database(pg: PostgresSettings, database: str) -> None:
             pass
 
 
+def link_dsn(settings: Settings, region: str) -> str:
+    """DSN of ``region``'s own database for a client in another region: the read-only link role
+    over mutual TLS (``Settings.postgres_link``). Never creates anything."""
+    return settings.postgres_link(region).dsn(settings.dialog_database(region))
+
+
 def region_dsn(settings: Settings, region: str, create: bool = True) -> str:
     """DSN of ``region``'s own database on ``region``'s server (contains the password: never log it)."""
     pg = settings.postgres(region)

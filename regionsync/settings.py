@@ -14,8 +14,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from regionsync.errors import ConfigError
 from regionsync.settings_parts import (
     KafkaSettings,
+    LinkTls,
     MilvusSettings,
     ObjectStoreSettings,
     PostgresSettings,
@@ -89,9 +91,8 @@ class Settings(BaseSettings):
     chunk_overlap: int = 100
     embed_batch_size: int = 32
     embed_threads: int = 2
-    # A region service embeds one short query per request: a second intra-op thread buys nothing
-    # on a dozen tokens and, on a busy machine, waits for a core (measured under load: one query
-    # 22-26 ms with 1 thread, 42-51 ms with 2).
+    # A region service embeds one short query per request: a second intra-op thread only waits for
+    # a core on a busy machine (measured under load: one query 22-26 ms with 1 thread, 42-51 with 2).
     serve_embed_threads: int = 1
     embed_model: str = "all-MiniLM-L6-v2"
     # "onnx": ONNX Runtime on the model exported at setup (no torch in the process, ~0.3 GB);
@@ -104,10 +105,9 @@ class Settings(BaseSettings):
     # How long a region indexer's batch that is filling (more records came with the first) may
     # wait for the rest; a record that arrives alone is applied at once.
     batch_window_s: float = 0.05
-    # The change agent's batch period: Faust's take_events hands over what has arrived every
-    # this many seconds (or at once when batch_max_events are there). Short, so a lone change
-    # waits at most this; under load batches still fill, because events queue while the previous
-    # batch is being embedded.
+    # The change agent's batch period: Faust's take_events hands over what arrived every this many
+    # seconds (or batch_max_events at once). Short, so a lone change waits at most this; under
+    # load batches still fill, as events queue while the previous batch is being embedded.
     batch_linger_s: float = 0.002
     batch_max_events: int = 256
     # Documents whose last emitted content hash the change agent remembers (about 200 bytes
@@ -157,8 +157,7 @@ class Settings(BaseSettings):
     # (tansu's high-water mark can be lower than the real end; see dialog/worker.py).
     dialog_idle_polls: int = 5
     dialog_poll_timeout_s: float = 0.1
-    # Snapshot bucket: any S3-compatible endpoint (empty = AWS's default for s3_region). Each region
-    # has its own (``s3_endpoints``); s3_endpoint is the source region's unless made for another.
+    # Snapshot bucket: any S3 endpoint (empty: AWS's for s3_region); each region's in ``s3_endpoints``.
     s3_endpoint: str = "http://127.0.0.1:19000"
     s3_region: str = "us-east-1"
     s3_bucket: str = "regionsync-snapshots"
@@ -169,10 +168,9 @@ class Settings(BaseSettings):
         """Name of a region's dialog state database (one per region; another server in production)."""
         self._region_index(region)
         return f"{self.dialog_database_prefix}{region}"
-    # "local": a turn is acknowledged once this region's broker holds its events (the standby
-    # gets them by asynchronous replication: the RPO is the replication lag). "mirrored": also
-    # once every other region's broker holds them (the replicator's checkpoint there says so):
-    # RPO 0, at the price of a longer turn and of refused turns while a standby is unreachable.
+    # "local": a turn is acknowledged once this region's broker holds its events (the RPO is the
+    # replication lag). "mirrored": also once the other regions' brokers hold them (their
+    # replicators' checkpoints say so): RPO 0, for longer turns, refused while no standby is in sync.
     dialog_ack_mode: Literal["local", "mirrored"] = "local"
     dialog_seal: bool = True  # seal turns with the session's key (dialog/sealing.py); off: the bench's baseline
     mirrored_ack_timeout_s: float = 5.0
@@ -186,7 +184,6 @@ class Settings(BaseSettings):
     # other region's control topic (a promotion may have happened while it was away); it takes
     # no turn meanwhile. A peer that does not answer within this many seconds is given up on.
     rejoin_timeout_s: float = 10.0
-    # --- end of Dialog block
 
     # --- Replication between regions (mirror/): one replicator per ordered pair of regions,
     # running in the target region.
@@ -211,15 +208,21 @@ class Settings(BaseSettings):
     # local CA and the certificates there).
     tls: bool = False
     tls_dir: Path | None = None
+    # Links between regions: mutual TLS (tls_dir's CA, mirror.pem/.key) to a broker's edge
+    # (``kafka_links``; a region left out: link_base_port + its index, stack/edge.py) and to a
+    # database as the read-only role ``link_pg_user``. Off: plain addresses (docs/security.md).
+    link_tls: bool = True
+    link_base_port: int = 19392
+    kafka_links: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    link_pg_user: str = "regionsync_link"
     # /readyz: a region is ready while its index and dialog state are at most this far behind.
     ready_max_index_lag: int = 1000
     ready_max_dialog_lag: int = 1000
     # How long a promotion waits for the region's dialog state to reach the end of the log.
     promote_timeout_s: float = 60.0
-    # A promotion that waits this long for the active-region row is held up by a turn of the old
-    # active region that does not finish (its process hangs): it then fences that region's
-    # writer sessions (serve/roles.py). A turn holds the row for milliseconds to a few hundred;
-    # one still running after this is cut (503, the customer retries on the new region).
+    # A promotion waiting this long for the active-region row is held up by a hung turn of the old
+    # active region: it then fences that region's writer sessions (serve/roles.py). A turn holds
+    # the row for milliseconds; one still running after this is cut (503, retried elsewhere).
     promote_fence_after_s: float = 0.5
     query_max_chars: int = 2000
     search_max_k: int = 50
@@ -250,8 +253,6 @@ class Settings(BaseSettings):
         if worker == "mirror":
             pair = (source or "", region or "")
             if pair not in self.mirror_pairs():
-                from regionsync.errors import ConfigError
-
                 raise ConfigError(f"no replicator from {source!r} to {region!r}; regions: {', '.join(self.regions)}")
             return self.metrics_base_port + 1 + 2 * len(self.regions) + self.mirror_pairs().index(pair)
         offset = {"indexer": 1, "dialog": 1 + len(self.regions)}[worker]
@@ -261,14 +262,8 @@ class Settings(BaseSettings):
         """Every (source, target) pair of regions: one replicator each."""
         return [(a, b) for a in self.regions for b in self.regions if a != b]
 
-    def metrics_ports_needed(self) -> int:
-        """How many consecutive ports from metrics_base_port the workers' /metrics use."""
-        return 1 + 2 * len(self.regions) + len(self.mirror_pairs())
-
     def _region_index(self, region: str) -> int:
         if region not in self.regions:
-            from regionsync.errors import ConfigError
-
             raise ConfigError(f"unknown region {region!r}; configured regions: {', '.join(self.regions)}")
         return self.regions.index(region)
 
@@ -278,7 +273,7 @@ class Settings(BaseSettings):
 
     _region_names = field_validator("regions", mode="after")(check_region_names)
 
-    @field_validator("kafka_bootstraps", "pg_addresses", "s3_endpoints", "serve_urls", mode="before")
+    @field_validator("kafka_bootstraps", "pg_addresses", "s3_endpoints", "serve_urls", "kafka_links", mode="before")
     @classmethod
     def _parse_maps(cls, value: Any) -> Any:
         return region_map(value)
@@ -290,14 +285,14 @@ class Settings(BaseSettings):
         source = self.source_region or self.regions[0]
         if source not in self.regions:
             raise ValueError(f"source_region {source!r} is not one of the regions {self.regions}")
-        object.__setattr__(self, "source_region", source)
-        kafka, pg, s3s = fill_region_addresses(
+        maps = fill_region_addresses(
             self.regions, source, self.kafka_bootstrap, f"{self.pg_host}:{self.pg_port}", self.s3_endpoint,
             (self.kafka_bootstraps, self.pg_addresses, self.s3_endpoints), S3_PORT_STRIDE,
         )
-        object.__setattr__(self, "kafka_bootstraps", kafka)
-        object.__setattr__(self, "pg_addresses", pg)
-        object.__setattr__(self, "s3_endpoints", s3s)
+        links = {r: self.kafka_links.get(r) or f"127.0.0.1:{self.link_base_port + i}" for i, r in enumerate(self.regions)}
+        names = ("source_region", "kafka_bootstraps", "pg_addresses", "s3_endpoints", "kafka_links")
+        for name, value in zip(names, (source, *maps, links), strict=True):
+            object.__setattr__(self, name, value)
         return self
 
     @field_validator("state_dir", "embed_onnx_dir", "api_tokens_file", "tls_dir", mode="after")
@@ -339,10 +334,6 @@ class Settings(BaseSettings):
     def cdc_topic(self) -> str:
         return f"{self.cdc_topic_prefix}.{self.capture_table}"
 
-    @property
-    def kafka_port(self) -> int:
-        return int(self.kafka_bootstrap.rsplit(":", 1)[1])
-
     def pg_dsn(self, database: str | None = None) -> str:
         """A libpq URI for psycopg. Contains the password: never log it (use :meth:`pg_dsn_masked`)."""
         return self.postgres().dsn(database)
@@ -355,6 +346,16 @@ class Settings(BaseSettings):
         """The Kafka clients' part: ``region``'s broker (default: the one these settings see)."""
         return KafkaSettings(self.kafka_bootstraps[region] if region else self.kafka_bootstrap,
                              self.session_timeout_ms, self.heartbeat_interval_ms, self.fetch_wait_max_ms)
+
+    def kafka_link(self, region: str) -> KafkaSettings:
+        """The Kafka part for a client in another region: ``region``'s edge, mutual TLS (``link_tls``)."""
+        part = self.kafka(region)
+        return LinkTls(self.tls_root()).kafka(part, self.kafka_links[region]) if self.link_tls else part
+
+    def postgres_link(self, region: str) -> PostgresSettings:
+        """The Postgres part for a client in another region: the link role by certificate (``link_tls``)."""
+        part = self.postgres(region)
+        return LinkTls(self.tls_root()).postgres(part, self.link_pg_user) if self.link_tls else part
 
     def postgres(self, region: str | None = None) -> PostgresSettings:
         """The Postgres part: ``region``'s server (default: the one these settings see)."""

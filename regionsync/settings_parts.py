@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -118,10 +118,13 @@ class KafkaSettings:
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     fetch_wait_max_ms: int = 20
+    # librdkafka's security keys (``security.protocol``, ``ssl.*``): empty for a broker in the
+    # same region, mutual TLS for another region's (``Settings.kafka_link``).
+    security: Mapping[str, str] = field(default_factory=dict)
 
     def client(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """A client configuration for this broker: its address, then the caller's own keys."""
-        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap}
+        """A client configuration for this broker: its address and security, then the caller's own keys."""
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap, **self.security}
         config.update(extra or {})
         return config
 
@@ -174,6 +177,9 @@ class PostgresSettings:
     # TLS: the CA the server's certificate must chain to (sslmode=verify-full: encrypted, and the
     # server is who the host name says); None: libpq's default (prefer: encrypted if offered).
     ca_file: Path | None = None
+    # A client certificate and its key (mutual TLS: the server authenticates the role by it).
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
     def dsn(self, database: str | None = None) -> str:
         """A libpq URI for psycopg. Contains the password: never log it (use :meth:`dsn_masked`)."""
@@ -184,7 +190,31 @@ class PostgresSettings:
         return f"postgresql://{self.user}:***@{self.host}:{self.port}/{database or self.database}{self._tls()}"
 
     def _tls(self) -> str:
-        return f"?sslmode=verify-full&sslrootcert={quote(str(self.ca_file))}" if self.ca_file else ""
+        if not self.ca_file:
+            return ""
+        client = (f"&sslcert={quote(str(self.cert_file))}&sslkey={quote(str(self.key_file))}"
+                  if self.cert_file and self.key_file else "")
+        return f"?sslmode=verify-full&sslrootcert={quote(str(self.ca_file))}{client}"
+
+
+@dataclass(frozen=True)
+class LinkTls:
+    """The client side of a link between regions: the CA in ``root`` and the replicators' client
+    certificate (``mirror.pem``/``mirror.key``, stack/pki.py)."""
+
+    root: Path
+
+    def kafka(self, part: KafkaSettings, edge: str) -> KafkaSettings:
+        """``part``'s broker through its edge (stack/edge.py), the edge's name verified."""
+        return replace(part, bootstrap=edge, security={
+            "security.protocol": "SSL", "ssl.ca.location": str(self.root / "ca.pem"),
+            "ssl.certificate.location": str(self.root / "mirror.pem"),
+            "ssl.key.location": str(self.root / "mirror.key"), "ssl.endpoint.identification.algorithm": "https"})
+
+    def postgres(self, part: PostgresSettings, user: str) -> PostgresSettings:
+        """``part``'s server as ``user``, authenticated by the client certificate (no password)."""
+        return replace(part, user=user, password=SecretStr(""), ca_file=self.root / "ca.pem",
+                       cert_file=self.root / "mirror.pem", key_file=self.root / "mirror.key")
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from typing import Any
 
 import psycopg
 
-from regionsync.pgdb import region_dsn
+from regionsync.pgdb import link_dsn
 from regionsync.settings import Settings
 from serve.errors import NotInSync
 
@@ -118,7 +118,7 @@ class MirroredAcks:
         self.topic = settings.dialog_topic
         self.state = InSync(region, tuple(settings.others(region)), settings.mirrored_min_insync_regions)
         self._copied_fn = copied or self._read_copied
-        self._dsns = {peer: region_dsn(settings, peer, create=False) for peer in self.state.peers}
+        self._dsns = {peer: link_dsn(settings, peer) for peer in self.state.peers}  # across the link
         self._conns: dict[str, psycopg.Connection[Any]] = {}
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._rechecked: dict[str, float] = {}

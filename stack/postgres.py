@@ -70,16 +70,43 @@ def data_dir(settings: Settings, region: str) -> Path:
 
 def _install_certificate(settings: Settings, ddir: Path) -> None:
     """The local CA's server certificate as the server's (``server.crt``/``server.key`` in the data
-    dir, owned by the server's user, the key 0600: Postgres refuses a key others can read)."""
+    dir, owned by the server's user, the key 0600: Postgres refuses a key others can read), and the
+    CA as the one client certificates must chain to (``root.crt``)."""
     from serve.tls import tls_files
     from stack import pki
 
-    pki.ensure(settings)
+    pki.ensure(settings, clients=("mirror",))
     files = tls_files(settings)
-    for source, name in ((files.cert, "server.crt"), (files.key, "server.key")):
+    for source, name in ((files.cert, "server.crt"), (files.key, "server.key"), (files.ca, "root.crt")):
         target = ddir / name
         target.write_bytes(source.read_bytes())
         os.chmod(target, 0o600)
+    _chown_for_postgres(ddir)
+
+
+_LINK_MARK = "# regionsync: the link role"
+
+
+def link_hba_lines(settings: Settings) -> tuple[list[str], list[str]]:
+    """pg_hba.conf lines (put first) and pg_ident.conf lines that let the other regions in as the
+    read-only link role only with a client certificate of the stack's CA (CN ``mirror``), and never
+    without TLS."""
+    user = settings.link_pg_user
+    hba = [f"{_LINK_MARK} (other regions): a client certificate, nothing else (stack/postgres.py)",
+           f"hostssl all {user} 0.0.0.0/0 cert map=regionsync_links",
+           f"hostssl all {user} ::/0 cert map=regionsync_links",
+           f"host all {user} all reject", f"local all {user} reject"]
+    return hba, [f"regionsync_links mirror {user}"]
+
+
+def _install_link_rules(settings: Settings, ddir: Path) -> None:
+    hba_path, ident_path = ddir / "pg_hba.conf", ddir / "pg_ident.conf"
+    hba = hba_path.read_text()
+    if _LINK_MARK in hba:
+        return
+    lines, ident = link_hba_lines(settings)
+    hba_path.write_text("\n".join(lines) + "\n" + hba)
+    ident_path.write_text(ident_path.read_text() + "\n" + "\n".join(ident) + "\n")
     _chown_for_postgres(ddir)
 
 
@@ -163,9 +190,13 @@ def start(settings: Settings, region: str) -> None:
             f"-p {settings.pg_port} -c wal_level=logical -c listen_addresses=127.0.0.1 -k {ddir} "
             "-c max_replication_slots=10 -c max_wal_senders=10 -c fsync=off -c full_page_writes=off"
         )
-        if settings.tls:
+        if settings.tls or settings.link_tls:
             _install_certificate(settings, ddir)
-            opts += " -c ssl=on"  # server.crt and server.key in the data dir: Postgres' defaults
+            # server.crt and server.key in the data dir: Postgres' defaults; root.crt: the CA a
+            # client certificate must chain to (the other regions' link role).
+            opts += " -c ssl=on -c ssl_ca_file=root.crt"
+        if settings.link_tls:
+            _install_link_rules(settings, ddir)
         clear_stale_lock(ddir)
         try:
             _run(
@@ -289,9 +320,29 @@ def ensure_databases(settings: Settings, region: str) -> None:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{db}"')
+    _ensure_link_role(settings, local, region)
     if region == settings.source_region:
         with psycopg.connect(local.pg_dsn(), autocommit=True) as conn:
             conn.execute(SCHEMA_SQL)
+
+
+def _ensure_link_role(settings: Settings, local: Settings, region: str) -> None:
+    """The role the other regions read this region's database as (key courier, key pull, mirrored
+    acknowledgements): it logs in (by certificate only: pg_hba) and reads, nothing more."""
+    from psycopg import sql
+
+    role = sql.Identifier(settings.link_pg_user)
+    with psycopg.connect(local.pg_dsn("postgres"), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (settings.link_pg_user,)).fetchone() is None:
+            try:
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+            except psycopg.errors.DuplicateObject:  # another start won the race
+                pass
+    with psycopg.connect(local.pg_dsn(settings.dialog_database(region)), autocommit=True) as conn:
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
+        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(role))
+        conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT SELECT ON TABLES TO {}")
+                     .format(sql.Identifier(settings.pg_user), role))
 
 
 def stop(settings: Settings, region: str, timeout: float = 30.0) -> None:

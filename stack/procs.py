@@ -318,6 +318,7 @@ def free_infra_ports(regions: list[str], source: str | None = None) -> dict[str,
     s3 = {r: f"http://127.0.0.1:{free_object_store_port()}" for r in regions}
     return {
         "kafka_bootstraps": kafka, "kafka_bootstrap": kafka[source],
+        "kafka_links": {r: f"127.0.0.1:{free_port()}" for r in regions},  # the brokers' edges (stack/edge.py)
         "pg_addresses": pg, "pg_port": int(pg[source].rsplit(":", 1)[1]),
         "s3_endpoints": s3, "s3_endpoint": s3[source],
         "milvus_uris": {r: f"http://127.0.0.1:{free_port()}" for r in regions},

@@ -1,7 +1,8 @@
 """The embedded default stack: every region of the topology on one machine, without Docker.
 
 Each region owns (``region_infra`` / ``region_workers``): its object store (SeaweedFS), its broker
-(tansu, keeping its log in that object store), its Postgres (dialog state store, role and fence,
+(tansu, keeping its log in that object store) and the broker's edge (the mutual-TLS front the
+other regions' replicators read it through: stack/edge.py), its Postgres (dialog state store, role and fence,
 replicator checkpoints), its Milvus, its indexer, its dialog worker, its HTTP service and the
 replicators that bring the other regions' topics into it. The source region
 (``Settings.source_region``) also runs the CMS database (in its Postgres), Kafka Connect with the
@@ -23,7 +24,7 @@ from typing import Any
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from regionsync.settings import Settings
-from stack import broker, connect, milvus, postgres, procs, prometheus, seaweed, topics
+from stack import broker, connect, edge, milvus, postgres, procs, prometheus, seaweed, topics
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,10 @@ def mirror_name(source: str, target: str) -> str:
 
 def region_infra(settings: Settings, region: str) -> tuple[str, ...]:
     """The data and messaging processes a region owns, in start order."""
-    names = [seaweed.proc_name(region), postgres.proc_name(region), broker.proc_name(region), milvus.proc_name(region)]
+    names = [seaweed.proc_name(region), postgres.proc_name(region), broker.proc_name(region)]
+    if settings.link_tls:
+        names.append(edge.proc_name(region))
+    names.append(milvus.proc_name(region))
     if region == settings.source_region:
         names.append(connect.NAME)
     return tuple(names)
@@ -75,6 +79,8 @@ def start_region_infra(settings: Settings, region: str) -> None:
     if not broker.is_up(settings, region):
         broker.start(settings, region)
     topics.ensure_topics(settings, region)
+    if settings.link_tls and not edge.is_up(settings, region):
+        edge.start(settings, region)
     if not milvus.is_up(settings, region):
         milvus.start(settings, region)
 
@@ -205,6 +211,7 @@ def starter(settings: Settings, name: str) -> Callable[[], object]:
         "seaweed": seaweed.start,
         "postgres": postgres.start,
         "broker": _start_broker,
+        "edge": edge.start,
         "milvus": milvus.start,
         "indexer": start_indexer,
         "dialog": start_dialog_worker,
@@ -265,6 +272,8 @@ def down(settings: Settings) -> list[str]:
     for region in settings.regions:
         if milvus.stop(settings, region):
             stopped.append(milvus.proc_name(region))
+        if edge.stop(settings, region):
+            stopped.append(edge.proc_name(region))
         if procs.read_proc(settings.state_dir, broker.proc_name(region)):
             broker.stop(settings, region)
             stopped.append(broker.proc_name(region))
@@ -287,6 +296,8 @@ def status(settings: Settings) -> dict[str, Any]:
             "source": region == settings.source_region,
             "object_store": {"endpoint": local.s3_endpoint, "up": seaweed.is_up(settings, region)},
             "broker": {"bootstrap": local.kafka_bootstrap, "up": broker.is_up(settings, region)},
+            "edge": ({"address": settings.kafka_links[region], "up": edge.is_up(settings, region)}
+                     if settings.link_tls else None),
             "postgres": {"dsn": local.pg_dsn_masked(settings.dialog_database(region)),
                          "up": postgres.is_running(settings, region)},
             "milvus_uri": settings.milvus_uri(region),

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from regionsync.settings import Settings
-from stack import broker, milvus, postgres, procs, seaweed, topics
+from stack import broker, edge, milvus, postgres, procs, seaweed, topics
 
 
 def free_settings(state_dir: Path, regions: Sequence[str] = ("east", "north"), **overrides: Any) -> Settings:
@@ -24,10 +24,12 @@ def free_settings(state_dir: Path, regions: Sequence[str] = ("east", "north"), *
 
 
 def start_region(settings: Settings, region: str, *, with_milvus: bool = False, with_topics: bool = True) -> None:
-    """A region's object store, Postgres and broker (and its topics; its Milvus if asked)."""
+    """A region's object store, Postgres and broker with its edge (and its topics; its Milvus if asked)."""
     seaweed.start(settings, region)
     postgres.start(settings, region)
     broker.start(settings, region)
+    if settings.link_tls:
+        edge.start(settings, region)
     if with_topics:
         topics.ensure_topics(settings, region)
     if with_milvus:
@@ -36,6 +38,7 @@ def start_region(settings: Settings, region: str, *, with_milvus: bool = False, 
 
 def stop_region(settings: Settings, region: str) -> None:
     milvus.stop(settings, region)
+    edge.stop(settings, region)
     broker.stop(settings, region)
     postgres.stop(settings, region)
     seaweed.stop(settings, region)
