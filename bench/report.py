@@ -74,6 +74,8 @@ def rows(r: dict[str, Any]) -> list[Row]:
     ]
     if "turns" in r:
         out.append(turn_latency_row(r.get("turns")))
+    if "links" in r:
+        out.append(link_row(r.get("links")))
     return out
 
 
@@ -191,6 +193,20 @@ def turn_latency_row(tu: dict[str, Any] | None) -> Row:
         f"local p50 {_n(loc['p50_ms'], 1)} ms, p99 {_n(loc['p99_ms'], 1)} ms; mirrored p50 {_n(mir['p50_ms'], 1)} ms, "
         f"p99 {_n(mir['p99_ms'], 1)} ms (waiting for the standby: p50 {_n(mir['standby_wait_p50_ms'] or 0, 1)} ms); "
         f"{tu['mirrored_over_local_p50']:.2f}x" + _unsealed(tu),
+        "reported", "-",
+    )
+
+
+def link_row(li: dict[str, Any] | None) -> Row:
+    """Row 11: what the mutual-TLS edge costs a replicator's read (bench/links.py): a figure, no target."""
+    label = "a replicator's read of a broker, direct vs through its mutual-TLS edge"
+    if not _ok(li):
+        return _failed("11", label, li, "reported")
+    d, e = li["direct"], li["edge"]
+    return Row(
+        "11", f"{label}, {li['records']} records of {li['record_bytes']} B from {li['region']}",
+        f"direct {_n(d['records_per_s'])} records/s ({d['mb_per_s']:.1f} MB/s); edge {_n(e['records_per_s'])} "
+        f"records/s ({e['mb_per_s']:.1f} MB/s); {li['edge_over_direct']:.2f}x",
         "reported", "-",
     )
 

@@ -33,6 +33,7 @@ from bench import (
     embed_limit,
     freshness,
     http_search,
+    links,
     peer_row,
     rss,
     search,
@@ -203,6 +204,8 @@ class _Run:
         self.row("http_search", lambda: http_search.measure(s, queries, self.retries))
         self.progress("bench: row 10: a dialog turn's latency, local vs mirrored acknowledgements")
         self.row("turns", lambda: turns.measure(s, 50 if quick else 300))
+        self.progress("bench: row 11: a replicator's read of a broker, direct vs through its mutual-TLS edge")
+        self.row("links", lambda: links.measure(s, s.source_region, 20_000 if quick else 100_000))
 
     def freshness(self, tracker: Tracker, changed: dict[str, Any] | None) -> tuple[int, list[str], Iterator[str]]:
         """Row 4 at a fraction of row 2's rate; returns how many documents of ``order`` it changed,

@@ -58,10 +58,13 @@ def test_quick_bench_prints_every_row_and_saves_the_json(tmp_path: Path, capsys:
         assert 0 < figures["p50_ms"] <= figures["p99_ms"]
     dialog = r["dialog"]
     assert dialog is not None and dialog["full_replay_events_per_s"] > 0 and dialog["restore_total_s"] > 0
+    links = r["links"]  # row 11: the same records read directly and through the region's mutual-TLS edge
+    assert "\n11 " in printed and links["records"] > 0 and links["edge_over_direct"] > 0
+    assert links["direct"]["records_per_s"] > 0 and links["edge"]["records_per_s"] > 0
     services = r["rss"]["services"]
     regions = r["settings"]["regions"]
     # Every process of every region (named as the stack names them), the source's Connect and agent.
-    per_region = ("seaweed", "postgres", "broker", "milvus", "indexer", "dialog", "serve")
+    per_region = ("seaweed", "postgres", "broker", "edge", "milvus", "indexer", "dialog", "serve")
     expected = {"connect", "changes", *(f"{kind}-{region}" for region in regions for kind in per_region),
                 *(f"mirror-{a}-{b}" for a in regions for b in regions if a != b)}
     assert expected <= set(services), expected - set(services)

@@ -124,3 +124,14 @@ def test_a_failed_row_says_why_and_the_others_keep_their_figures() -> None:
     text = report.render(r)
     assert "retried: 7 (milvus connect (east) 5, milvus get (north) 2)" in text
     assert "rows that FAILED" in text and report.markdown(r).count("FAILED") == 1
+
+
+def test_the_link_row_reports_both_reads_and_their_ratio() -> None:
+    links = {"region": "east", "records": 5000, "record_bytes": 1024, "edge_over_direct": 0.5,
+             "direct": {"seconds": 1.0, "records_per_s": 5000.0, "mb_per_s": 5.12},
+             "edge": {"seconds": 2.0, "records_per_s": 2500.0, "mb_per_s": 2.56}}
+    row11 = {row.key: row for row in report.rows(_results(links=links))}["11"]
+    assert row11.verdict == "-" and "5000 records of 1024 B from east" in row11[1]
+    assert row11[2] == "direct 5,000 records/s (5.1 MB/s); edge 2,500 records/s (2.6 MB/s); 0.50x"
+    assert "11" not in {row.key for row in report.rows(_results())}  # a run without the row: not shown
+    assert report.failed_rows(_results(links={"error": "TimeoutError: read 0 of 5000"})) == ["11"]
