@@ -210,8 +210,9 @@ def active_region(settings: Settings) -> str:
 
 
 def read_control(settings: Settings, region: str, timeout_s: float) -> list[Promotion]:
-    """Every promotion on ``region``'s own control topic, read from ``region``'s broker."""
-    kafka = settings.kafka(region)
+    """Every promotion on ``region``'s own control topic, read from ``region``'s broker (another
+    region's: across the link, through its edge with mutual TLS)."""
+    kafka = settings.kafka_link(region)
     tp = (settings.control_topic, 0)
     end = fetch_ends(kafka, [tp], timeout_s)[tp]
     if end == 0:
