@@ -320,7 +320,8 @@ def ensure_databases(settings: Settings, region: str) -> None:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{db}"')
-    _ensure_link_role(settings, local, region)
+    if settings.link_tls:
+        _ensure_link_role(settings, local, region)
     if region == settings.source_region:
         with psycopg.connect(local.pg_dsn(), autocommit=True) as conn:
             conn.execute(SCHEMA_SQL)
