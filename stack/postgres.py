@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 
 from regionsync.errors import StackError
+from regionsync.pgdb import grant_link_role
 from regionsync.settings import Settings
 from stack import procs
 
@@ -320,30 +321,11 @@ def ensure_databases(settings: Settings, region: str) -> None:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{db}"')
-    if settings.link_tls:
-        _ensure_link_role(settings, local, region)
+    if settings.link_tls:  # the other regions read this region's database as the link role
+        grant_link_role(local.postgres(), settings.dialog_database(region), settings.link_pg_user)
     if region == settings.source_region:
         with psycopg.connect(local.pg_dsn(), autocommit=True) as conn:
             conn.execute(SCHEMA_SQL)
-
-
-def _ensure_link_role(settings: Settings, local: Settings, region: str) -> None:
-    """The role the other regions read this region's database as (key courier, key pull, mirrored
-    acknowledgements): it logs in (by certificate only: pg_hba) and reads, nothing more."""
-    from psycopg import sql
-
-    role = sql.Identifier(settings.link_pg_user)
-    with psycopg.connect(local.pg_dsn("postgres"), autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (settings.link_pg_user,)).fetchone() is None:
-            try:
-                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
-            except psycopg.errors.DuplicateObject:  # another start won the race
-                pass
-    with psycopg.connect(local.pg_dsn(settings.dialog_database(region)), autocommit=True) as conn:
-        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
-        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(role))
-        conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT SELECT ON TABLES TO {}")
-                     .format(sql.Identifier(settings.pg_user), role))
 
 
 def stop(settings: Settings, region: str, timeout: float = 30.0) -> None:
