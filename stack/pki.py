@@ -11,6 +11,7 @@ and running ``stack up`` again, the CA's too).
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import ipaddress
 import os
 from collections.abc import Iterable
@@ -29,13 +30,27 @@ CA_DAYS, LEAF_DAYS = 3650, 730
 
 def ensure(settings: Settings, clients: Iterable[str] = ()) -> Path:
     """The TLS directory with a CA, the services' certificate and one client certificate per name
-    in ``clients``; what exists is kept. Returns the directory."""
+    in ``clients``; what exists is kept. Returns the directory.
+
+    Under an exclusive lock on ``.lock`` in the directory: the regions start in parallel and each
+    asks for the certificates (its Postgres, its broker's edge), and two callers that both found
+    no CA would each make one, leaving certificates signed by a CA that is not the one in
+    ``ca.pem`` (seen: every replicator's handshake failed with "certificate verify failed")."""
     files = tls_files(settings)
     root = files.ca.parent
     if not root.exists():  # ours: owner-only (a directory the operator named is left as it is)
-        root.mkdir(parents=True, mode=0o700)
+        root.mkdir(parents=True, mode=0o700, exist_ok=True)
+    # Each call opens the file anew, so flock serialises threads of one process as well as
+    # processes; the lock goes with the file's closing.
+    with open(root / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure(settings, files.ca, files.cert, files.key, root, clients)
+
+
+def _ensure(settings: Settings, ca_path: Path, cert_path: Path, key_path: Path, root: Path,
+            clients: Iterable[str]) -> Path:
     ca_key_path = root / "ca.key"
-    if not files.ca.exists() or not ca_key_path.exists():
+    if not ca_path.exists() or not ca_key_path.exists():
         for old in [*root.glob("*.pem"), *root.glob("*.key")]:  # signed by a CA that is gone: issued again
             old.unlink()
         new_key = ec.generate_private_key(ec.SECP256R1())
@@ -47,17 +62,17 @@ def ensure(settings: Settings, clients: Iterable[str] = ()) -> Path:
                                              crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
                 .sign(new_key, hashes.SHA256()))
         _write(ca_key_path, cert_or_key=new_key)
-        _write(files.ca, cert_or_key=new_ca)
+        _write(ca_path, cert_or_key=new_ca)
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
-    ca_cert = x509.load_pem_x509_certificate(files.ca.read_bytes())
+    ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    if not files.cert.exists() or not files.key.exists():
+    if not cert_path.exists() or not key_path.exists():
         hosts = sorted({"localhost", "127.0.0.1", settings.serve_host} - {"0.0.0.0", ""})
-        _issue(ca_cert, ca_key, "regionsync region services", files.cert, files.key, hosts=hosts, server=True)
+        _issue(ca_cert, ca_key, "regionsync region services", cert_path, key_path, hosts=hosts, server=True)
     for client in clients:
-        cert_path, key_path = root / f"{client}.pem", root / f"{client}.key"
-        if not cert_path.exists() or not key_path.exists():
-            _issue(ca_cert, ca_key, client, cert_path, key_path, hosts=(), server=False)
+        client_cert, client_key = root / f"{client}.pem", root / f"{client}.key"
+        if not client_cert.exists() or not client_key.exists():
+            _issue(ca_cert, ca_key, client, client_cert, client_key, hosts=(), server=False)
     return root
 
 
